@@ -1,0 +1,1 @@
+"""Subcommands of ``spendwh``: one module per area, each with ``register(subparsers)``."""

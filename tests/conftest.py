@@ -1,0 +1,104 @@
+"""Shared fixtures: a real PostgreSQL server and proxy databases built from upstream migrations.
+
+``TEST_DATABASE_URL`` selects an existing server (CI: the machine's PostgreSQL); without it a
+throwaway embedded server is started for the session. Each proxy schema variant (prefix, last
+migration) is built once as a template database; tests get fresh copies of it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+
+from dagster_project.lib.migrations import apply_migrations
+from dagster_project.lib.postgres import (
+    create_database,
+    drop_database,
+    start_embedded_server,
+    with_database,
+)
+from dagster_project.settings import DEFAULT_TABLE_PREFIX, UPSTREAM_TABLE_PREFIX
+
+BOTH_PREFIXES = [
+    pytest.param(DEFAULT_TABLE_PREFIX, id="dheera"),
+    pytest.param(UPSTREAM_TABLE_PREFIX, id="litellm"),
+]
+
+
+@dataclass(frozen=True)
+class SourceDb:
+    """A fresh proxy database with the real schema."""
+
+    url: str
+    prefix: str
+    until: str | None
+
+    def connect(self, **kwargs) -> psycopg.Connection:
+        return psycopg.connect(self.url, **kwargs)
+
+    def table(self, name: str) -> str:
+        """Quoted reference to proxy table ``name``."""
+        return '"' + self.prefix + name + '"'
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory) -> str:
+    """URL of a PostgreSQL server tests may create databases on."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return url
+    return start_embedded_server(tmp_path_factory.mktemp("embedded-pg"))
+
+
+@pytest.fixture(scope="session")
+def _templates(pg_server_url) -> Iterator[dict]:
+    built: dict[tuple[str, str | None], str] = {}
+    yield built
+    for name in built.values():
+        drop_database(pg_server_url, name)
+
+
+def _template_name(prefix: str, until: str | None) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "", prefix.lower())
+    return f"spendwh_tpl_{slug}_{until or 'latest'}_{os.getpid()}"
+
+
+@pytest.fixture
+def make_source(pg_server_url, _templates) -> Iterator:
+    """Factory: ``make_source(prefix=..., until=...)`` returns a fresh :class:`SourceDb`."""
+    created: list[str] = []
+
+    def factory(prefix: str = DEFAULT_TABLE_PREFIX, until: str | None = None) -> SourceDb:
+        key = (prefix, until)
+        if key not in _templates:
+            name = _template_name(prefix, until)
+            url = create_database(pg_server_url, name, drop=True)
+            apply_migrations(url, prefix, until=until)
+            _templates[key] = name
+        dbname = f"spendwh_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{dbname}" TEMPLATE "{_templates[key]}"')
+        created.append(dbname)
+        return SourceDb(url=with_database(pg_server_url, dbname), prefix=prefix, until=until)
+
+    yield factory
+    for name in created:
+        drop_database(pg_server_url, name)
+
+
+@pytest.fixture(params=BOTH_PREFIXES)
+def prefix(request) -> str:
+    """Both table prefixes: the Dheera AI Proxy's (with a space) and upstream's."""
+    return request.param
+
+
+@pytest.fixture
+def source(make_source, prefix) -> SourceDb:
+    """A fresh proxy database with the latest schema, for each prefix."""
+    return make_source(prefix=prefix)
