@@ -21,9 +21,18 @@ def _columns(src, table: str) -> set[str]:
 def test_latest_schema_has_the_tables_the_pipeline_reads(source):
     cols = _columns(source, "SpendLogs")
     assert {"request_id", "startTime", "spend", "created_at", "organization_id"} <= cols
-    for table in ["ErrorLogs", "BudgetTable", "VerificationToken", "DeletedVerificationToken",
-                  "TeamTable", "UserTable", "EndUserTable", "OrganizationTable",
-                  "TeamMembership", "OrganizationMembership"]:
+    for table in [
+        "ErrorLogs",
+        "BudgetTable",
+        "VerificationToken",
+        "DeletedVerificationToken",
+        "TeamTable",
+        "UserTable",
+        "EndUserTable",
+        "OrganizationTable",
+        "TeamMembership",
+        "OrganizationMembership",
+    ]:
         assert _columns(source, table), f"{source.prefix}{table} missing"
 
 

@@ -102,8 +102,6 @@ def apply_migrations(
             else:
                 with conn.transaction():
                     conn.execute(sql)
-                    conn.execute(
-                        "INSERT INTO _spendwh_migrations (migration) VALUES (%s)", (key,)
-                    )
+                    conn.execute("INSERT INTO _spendwh_migrations (migration) VALUES (%s)", (key,))
             applied.append(migration)
     return applied

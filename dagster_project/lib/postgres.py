@@ -104,7 +104,5 @@ def inspect_source(url: str, prefix: str, *, connect_timeout: int = 10) -> Sourc
             if others
             else "check that DATABASE_URL points at the proxy's database and its migrations ran"
         )
-        raise ConfigError(
-            f"No proxy tables named {prefix!r}<Name> in {redact(url)}; {hint}."
-        )
+        raise ConfigError(f"No proxy tables named {prefix!r}<Name> in {redact(url)}; {hint}.")
     return info

@@ -49,7 +49,7 @@ SPEND_LOG_COLUMNS: tuple[RawColumn, ...] = (
     _c("model_group", "model_group", STR, "Public model name the client asked for."),
     _c("custom_llm_provider", "custom_llm_provider", STR, "Provider, e.g. openai."),
     _c("api_base", "api_base", STR, "Provider base URL."),
-    _c("user_id", "user", STR, "Internal user id of the key owner (source column \"user\")."),
+    _c("user_id", "user", STR, 'Internal user id of the key owner (source column "user").'),
     _c("end_user", "end_user", STR, "Customer id ('' when none)."),
     _c("team_id", "team_id", STR, "Key's team ('' when none)."),
     _c("organization_id", "organization_id", STR, "Key's organization; newer proxies."),
