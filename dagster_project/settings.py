@@ -46,8 +46,13 @@ class Settings:
 
     @property
     def warehouse_path(self) -> Path:
-        """The analysts' DuckDB file."""
+        """The analysts' DuckDB file: a read-only copy published after every successful run."""
         return self.warehouse_dir / WAREHOUSE_FILE_NAME
+
+    @property
+    def build_path(self) -> Path:
+        """The pipeline's working DuckDB file (one writer at a time; never opened by analysts)."""
+        return self.state_dir / "build.duckdb"
 
     @property
     def lake_dir(self) -> Path:

@@ -1,8 +1,9 @@
-"""The DuckDB warehouse file: one writer at a time, any number of read-only readers.
+"""DuckDB files: the pipeline's build database (one writer) and the published warehouse.
 
-Writers take a cross-process file lock beside the database file before opening it read-write, so
-a scheduled run, a manual run and the alert sensor never interleave. Readers (notebooks, the
-``spendwh alerts`` view) open the file ``read_only`` and never block the writer for long.
+The pipeline writes ``state/build.duckdb`` under a cross-process file lock, so a scheduled run, a
+manual run and the alert sensor never interleave. At the end of a successful run the build file is
+copied and atomically renamed to ``warehouse.duckdb``: analysts (notebooks, the ``duckdb`` CLI,
+``spendwh alerts``) open that copy ``read_only`` and can never block the writer.
 """
 
 from __future__ import annotations
@@ -75,3 +76,30 @@ def connect_reader(
             conn.close()
         return
     raise WarehouseBusyError(f"the warehouse {path} stayed locked by a writer: {last}")
+
+
+def publish(build_path: Path, warehouse_path: Path) -> Path:
+    """Atomically replace the analysts' file with a copy of the checkpointed build database.
+
+    Readers that have the old file open keep reading it (the rename swaps the directory entry,
+    not their open file); new readers see the new file. The writer therefore never waits for
+    analysts, and analysts never see a half-written database.
+    """
+    import os
+    import shutil
+
+    warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = warehouse_path.with_name(f".{warehouse_path.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(build_path, tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, warehouse_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(warehouse_path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return warehouse_path
