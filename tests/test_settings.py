@@ -1,0 +1,60 @@
+"""The configuration contract: defaults, .env, and one-sentence errors for bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dagster_project.settings import ConfigError, load_settings
+
+
+def test_defaults(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(env={})
+    assert settings.database_url is None
+    assert settings.table_prefix == "Dheera AI_"
+    assert settings.warehouse_dir == tmp_path / "data"
+    assert settings.warehouse_path == tmp_path / "data" / "warehouse.duckdb"
+    assert settings.build_path == tmp_path / "data" / "state" / "build.duckdb"
+    assert settings.dbt_target == "duckdb"
+    assert settings.budget_timezone == "UTC"
+    assert settings.include_payload_columns is False
+
+
+def test_dotenv_is_read_and_process_environment_wins(tmp_path: Path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "DATABASE_URL=postgresql://u:p@db:5432/litellm\n"
+        "PROXY_TABLE_PREFIX=LiteLLM_\n"
+        f"SPEND_WAREHOUSE_DIR={tmp_path / 'wh'}\n"
+    )
+    settings = load_settings(env={"PROXY_TABLE_PREFIX": "Dheera AI_"}, dotenv_path=dotenv)
+    assert settings.database_url == "postgresql://u:p@db:5432/litellm"
+    assert settings.table_prefix == "Dheera AI_"
+    assert settings.warehouse_dir == tmp_path / "wh"
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"DATABASE_URL": "mysql://u@h/db"}, "must start with postgresql://"),
+        ({"DATABASE_URL": "postgresql:///litellm"}, "has no host"),
+        ({"DATABASE_URL": "postgresql://u@host:5432"}, "names no database"),
+        ({"DATABASE_URL": "postgresql://u@host:port/db"}, "invalid port"),
+        ({"PROXY_TABLE_PREFIX": 'Bad"Prefix'}, "PROXY_TABLE_PREFIX"),
+        ({"DBT_TARGET": "snowflake"}, "DBT_TARGET"),
+        ({"BUDGET_TIMEZONE": "Mars/Olympus"}, "BUDGET_TIMEZONE"),
+    ],
+)
+def test_bad_values_get_one_sentence_naming_the_setting(tmp_path, env, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_settings(env=env, dotenv_path=tmp_path / "missing.env")
+    message = str(info.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_socket_urls_of_embedded_servers_are_accepted(tmp_path):
+    url = "postgresql://postgres:@/postgres?host=/tmp/pg"
+    assert load_settings(env={"DATABASE_URL": url}, dotenv_path=tmp_path / "x").database_url == url
