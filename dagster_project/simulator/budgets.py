@@ -1,0 +1,361 @@
+"""Budget windows, the spend ledger, and sizing of budgets and counters from simulated spend.
+
+Pure. Windows follow upstream's calendar alignment in UTC: ``1h`` = clock hours, ``1d`` = UTC
+days, ``7d`` = weeks starting Monday, ``30d`` and ``1mo`` = calendar months; ``None`` = one
+window that never resets. All windows are whole clock hours, so hourly spend per key and per end
+user (the :class:`SpendLedger`) is enough to compute any entity's spend in any window.
+
+Sizing per profile (``peak`` = the highest spend of any window in the simulated range,
+``ref`` = the current window's spend when it is at least a quarter of ``peak``, else ``peak``):
+
+- ``under``: soft 1.6 x peak, max 2.5 x peak: never crossed;
+- ``soft``: soft 0.7 x ref, max 1.4 x peak: the soft budget is crossed, the max never;
+- ``over``: soft 0.5 x ref, max 0.85 x ref: both are crossed;
+- ``none``: no limits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from dagster_project.simulator.catalog import ADMIN_USER_ID
+from dagster_project.simulator.population import (
+    EndUser,
+    Key,
+    Organization,
+    Population,
+    Team,
+    TeamMember,
+    User,
+)
+
+HOUR_MS = 3_600_000
+NO_KEY = -2
+MASTER_KEY_INDEX = -1
+DRIFT_SHARE = 0.1
+
+
+def epoch_ms(ts: datetime) -> int:
+    """Milliseconds since the epoch of a naive UTC datetime."""
+    return int(np.datetime64(ts, "ms").astype(np.int64))
+
+
+def period_labels(hours: np.ndarray, duration: str | None) -> np.ndarray:
+    """Window label of each clock hour (hours since the epoch) for ``duration``."""
+    hours = np.asarray(hours, dtype=np.int64)
+    if duration is None:
+        return np.zeros_like(hours)
+    if duration == "1h":
+        return hours
+    if duration == "1d":
+        return hours // 24
+    if duration == "7d":
+        return (hours // 24 + 3) // 7  # 1970-01-01 was a Thursday; weeks start on Monday
+    if duration in ("30d", "1mo"):
+        return hours.astype("datetime64[h]").astype("datetime64[M]").astype(np.int64)
+    raise ValueError(f"budget_duration {duration!r} is not one the simulator generates")
+
+
+def next_reset(at: datetime, duration: str | None) -> datetime | None:
+    """Upstream's ``budget_reset_at`` for a window containing ``at`` (``None``: never)."""
+    if duration is None:
+        return None
+    if duration == "1h":
+        return at.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    midnight = at.replace(hour=0, minute=0, second=0, microsecond=0)
+    if duration == "1d":
+        return midnight + timedelta(days=1)
+    if duration == "7d":
+        return midnight + timedelta(days=7 - midnight.weekday())
+    if duration in ("30d", "1mo"):
+        first = midnight.replace(day=1)
+        return (
+            first.replace(year=first.year + 1, month=1)
+            if first.month == 12
+            else (first.replace(month=first.month + 1))
+        )
+    raise ValueError(f"budget_duration {duration!r} is not one the simulator generates")
+
+
+@dataclass
+class SpendLedger:
+    """Hourly spend per key (plus one row for master-key calls) and per end user."""
+
+    first_hour: int
+    key_hourly: np.ndarray
+    end_user_hourly: np.ndarray
+
+    @classmethod
+    def empty(cls, start: datetime, end: datetime, n_keys: int, n_end_users: int) -> SpendLedger:
+        """A zero ledger for traffic in ``[start, end)``."""
+        first = epoch_ms(start) // HOUR_MS
+        last = (epoch_ms(end) - 1) // HOUR_MS
+        hours = max(int(last - first + 1), 1)
+        return cls(
+            first_hour=int(first),
+            key_hourly=np.zeros((n_keys + 1, hours)),
+            end_user_hourly=np.zeros((n_end_users, hours)),
+        )
+
+    @property
+    def hours(self) -> np.ndarray:
+        """Clock hours (since the epoch) the ledger covers."""
+        return self.first_hour + np.arange(self.key_hourly.shape[1], dtype=np.int64)
+
+    def add(
+        self, key_idx: np.ndarray, end_user_idx: np.ndarray, start_ms: np.ndarray, spend: np.ndarray
+    ) -> None:
+        """Book written rows: key index (-1 master key, -2 none), end user index (-1 none)."""
+        hour = start_ms // HOUR_MS - self.first_hour
+        inside = (hour >= 0) & (hour < self.key_hourly.shape[1]) & (spend != 0)
+        n_keys = self.key_hourly.shape[0] - 1
+        rows = np.where(key_idx == MASTER_KEY_INDEX, n_keys, key_idx)
+        ok = inside & (key_idx != NO_KEY)
+        np.add.at(self.key_hourly, (rows[ok], hour[ok]), spend[ok])
+        ok = inside & (end_user_idx >= 0)
+        np.add.at(self.end_user_hourly, (end_user_idx[ok], hour[ok]), spend[ok])
+
+
+@dataclass(frozen=True)
+class WindowSpend:
+    """Spend of one entity: its current window, its highest window, and all time."""
+
+    current: float
+    peak: float
+    total: float
+
+
+def window_spend(
+    series: np.ndarray, hours: np.ndarray, duration: str | None, at_hour: int
+) -> WindowSpend:
+    """Spend of an hourly ``series`` in the window containing ``at_hour``, the peak, the total."""
+    labels = period_labels(hours, duration)
+    now_label = int(period_labels(np.array([at_hour]), duration)[0])
+    uniq, inverse = np.unique(labels, return_inverse=True)
+    sums = np.bincount(inverse, weights=series, minlength=len(uniq))
+    current = float(series[(labels == now_label) & (hours <= at_hour)].sum())
+    return WindowSpend(
+        current=current, peak=float(sums.max(initial=0.0)), total=float(series.sum())
+    )
+
+
+def _money(value: float, *, up: bool) -> float:
+    """Round a budget amount to cents (micro-dollars below 5 cents), in the safe direction."""
+    scale = 100 if value >= 0.05 else 1_000_000
+    rounded = (math.ceil if up else math.floor)(value * scale) / scale
+    return rounded if rounded > 0 or up else value
+
+
+def size_limits(profile: str, spend: WindowSpend) -> tuple[float | None, float | None]:
+    """``(soft_budget, max_budget)`` for ``profile`` given an entity's window spend."""
+    if profile == "none":
+        return None, None
+    peak = spend.peak
+    if peak <= 0:
+        return 5.0, 10.0
+    ref = spend.current if spend.current >= 0.25 * peak else peak
+    if profile == "under":
+        return _money(1.6 * peak, up=True), _money(2.5 * peak, up=True)
+    if profile == "soft":
+        return _money(0.7 * ref, up=False), _money(1.4 * peak, up=True)
+    if profile == "over":
+        return _money(0.5 * ref, up=False), _money(0.85 * ref, up=False)
+    raise ValueError(f"unknown budget profile {profile!r}")
+
+
+class _Sizing:
+    """Working state of :func:`finalize`: the ledger, the budget rows, the drift draws."""
+
+    def __init__(self, pop: Population, ledger: SpendLedger) -> None:
+        self.pop, self.ledger = pop, ledger
+        self.hours = ledger.hours
+        self.end_hour = epoch_ms(pop.end) // HOUR_MS
+        self.rng = np.random.default_rng([pop.seed, 3])
+        self.drifted: set[tuple[str, str]] = set()
+        self.budgets = {b.budget_id: b for b in pop.budgets}
+
+    def keys_series(self, pred: Callable[[Key], bool], *, master: bool = False) -> np.ndarray:
+        """Hourly spend of the keys matching ``pred`` (plus master-key calls if ``master``)."""
+        rows = [i for i, k in enumerate(self.pop.keys) if pred(k)]
+        if master:
+            rows.append(len(self.pop.keys))
+        if not rows:
+            return np.zeros(len(self.hours))
+        return self.ledger.key_hourly[rows].sum(axis=0)
+
+    def spend(
+        self, series: np.ndarray, duration: str | None, at_hour: int | None = None
+    ) -> WindowSpend:
+        """Window spend of ``series`` at ``at_hour`` (default: the end of the range)."""
+        at = self.end_hour if at_hour is None else at_hour
+        return window_spend(series, self.hours, duration, at)
+
+    def counter(self, kind: str, ident: str, truth: float) -> float:
+        """The live counter for ``truth``: equal, or for a few entities drifted below it."""
+        if truth > 0 and self.rng.random() < DRIFT_SHARE:
+            self.drifted.add((kind, ident))
+            return round(truth * float(self.rng.uniform(0.85, 0.98)), 9)
+        return truth
+
+    def set_budget(self, budget_id: str | None, soft: float | None, max_: float | None) -> None:
+        """Fill in a budget row's amounts and next reset."""
+        if budget_id is not None:
+            row = self.budgets[budget_id]
+            self.budgets[budget_id] = replace(
+                row,
+                soft_budget=soft,
+                max_budget=max_,
+                budget_reset_at=next_reset(self.pop.end, row.budget_duration),
+            )
+
+    def duration_of(self, budget_id: str | None) -> str | None:
+        """``budget_duration`` of a budget row (``None`` without a row)."""
+        return self.budgets[budget_id].budget_duration if budget_id else None
+
+
+def _current(ws: WindowSpend, duration: str | None) -> float:
+    """Counter value: the current window's spend, or all-time spend without a window."""
+    return ws.current if duration else ws.total
+
+
+def _size_keys(z: _Sizing) -> tuple[Key, ...]:
+    keys = []
+    for i, key in enumerate(z.pop.keys):
+        at = key.deleted_at or z.pop.end  # deleted keys: their counter as of deletion
+        at_hour = (epoch_ms(at) - (1 if key.deleted_at else 0)) // HOUR_MS
+        ws = z.spend(z.ledger.key_hourly[i], key.budget_duration, at_hour)
+        soft, max_ = size_limits(key.profile, ws)
+        z.set_budget(key.budget_id, soft, None)  # a key's soft budget lives on its budget row
+        truth = _current(ws, key.budget_duration)
+        keys.append(
+            replace(
+                key,
+                max_budget=max_,
+                soft_budget=soft if key.budget_id else None,
+                budget_reset_at=next_reset(at, key.budget_duration),
+                period_spend=truth,
+                spend=z.counter("key", key.token, truth),
+            )
+        )
+    return tuple(keys)
+
+
+def _size_users(z: _Sizing) -> tuple[User, ...]:
+    users = []
+    for user in z.pop.users:
+        series = z.keys_series(
+            lambda k, u=user.user_id: k.user_id == u, master=user.user_id == ADMIN_USER_ID
+        )
+        ws = z.spend(series, user.budget_duration)
+        _, max_ = size_limits(user.profile, ws)
+        truth = _current(ws, user.budget_duration)
+        users.append(
+            replace(
+                user,
+                max_budget=max_,
+                budget_reset_at=next_reset(z.pop.end, user.budget_duration),
+                period_spend=truth,
+                spend=z.counter("user", user.user_id, truth),
+            )
+        )
+    return tuple(users)
+
+
+def _size_teams(z: _Sizing) -> tuple[Team, ...]:
+    teams = []
+    for team in z.pop.teams:
+        ws = z.spend(z.keys_series(lambda k, t=team.team_id: k.team_id == t), team.budget_duration)
+        soft, max_ = size_limits(team.profile, ws)
+        truth = _current(ws, team.budget_duration)
+        teams.append(
+            replace(
+                team,
+                max_budget=max_,
+                soft_budget=soft,
+                budget_reset_at=next_reset(z.pop.end, team.budget_duration),
+                period_spend=truth,
+                spend=z.counter("team", team.team_id, truth),
+            )
+        )
+    return tuple(teams)
+
+
+def _size_organizations(z: _Sizing) -> tuple[Organization, ...]:
+    orgs = []
+    for org in z.pop.organizations:
+        series = z.keys_series(lambda k, o=org.organization_id: k.organization_id == o)
+        ws = z.spend(series, z.duration_of(org.budget_id))
+        z.set_budget(org.budget_id, *size_limits(org.profile, ws))
+        orgs.append(  # organization counters are never reset upstream
+            replace(
+                org,
+                period_spend=ws.total,
+                spend=z.counter("organization", org.organization_id, ws.total),
+            )
+        )
+    return tuple(orgs)
+
+
+def _size_team_members(z: _Sizing) -> tuple[TeamMember, ...]:
+    team_duration = {t.team_id: t.budget_duration for t in z.pop.teams}
+    members = []
+    for m in z.pop.team_members:
+        series = z.keys_series(lambda k, m=m: k.team_id == m.team_id and k.user_id == m.user_id)
+        duration = z.duration_of(m.budget_id) if m.budget_id else team_duration[m.team_id]
+        ws = z.spend(series, duration)
+        z.set_budget(m.budget_id, None, size_limits(m.profile, ws)[1])
+        truth = _current(ws, duration)
+        members.append(
+            replace(
+                m,
+                period_spend=truth,
+                spend=z.counter("team_member", f"{m.team_id}::{m.user_id}", truth),
+                total_spend=ws.total,
+            )
+        )
+    return tuple(members)
+
+
+def _size_end_users(z: _Sizing) -> tuple[EndUser, ...]:
+    """End users share tier budgets: each tier's max is the median of its members' peaks, so
+    about half of them cross it."""
+    end_users = []
+    tier_peaks: dict[str, list[float]] = {}
+    for i, eu in enumerate(z.pop.end_users):
+        duration = z.duration_of(eu.budget_id)
+        ws = z.spend(z.ledger.end_user_hourly[i], duration)
+        if eu.budget_id:
+            tier_peaks.setdefault(eu.budget_id, []).append(ws.peak)
+        truth = _current(ws, duration)
+        end_users.append(
+            replace(eu, period_spend=truth, spend=z.counter("end_user", eu.user_id, truth))
+        )
+    for budget_id, peaks in tier_peaks.items():
+        median = float(np.median(peaks))
+        max_ = _money(median, up=True) if median > 0 else 1.0
+        z.set_budget(budget_id, _money(0.6 * max_, up=False), max_)
+    return tuple(end_users)
+
+
+def finalize(population: Population, ledger: SpendLedger) -> Population:
+    """The population with budget amounts, ``budget_reset_at`` and live ``spend`` counters."""
+    z = _Sizing(population, ledger)
+    sized = {
+        "keys": _size_keys(z),
+        "users": _size_users(z),
+        "teams": _size_teams(z),
+        "organizations": _size_organizations(z),
+        "team_members": _size_team_members(z),
+        "end_users": _size_end_users(z),
+    }
+    return replace(
+        population,
+        **sized,
+        budgets=tuple(z.budgets[b.budget_id] for b in population.budgets),
+        drifted=frozenset(z.drifted),
+    )

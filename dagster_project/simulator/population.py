@@ -1,0 +1,503 @@
+"""Seeded generator of the proxy's population: orgs, teams, users, keys, end users, budgets.
+
+Pure: the same seed and time range give the same population. Budget amounts and live ``spend``
+counters are filled in later by :mod:`dagster_project.simulator.budgets`, from the spend the
+workload actually generated, so that budget crossings are guaranteed rather than likely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from dagster_project.simulator.catalog import (
+    ADMIN_USER_ID,
+    BUDGET_DURATIONS,
+    EXTRA_TAGS,
+    FIRST_NAMES,
+    MODELS,
+    ORG_NAMES,
+    TEAM_NAMES,
+    USER_AGENTS,
+    ModelSpec,
+)
+
+PROFILES: tuple[str, ...] = ("none", "under", "soft", "over")
+"""Budget profiles: no limits; never crossed; soft crossed only; soft and max crossed."""
+
+CREATOR = ADMIN_USER_ID
+"""``created_by`` / ``updated_by`` of management rows (the admin made them in the UI)."""
+
+_KEY_ALPHABET = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
+
+
+@dataclass(frozen=True)
+class PopulationSpec:
+    """How many entities of each kind to generate."""
+
+    organizations: int = 4
+    teams: int = 12
+    users: int = 40
+    keys: int = 80
+    end_users: int = 60
+    deleted_key_share: float = 0.08
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A ``BudgetTable`` row. ``owner`` says who references it (``organization``, ``key``,
+    ``team_member`` or ``end_user_tier``)."""
+
+    budget_id: str
+    owner: str
+    budget_duration: str | None
+    created_at: datetime
+    max_budget: float | None = None
+    soft_budget: float | None = None
+    budget_reset_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Organization:
+    """An ``OrganizationTable`` row; its limits live on budget row ``budget_id``."""
+
+    organization_id: str
+    organization_alias: str
+    budget_id: str
+    profile: str
+    created_at: datetime
+    spend: float = 0.0
+    period_spend: float = 0.0
+
+
+@dataclass(frozen=True)
+class Team:
+    """A ``TeamTable`` row."""
+
+    team_id: str
+    team_alias: str
+    organization_id: str | None
+    budget_duration: str | None
+    profile: str
+    created_at: datetime
+    members: tuple[str, ...] = ()
+    max_budget: float | None = None
+    soft_budget: float | None = None
+    budget_reset_at: datetime | None = None
+    spend: float = 0.0
+    period_spend: float = 0.0
+
+
+@dataclass(frozen=True)
+class User:
+    """An internal user (``UserTable``)."""
+
+    user_id: str
+    user_alias: str
+    user_email: str
+    user_role: str
+    organization_id: str | None
+    teams: tuple[str, ...]
+    budget_duration: str | None
+    profile: str
+    created_at: datetime
+    max_budget: float | None = None
+    budget_reset_at: datetime | None = None
+    spend: float = 0.0
+    period_spend: float = 0.0
+
+
+@dataclass(frozen=True)
+class Key:
+    """A virtual key (``VerificationToken``); ``deleted_at`` set = moved to the deleted table."""
+
+    token: str
+    raw_key: str
+    key_name: str
+    key_alias: str
+    user_id: str | None
+    team_id: str | None
+    organization_id: str | None
+    budget_duration: str | None
+    budget_id: str | None
+    profile: str
+    created_at: datetime
+    deleted_at: datetime | None
+    traffic_weight: float
+    customer_facing: bool
+    user_agent: str
+    default_tags: tuple[str, ...]
+    requester_ip: str
+    cache_enabled: bool
+    model_weights: tuple[float, ...]
+    deleted_row_id: str
+    max_budget: float | None = None
+    soft_budget: float | None = None
+    budget_reset_at: datetime | None = None
+    spend: float = 0.0
+    period_spend: float = 0.0
+
+
+@dataclass(frozen=True)
+class EndUser:
+    """A customer (``EndUserTable``); ``budget_id`` points at a shared tier budget row."""
+
+    user_id: str
+    alias: str | None
+    budget_id: str | None
+    traffic_weight: float
+    spend: float = 0.0
+    period_spend: float = 0.0
+
+
+@dataclass(frozen=True)
+class TeamMember:
+    """A ``TeamMembership`` row; ``budget_id`` = the member's own budget row, if any."""
+
+    user_id: str
+    team_id: str
+    budget_id: str | None
+    profile: str
+    spend: float = 0.0
+    period_spend: float = 0.0
+    total_spend: float = 0.0
+
+
+@dataclass(frozen=True)
+class OrgMember:
+    """An ``OrganizationMembership`` row."""
+
+    user_id: str
+    organization_id: str
+    user_role: str
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A model deployment; ``model_id`` is a ``ProxyModelTable`` id when ``spec.in_db``, else a
+    config-derived hash that joins to nothing (like config-file models upstream)."""
+
+    model_id: str
+    spec: ModelSpec
+
+
+@dataclass(frozen=True)
+class Population:
+    """Everything the simulator writes besides the logs."""
+
+    seed: int
+    start: datetime
+    end: datetime
+    organizations: tuple[Organization, ...]
+    teams: tuple[Team, ...]
+    users: tuple[User, ...]
+    keys: tuple[Key, ...]
+    end_users: tuple[EndUser, ...]
+    team_members: tuple[TeamMember, ...]
+    org_members: tuple[OrgMember, ...]
+    budgets: tuple[Budget, ...]
+    deployments: tuple[Deployment, ...]
+    drifted: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+
+    def budget(self, budget_id: str | None) -> Budget | None:
+        """The budget row ``budget_id`` (``None`` for ``None``)."""
+        if budget_id is None:
+            return None
+        return next(b for b in self.budgets if b.budget_id == budget_id)
+
+    @property
+    def live_keys(self) -> tuple[Key, ...]:
+        """Keys still in ``VerificationToken``."""
+        return tuple(k for k in self.keys if k.deleted_at is None)
+
+    @property
+    def deleted_keys(self) -> tuple[Key, ...]:
+        """Keys moved to ``DeletedVerificationToken``."""
+        return tuple(k for k in self.keys if k.deleted_at is not None)
+
+
+def seeded_uuid(rng: np.random.Generator) -> str:
+    """A random-looking but seeded uuid4 string."""
+    return str(uuid.UUID(bytes=rng.bytes(16), version=4))
+
+
+def hash_key(raw_key: str) -> str:
+    """``VerificationToken.token``: the SHA-256 hex digest of the raw ``sk-...`` key."""
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def abbreviate_key(raw_key: str) -> str:
+    """``VerificationToken.key_name``: the display form ``sk-...abcd``."""
+    return f"sk-...{raw_key[-4:]}"
+
+
+def _raw_key(rng: np.random.Generator) -> str:
+    return "sk-" + "".join(rng.choice(_KEY_ALPHABET, size=22))
+
+
+def _deployments(rng: np.random.Generator) -> tuple[Deployment, ...]:
+    out = []
+    for spec in MODELS:
+        if spec.in_db:
+            model_id = seeded_uuid(rng)
+        else:
+            model_id = hashlib.sha256(f"{spec.model}|{spec.api_base}".encode()).hexdigest()
+        out.append(Deployment(model_id=model_id, spec=spec))
+    return tuple(out)
+
+
+@dataclass
+class _Draw:
+    """Shared state of one generation: the seeded generator, the range, the budget rows."""
+
+    rng: np.random.Generator
+    start: datetime
+    end: datetime
+    budgets: list[Budget] = field(default_factory=list)
+
+    @property
+    def span_s(self) -> float:
+        """Length of the simulated range in seconds."""
+        return (self.end - self.start).total_seconds()
+
+    def budget(self, owner: str, duration: str | None, created_at: datetime) -> str:
+        """Add a budget row (amounts are sized later); return its id."""
+        budget_id = seeded_uuid(self.rng)
+        self.budgets.append(Budget(budget_id, owner, duration, created_at))
+        return budget_id
+
+    def before_start(self, max_days: float) -> datetime:
+        """A creation time between ``max_days`` and one day before the range starts."""
+        seconds = float(self.rng.uniform(86400, max_days * 86400))
+        return (self.start - timedelta(seconds=seconds)).replace(microsecond=0)
+
+    def duration(self, options: tuple[str | None, ...] = BUDGET_DURATIONS) -> str | None:
+        """One of ``options``, uniformly."""
+        return options[int(self.rng.integers(len(options)))]
+
+    def profiles(self, n: int) -> list[str]:
+        """Shuffled budget profiles, every profile present as soon as ``n >= 4``."""
+        return [str(p) for p in self.rng.permutation(np.resize(np.array(PROFILES), n))]
+
+
+def _organizations(draw: _Draw, n: int) -> list[Organization]:
+    orgs = []
+    for i, profile in enumerate(draw.profiles(n)):
+        created = draw.before_start(200)
+        duration = draw.duration(("1mo", "30d", "7d", None))
+        orgs.append(
+            Organization(
+                organization_id=seeded_uuid(draw.rng),
+                organization_alias=ORG_NAMES[i % len(ORG_NAMES)] + (f"-{i}" if i >= 5 else ""),
+                budget_id=draw.budget("organization", duration, created),
+                profile=profile,
+                created_at=created,
+            )
+        )
+    return orgs
+
+
+def _teams(draw: _Draw, n: int, orgs: list[Organization]) -> list[Team]:
+    teams = []
+    for i, profile in enumerate(draw.profiles(n)):
+        org = orgs[int(draw.rng.integers(len(orgs)))] if orgs and draw.rng.random() < 0.8 else None
+        teams.append(
+            Team(
+                team_id=seeded_uuid(draw.rng),
+                team_alias=TEAM_NAMES[i % len(TEAM_NAMES)]
+                + (f"-{i}" if i >= len(TEAM_NAMES) else ""),
+                organization_id=org.organization_id if org else None,
+                budget_duration=draw.duration(),
+                profile=profile,
+                created_at=draw.before_start(150),
+            )
+        )
+    return teams
+
+
+def _users(draw: _Draw, n: int, teams: list[Team]) -> list[User]:
+    """The proxy admin (owner of master-key calls) and ``n`` internal users in 0-2 teams."""
+    users = [
+        User(
+            user_id=ADMIN_USER_ID,
+            user_alias="admin",
+            user_email="admin@dheera.example",
+            user_role="proxy_admin",
+            organization_id=None,
+            teams=(),
+            budget_duration=None,
+            profile="none",
+            created_at=draw.before_start(300),
+        )
+    ]
+    for i, profile in enumerate(draw.profiles(n)):
+        n_teams = int(draw.rng.choice([0, 1, 1, 1, 2, 2])) if teams else 0
+        picks = draw.rng.choice(len(teams), size=n_teams, replace=False) if n_teams else []
+        my_teams = [teams[int(j)] for j in picks]
+        name = FIRST_NAMES[i % len(FIRST_NAMES)] + (f"{i}" if i >= len(FIRST_NAMES) else "")
+        users.append(
+            User(
+                user_id=seeded_uuid(draw.rng),
+                user_alias=name,
+                user_email=f"{name}@dheera.example",
+                user_role="org_admin" if i % 11 == 0 else "internal_user",
+                organization_id=next(
+                    (t.organization_id for t in my_teams if t.organization_id), None
+                ),
+                teams=tuple(t.team_id for t in my_teams),
+                budget_duration=draw.duration(),
+                profile=profile,
+                created_at=draw.before_start(120),
+            )
+        )
+    return users
+
+
+def _key_owner(
+    draw: _Draw, teams: list[Team], people: list[User]
+) -> tuple[Team | None, User | None]:
+    """70 % team keys of a member, 10 % team service-account keys, 20 % personal keys."""
+    roll = draw.rng.random()
+    if roll < 0.8 and teams:
+        team = teams[int(draw.rng.integers(len(teams)))]
+        if roll >= 0.7 or not team.members:
+            return team, None
+        owner = team.members[int(draw.rng.integers(len(team.members)))]
+        return team, next(u for u in people if u.user_id == owner)
+    return None, people[int(draw.rng.integers(len(people)))] if people else None
+
+
+def _key_lifetime(draw: _Draw, deleted: bool) -> tuple[datetime, datetime | None]:
+    """Creation (mostly before the range, some inside it) and deletion time of a key."""
+    if draw.rng.random() < 0.85:
+        created = draw.before_start(90)
+    else:
+        created = draw.start + timedelta(seconds=float(draw.rng.uniform(0, 0.6 * draw.span_s)))
+        created = created.replace(microsecond=0)
+    if not deleted:
+        return created, None
+    lo = max(draw.start + timedelta(seconds=0.2 * draw.span_s), created + timedelta(hours=2))
+    hi = draw.start + timedelta(seconds=0.95 * draw.span_s)
+    seconds = float(draw.rng.uniform(0, max((hi - lo).total_seconds(), 1.0)))
+    deleted_at = (lo + timedelta(seconds=seconds)).replace(microsecond=0)
+    return created, deleted_at if deleted_at < draw.end else None
+
+
+def _keys(draw: _Draw, spec: PopulationSpec, teams: list[Team], people: list[User]) -> list[Key]:
+    rng = draw.rng
+    n_deleted = max(1, round(spec.keys * spec.deleted_key_share)) if spec.keys > 1 else 0
+    deleted_idx = set(rng.choice(spec.keys, size=n_deleted, replace=False).tolist())
+    base_weights = np.array([m.weight for m in MODELS], dtype=float)
+    keys = []
+    for i, profile in enumerate(draw.profiles(spec.keys)):
+        team, user = _key_owner(draw, teams, people)
+        raw = _raw_key(rng)
+        duration = draw.duration()
+        has_soft = profile != "none" and rng.random() < 0.75
+        created, deleted_at = _key_lifetime(draw, i in deleted_idx)
+        tags = rng.choice(EXTRA_TAGS, size=int(rng.choice([0, 0, 1, 1, 2])), replace=False)
+        weights = base_weights * rng.gamma(0.7, 1.0, size=len(MODELS))
+        alias_owner = (team.team_alias if team else None) or (user.user_alias if user else "svc")
+        ip = f"10.{rng.integers(0, 255)}.{rng.integers(0, 255)}.{rng.integers(1, 255)}"
+        keys.append(
+            Key(
+                token=hash_key(raw),
+                raw_key=raw,
+                key_name=abbreviate_key(raw),
+                key_alias=f"{alias_owner}-key-{i}",
+                user_id=user.user_id if user else None,
+                team_id=team.team_id if team else None,
+                organization_id=team.organization_id
+                if team
+                else (user.organization_id if user else None),
+                budget_duration=duration,
+                budget_id=draw.budget("key", duration, created) if has_soft else None,
+                profile=profile,
+                created_at=created,
+                deleted_at=deleted_at,
+                traffic_weight=float(rng.lognormal(0.0, 1.1)),
+                customer_facing=bool(rng.random() < 0.3),
+                user_agent=str(rng.choice(USER_AGENTS)),
+                default_tags=tuple(str(t) for t in tags),
+                requester_ip=ip if rng.random() < 0.8 else "",
+                cache_enabled=bool(rng.random() < 0.7),
+                model_weights=tuple(float(w) for w in weights / weights.sum()),
+                deleted_row_id=seeded_uuid(rng),
+            )
+        )
+    return keys
+
+
+def _end_users(draw: _Draw, n: int) -> list[EndUser]:
+    """Customers, most on one of three shared budget tiers (``1d``, ``7d``, ``1mo``)."""
+    tiers = {
+        name: draw.budget("end_user_tier", duration, draw.before_start(200))
+        for name, duration in (("free", "1d"), ("pro", "7d"), ("enterprise", "1mo"))
+    }
+    choices = ["free", "free", "pro", "enterprise", ""]
+    end_users = []
+    for i in range(n):
+        tier = str(draw.rng.choice(choices, p=[0.3, 0.2, 0.2, 0.1, 0.2]))
+        end_users.append(
+            EndUser(
+                user_id=f"customer-{i:04d}" if i % 3 else seeded_uuid(draw.rng),
+                alias=f"Customer {i}" if draw.rng.random() < 0.5 else None,
+                budget_id=tiers.get(tier),
+                traffic_weight=float(draw.rng.pareto(1.5) + 0.1),
+            )
+        )
+    return end_users
+
+
+def _team_members(draw: _Draw, people: list[User], teams: list[Team]) -> list[TeamMember]:
+    """One membership per (user, team); about a third with their own member budget."""
+    created = {t.team_id: t.created_at for t in teams}
+    members = []
+    for user in people:
+        for team_id in user.teams:
+            profile, budget_id = "none", None
+            if draw.rng.random() < 0.35:
+                profile = str(draw.rng.choice(["under", "soft", "over"]))
+                duration = draw.duration(("1d", "7d", "1mo", None))
+                budget_id = draw.budget("team_member", duration, created[team_id])
+            members.append(TeamMember(user.user_id, team_id, budget_id, profile))
+    return members
+
+
+def generate_population(
+    seed: int, start: datetime, end: datetime, spec: PopulationSpec | None = None
+) -> Population:
+    """Generate the population for traffic in ``[start, end)`` (naive UTC datetimes)."""
+    spec = spec or PopulationSpec()
+    draw = _Draw(np.random.default_rng([seed, 0]), start, end)
+    orgs = _organizations(draw, spec.organizations)
+    teams = _teams(draw, spec.teams, orgs)
+    users = _users(draw, spec.users, teams)
+    teams = [
+        replace(t, members=tuple(u.user_id for u in users if t.team_id in u.teams)) for t in teams
+    ]
+    people = users[1:]
+    keys = _keys(draw, spec, teams, people)
+    end_users = _end_users(draw, spec.end_users)
+    team_members = _team_members(draw, people, teams)
+    org_members = [
+        OrgMember(u.user_id, u.organization_id, u.user_role) for u in people if u.organization_id
+    ]
+    return Population(
+        seed=seed,
+        start=start,
+        end=end,
+        organizations=tuple(orgs),
+        teams=tuple(teams),
+        users=tuple(users),
+        keys=tuple(keys),
+        end_users=tuple(end_users),
+        team_members=tuple(team_members),
+        org_members=tuple(org_members),
+        budgets=tuple(draw.budgets),
+        deployments=_deployments(draw.rng),
+    )
