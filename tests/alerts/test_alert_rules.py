@@ -1,0 +1,281 @@
+"""Pure alert logic: identity, decisions, the projected rule, messages, payloads, redaction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from dagster_project.lib.alerts import (
+    CONTRACT_COLUMNS,
+    alert_id,
+    budget_label,
+    crossing_alert,
+    decide_alerts,
+    entity_label,
+    failed_check_problems,
+    health_message,
+    json_payload,
+    projected_alert,
+    redact,
+    slack_payload,
+)
+from tests.alerts.conftest import (
+    EXPECTED,
+    NOW,
+    alert_signature,
+    crossing,
+    designed_marts,
+    period,
+    ts,
+)
+
+ID_ARGS = {
+    "entity_type": "key",
+    "entity_id": "sk-a",
+    "budget_source": "limit from the key's budget b-1",
+    "budget_id": "b-1",
+    "period_start": datetime(2026, 11, 1),
+    "period_end": datetime(2026, 12, 1),
+    "alert_type": "threshold",
+    "threshold": Decimal(85),
+}
+
+
+def _joined(crossings, periods):
+    by_id = {p["budget_period_id"]: p for p in periods}
+    return [
+        {
+            **c,
+            "budget_source": by_id[c["budget_period_id"]]["budget_source"],
+            "budget_id": by_id[c["budget_period_id"]]["budget_id"],
+        }
+        for c in crossings
+    ]
+
+
+def test_alert_id_is_stable_across_representations():
+    same = [
+        alert_id(**ID_ARGS),
+        alert_id(**{**ID_ARGS, "threshold": Decimal("85.0000")}),
+        alert_id(**{**ID_ARGS, "period_start": datetime(2026, 11, 1, tzinfo=UTC)}),
+    ]
+    assert len(set(same)) == 1
+    # A fixed value: changing the recipe would re-open every alert already delivered.
+    assert same[0] == alert_id(**ID_ARGS)
+    assert len(same[0]) == 32
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"entity_type": "team"},
+        {"entity_id": "sk-b"},
+        {"budget_source": "entity"},
+        {"budget_id": "b-2"},
+        {"period_start": datetime(2026, 12, 1)},
+        {"period_end": None},  # open-ended
+        {"alert_type": "soft_budget", "threshold": None},
+        {"threshold": Decimal(95)},
+    ],
+)
+def test_alert_id_changes_with_each_identity_part(change):
+    assert alert_id(**{**ID_ARGS, **change}) != alert_id(**ID_ARGS)
+
+
+def test_open_ended_alert_id_ignores_the_period_start():
+    # The open-ended period starts at the first request known, which a late row can move.
+    open_ended = {**ID_ARGS, "period_end": None}
+    moved = {**open_ended, "period_start": datetime(2026, 10, 3)}
+    assert alert_id(**open_ended) == alert_id(**moved)
+
+
+def test_alert_id_rejects_unknown_type():
+    with pytest.raises(ValueError, match="unknown alert_type"):
+        alert_id(**{**ID_ARGS, "alert_type": "budget_crossed"})
+
+
+def test_designed_marts_give_exactly_the_expected_alerts():
+    periods, crossings = designed_marts()
+    current = [p for p in periods if p["is_current_period"]]
+    alerts = decide_alerts(_joined(crossings, periods), current, NOW)
+    assert {alert_signature(a) for a in alerts} == EXPECTED
+    assert len(alerts) == len(EXPECTED)
+
+
+def test_deciding_twice_gives_identical_alerts():
+    periods, crossings = designed_marts()
+    current = [p for p in periods if p["is_current_period"]]
+    first = decide_alerts(_joined(crossings, periods), current, NOW)
+    second = decide_alerts(_joined(crossings, periods), current, NOW)
+    assert first == second
+
+
+def test_crossing_alert_fields_and_message():
+    periods, crossings = designed_marts()
+    [row] = [
+        c
+        for c in _joined(crossings, periods)
+        if c["crossing_type"] == "max_budget"
+        and c["entity_id"] == "sk-a"
+        and c["period_start"] == ts("2026-11-01 00:00")
+    ]
+    alert = crossing_alert(row, NOW)
+    assert alert.threshold_usd == Decimal(100)
+    assert alert.period_spend_usd == Decimal("100.4")
+    assert alert.breached_at == datetime(2026, 11, 14, 9, 30, tzinfo=UTC)
+    assert alert.detected_at == NOW
+    assert alert.is_late is False
+    assert list(alert.contract_row()) == list(CONTRACT_COLUMNS)
+    for part in (
+        "prod-app",
+        "sk-a",
+        "$100.00",
+        "$100.40",
+        "2026-11-01 00:00 → 2026-12-01",
+        "max budget",
+        "rejects further requests",
+        "limit from the key's budget b-1",
+    ):
+        assert part in alert.message
+
+
+def test_crossing_in_a_closed_period_is_late():
+    periods, crossings = designed_marts()
+    row = next(c for c in _joined(crossings, periods) if c["period_end"] == ts("2026-11-01"))
+    alert = crossing_alert(row, NOW)
+    assert alert.is_late is True
+    assert "Detected late" in alert.message
+    assert "The period has ended" in alert.message
+    assert "rejects" not in alert.message
+
+
+def test_crossing_with_unknown_type_is_rejected():
+    periods, _ = designed_marts()
+    row = crossing(periods[0], "max_budget", "2026-11-14 09:30", "100")
+    row.update(crossing_type="budget_crossed", budget_source="entity", budget_id="x")
+    with pytest.raises(ValueError, match="budget_crossed"):
+        crossing_alert(row, NOW)
+
+
+# --- the projected rule ----------------------------------------------------------------------
+
+BASE = period(
+    entity_type="team",
+    entity_id="t",
+    entity_alias="T",
+    budget_id="t",
+    period_start=ts("2026-11-01 00:00"),
+    period_end=ts("2026-12-01 00:00"),
+    is_current_period=True,
+    max_budget_usd=Decimal(100),
+    period_spend_usd=Decimal(60),
+    projected_period_spend_usd=Decimal(130),
+    projection_basis_days=10,
+    last_request_at=ts("2026-11-20 11:00"),
+)
+
+
+@pytest.mark.parametrize(
+    ("change", "fires"),
+    [
+        ({}, True),
+        ({"projected_period_spend_usd": Decimal(100)}, False),  # reaching is not exceeding
+        ({"projected_period_spend_usd": None}, False),
+        ({"projection_basis_days": 2}, False),  # too little history
+        ({"projection_basis_days": None}, False),
+        ({"max_budget_crossed_at": ts("2026-11-19 00:00")}, False),  # already crossed
+        ({"period_spend_usd": Decimal(100)}, False),
+        ({"is_current_period": False}, False),
+        ({"period_end": None}, False),  # open-ended: no period end to forecast to
+        ({"max_budget_usd": None}, False),  # no budget at all
+        ({"max_budget_usd": None, "soft_budget_usd": Decimal(90)}, True),  # soft when no max
+        ({"period_start": ts("2026-11-19 00:00"), "period_end": ts("2026-12-19 00:00")}, False),
+    ],
+)
+def test_projected_rule(change, fires):
+    alert = projected_alert({**BASE, **change}, NOW)
+    assert (alert is not None) is fires
+    if alert is not None:
+        assert alert.alert_type == "projected"
+        assert alert.breached_at == datetime(2026, 11, 20, 11, tzinfo=UTC)
+        assert alert.projected_period_spend_usd == Decimal(130)
+        assert "forecast" in alert.message
+
+
+def test_projected_alert_has_one_id_per_period_whatever_the_forecast():
+    first = projected_alert(BASE, NOW)
+    later = projected_alert(
+        {**BASE, "projected_period_spend_usd": Decimal(150), "period_spend_usd": Decimal(70)},
+        NOW + timedelta(days=2),
+    )
+    next_period = projected_alert(
+        {**BASE, "period_start": ts("2026-12-01"), "period_end": ts("2027-01-01")},
+        datetime(2026, 12, 20, tzinfo=UTC),
+    )
+    assert first.alert_id == later.alert_id
+    assert next_period.alert_id != first.alert_id
+
+
+def test_projected_minimums_are_configurable():
+    assert projected_alert({**BASE, "projection_basis_days": 2}, NOW, min_basis_days=2)
+    assert projected_alert(BASE, NOW, min_elapsed_fraction=0.9) is None
+
+
+# --- health, payloads, secrets ---------------------------------------------------------------
+
+
+def test_failed_error_checks_block_and_warnings_do_not():
+    problems = failed_check_problems(
+        [
+            {
+                "check": "raw/spend_logs:unique",
+                "status": "FAILED",
+                "passed": False,
+                "severity": "ERROR",
+                "description": "2 duplicate ids",
+            },
+            {
+                "check": "raw/spend_logs:drift",
+                "status": "FAILED",
+                "passed": False,
+                "severity": "WARN",
+            },
+            {"check": "fct:not_null", "status": "SUCCEEDED", "passed": True, "severity": "ERROR"},
+        ]
+    )
+    assert [p.key for p in problems] == ["check:raw/spend_logs:unique"]
+    text = health_message(problems)
+    assert "2 duplicate ids" in text
+    assert "not 'within budget'" in text
+
+
+def test_payloads_carry_contract_and_idempotency_key():
+    periods, crossings = designed_marts()
+    alert = decide_alerts(_joined(crossings, periods), [], NOW)[0]
+    body = json_payload(alert)
+    assert body["idempotency_key"] == alert.alert_id
+    assert set(CONTRACT_COLUMNS) <= set(body)
+    assert body["breached_at"].endswith("Z")
+    slack = slack_payload(alert)
+    assert alert.message in slack["text"]
+    assert slack["blocks"][0]["type"] == "header"
+    assert alert.alert_id in slack["blocks"][-1]["elements"][0]["text"]
+
+
+def test_redact_removes_url_and_token_path():
+    url = "https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX"
+    text = f"POST {url} failed; path services/T000/B000/XXXXSECRETXXXX"
+    clean = redact(text, [url, None])
+    assert "XXXXSECRETXXXX" not in clean
+    assert "hooks.slack.com/services" not in clean
+
+
+def test_labels_for_people():
+    token = "cfedbd559269d70529f8d7e5115ca217a09d686c39ae646906966f46c703e747"
+    assert entity_label("key", token, "prod-app") == "Key 'prod-app' (cfedbd559269…)"
+    assert entity_label("team_member", "t-1/u-2", None) == "Team member t-1/u-2"
+    assert budget_label("key_budget", "b-1") == "the key's budget b-1"
+    assert budget_label("team", "team-1") == "the team's limits"
+    assert budget_label(None, None) == ""
