@@ -1,0 +1,103 @@
+"""The dbt models as assets, downstream of the raw assets, with dbt tests as asset checks.
+
+One ``@dbt_assets`` definition runs ``dbt build`` on the selected models: models, unit tests and
+data tests in dependency order, so a failing (error-severity) test on an upstream model skips the
+models downstream of it in the same run, and Dagster records the skipped marts as not
+materialized. dbt sources ``raw/<table>`` have the same keys as the extraction's assets, so the
+UI shows one lineage graph. The build holds the build database's writer lock; for the postgres
+target the raw tables are copied to PostgreSQL first.
+"""
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    dbt_assets,
+)
+
+from dagster_project.defs.dbt.project import dbt_project
+from dagster_project.defs.dbt.resources import (
+    applied_environment,
+    dbt_environment,
+    dbt_resource,
+    postgres_url_from_env,
+)
+from dagster_project.lib.duckdb import writer_lock
+from dagster_project.lib.pg_raw import load_raw_to_postgres
+from dagster_project.settings import ConfigError, load_settings
+
+WRITER_POOL = "spend_warehouse_writer"
+DBT_ASSETS_NAME = "spend_warehouse_dbt"
+
+
+class SpendWarehouseTranslator(DagsterDbtTranslator):
+    """Groups models by layer (staging, intermediate, marts); sources keep ``raw/<table>``."""
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return layer_group(dbt_resource_props)
+
+
+def layer_group(dbt_resource_props: Mapping[str, Any]) -> str | None:
+    """The asset group of a dbt node: the first folder under models/ (None for sources)."""
+    if dbt_resource_props.get("resource_type") == "source":
+        return None
+    fqn = dbt_resource_props.get("fqn") or []
+    return fqn[1] if len(fqn) > 2 else "dbt"
+
+
+def build_args(full_refresh: bool = False) -> list[str]:
+    """The dbt command the assets run: models and data tests (unit tests run in CI, not here)."""
+    return [
+        "build",
+        "--exclude-resource-type",
+        "unit_test",
+        *(["--full-refresh"] if full_refresh else []),
+    ]
+
+
+class DbtBuildConfig(dg.Config):
+    """Run configuration of the dbt build."""
+
+    full_refresh: bool = False
+    """Rebuild the incremental facts from scratch instead of their recent days."""
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The dbt assets; built in a factory so the manifest is parsed at load time if missing."""
+    project = dbt_project()
+    translator = SpendWarehouseTranslator(
+        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
+    )
+
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        dagster_dbt_translator=translator,
+        name=DBT_ASSETS_NAME,
+        pool=WRITER_POOL,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
+    def spend_warehouse_dbt(
+        context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig
+    ) -> Iterator[Any]:
+        try:
+            settings = load_settings()
+            env = dbt_environment(settings, os.environ)
+        except ConfigError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        with writer_lock(settings.build_path), applied_environment(env):
+            if settings.dbt_target == "postgres":
+                copied = load_raw_to_postgres(
+                    settings.build_path, postgres_url_from_env(env), env["DBT_RAW_SCHEMA"]
+                )
+                context.log.info(f"copied raw tables to PostgreSQL: {copied}")
+            invocation = dbt.cli(build_args(config.full_refresh), context=context)
+            yield from invocation.stream()
+
+    return dg.Definitions(assets=[spend_warehouse_dbt], resources={"dbt": dbt_resource(project)})

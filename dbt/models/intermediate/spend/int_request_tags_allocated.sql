@@ -1,0 +1,133 @@
+-- One row per request and distinct tag, with the request's spend and tokens allocated across
+-- its tags so that sums over tags equal the request totals exactly: each tag gets the integer
+-- share floor(amount / tag_count) in units of 1e-10 USD (tokens: whole tokens) and the first tag
+-- in alphabetical order also gets the remainder. Requests without tags get one row with a null
+-- tag carrying everything.
+with
+
+spend_logs as (
+
+    select * from {{ ref('int_spend_logs_attributed') }}
+
+),
+
+tag_elements as (
+
+    {{ json_array_elements('spend_logs', 'request_id', 'request_tags_json') }}
+
+),
+
+distinct_tags as (
+
+    select distinct
+        request_id,
+        element as tag
+    from tag_elements
+    where element is not null and element <> ''
+
+),
+
+numbered_tags as (
+
+    select
+        request_id,
+        tag,
+        row_number() over (partition by request_id order by tag) as tag_position,
+        count(*) over (partition by request_id) as tag_count
+    from distinct_tags
+
+),
+
+request_tags as (
+
+    select
+        spend_logs.*,
+        numbered_tags.tag,
+        coalesce(numbered_tags.tag_position, 1) as tag_position,
+        coalesce(numbered_tags.tag_count, 1) as tag_count,
+        cast(spend_logs.spend_usd * 10000000000 as bigint) as spend_units
+    from spend_logs
+    left join numbered_tags
+        on spend_logs.request_id = numbered_tags.request_id
+
+),
+
+allocated as (
+
+    select
+        request_tags.*,
+        {{ integer_divide('spend_units', 'tag_count') }}
+        + case
+            when request_tags.tag_position = 1
+                then
+                    request_tags.spend_units
+                    - {{ integer_divide('spend_units', 'tag_count') }} * request_tags.tag_count
+            else 0
+        end as allocated_spend_units,
+        {{ integer_divide('prompt_tokens', 'tag_count') }}
+        + case
+            when request_tags.tag_position = 1
+                then
+                    request_tags.prompt_tokens
+                    - {{ integer_divide('prompt_tokens', 'tag_count') }} * request_tags.tag_count
+            else 0
+        end as allocated_prompt_tokens,
+        {{ integer_divide('completion_tokens', 'tag_count') }}
+        + case
+            when request_tags.tag_position = 1
+                then
+                    request_tags.completion_tokens
+                    - {{ integer_divide('completion_tokens', 'tag_count') }}
+                    * request_tags.tag_count
+            else 0
+        end as allocated_completion_tokens,
+        {{ integer_divide('total_tokens', 'tag_count') }}
+        + case
+            when request_tags.tag_position = 1
+                then
+                    request_tags.total_tokens
+                    - {{ integer_divide('total_tokens', 'tag_count') }} * request_tags.tag_count
+            else 0
+        end as allocated_total_tokens
+    from request_tags
+
+),
+
+final as (
+
+    select
+        request_id,
+        key_hash,
+        user_id,
+        team_id,
+        organization_id,
+        end_user_id,
+        tag,
+        model_group,
+        provider,
+        spend_usd,
+        cast(
+            cast(allocated_spend_units as numeric(38, 0)) * cast(0.0000000001 as numeric(38, 10))
+            as numeric(38, 10)
+        ) as allocated_spend_usd,
+        prompt_tokens,
+        completion_tokens,
+        total_tokens,
+        allocated_prompt_tokens,
+        allocated_completion_tokens,
+        allocated_total_tokens,
+        latency_ms,
+        time_to_first_token_ms,
+        tag_position,
+        tag_count,
+        request_status,
+        is_cache_hit,
+        is_failure,
+        spend_date,
+        started_at,
+        extracted_at
+    from allocated
+
+)
+
+select * from final

@@ -1,0 +1,115 @@
+-- Every virtual key: live keys, deleted keys (from their deletion copy) and key hashes that only
+-- the spend logs still know (deleted before the proxy kept copies), named by the latest alias
+-- the logs carry, so history keeps its names. Limits are the current ones.
+with
+
+keys as (
+
+    select * from {{ ref('int_keys_unioned') }}
+
+),
+
+budgets as (
+
+    select * from {{ ref('stg_proxy__budgets') }}
+
+),
+
+spend_logs as (
+
+    select * from {{ ref('stg_proxy__spend_logs') }}
+
+),
+
+logged_keys as (
+
+    select
+        key_hash,
+        key_alias_at_request,
+        team_id,
+        user_id,
+        row_number() over (
+            partition by key_hash order by started_at desc, request_id desc
+        ) as recency_rank
+    from spend_logs
+    where key_hash is not null
+
+),
+
+log_only_keys as (
+
+    select
+        logged_keys.key_hash,
+        logged_keys.user_id,
+        logged_keys.team_id,
+        logged_keys.key_alias_at_request as key_alias
+    from logged_keys
+    left join keys
+        on logged_keys.key_hash = keys.key_hash
+    where logged_keys.recency_rank = 1 and keys.key_hash is null
+
+),
+
+known_keys as (
+
+    select
+        keys.key_hash,
+        keys.user_id,
+        keys.team_id,
+        keys.organization_id,
+        keys.budget_id,
+        keys.key_alias,
+        keys.key_name,
+        keys.budget_duration,
+        keys.max_budget_usd,
+        budgets.soft_budget_usd,
+        budgets.max_budget_usd as budget_max_budget_usd,
+        keys.spend_counter_usd,
+        keys.is_blocked,
+        keys.is_deleted,
+        true as is_known,
+        keys.expires_at,
+        keys.budget_reset_at,
+        keys.created_at,
+        keys.deleted_at
+    from keys
+    left join budgets
+        on keys.budget_id = budgets.budget_id
+
+),
+
+unknown_keys as (
+
+    select
+        key_hash,
+        user_id,
+        team_id,
+        cast(null as varchar) as organization_id,
+        cast(null as varchar) as budget_id,
+        key_alias,
+        cast(null as varchar) as key_name,
+        cast(null as varchar) as budget_duration,
+        cast(null as numeric(38, 10)) as max_budget_usd,
+        cast(null as numeric(38, 10)) as soft_budget_usd,
+        cast(null as numeric(38, 10)) as budget_max_budget_usd,
+        cast(null as numeric(38, 10)) as spend_counter_usd,
+        false as is_blocked,
+        true as is_deleted,
+        false as is_known,
+        cast(null as timestamp) as expires_at,
+        cast(null as timestamp) as budget_reset_at,
+        cast(null as timestamp) as created_at,
+        cast(null as timestamp) as deleted_at
+    from log_only_keys
+
+),
+
+final as (
+
+    select * from known_keys
+    union all
+    select * from unknown_keys
+
+)
+
+select * from final

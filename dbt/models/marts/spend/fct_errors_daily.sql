@@ -1,0 +1,153 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='error_date',
+        on_schema_change='fail',
+    )
+}}
+-- Failed LLM call attempts (ErrorLogs) per UTC day, model group, provider, exception type and
+-- status code, with the error rate against the requests the spend logs record for the same day,
+-- model group and provider. ErrorLogs has one row per attempt (retries and fallbacks each count),
+-- so the rate can exceed 1; spend-log failure rows are counted separately (failed_request_count)
+-- and never added to error_count, as the two overlap and cannot be joined. Incremental like
+-- fct_spend_daily: recent days, plus any day with error or spend rows extracted since the last
+-- build.
+with
+
+{% if is_incremental() %}
+late_errors as (
+
+    select cast(started_at as date) as error_date
+    from {{ ref('stg_proxy__error_logs') }}
+    where extracted_at > (
+        select max(built.last_extracted_at) as watermark from {{ this }} as built
+    )
+
+),
+
+late_spend as (
+
+    select spend_date
+    from {{ ref('int_spend_logs_attributed') }}
+    where extracted_at > (
+        select max(built.last_extracted_at) as watermark from {{ this }} as built
+    )
+
+),
+{% endif %}
+
+error_logs as (
+
+    select * from {{ ref('stg_proxy__error_logs') }}
+    {% if is_incremental() %}
+    where
+        cast(started_at as date) >= (
+            select {{ add_days('max(error_date)', '-' ~ var('incremental_rebuild_days')) }}
+            from {{ this }}
+        )
+        or cast(started_at as date) in (
+            select late_errors.error_date
+            from late_errors
+            union
+            select late_spend.spend_date
+            from late_spend
+        )
+    {% endif %}
+
+),
+
+spend_logs as (
+
+    select * from {{ ref('int_spend_logs_attributed') }}
+    {% if is_incremental() %}
+    where
+        spend_date >= (
+            select {{ add_days('max(error_date)', '-' ~ var('incremental_rebuild_days')) }}
+            from {{ this }}
+        )
+        or spend_date in (
+            select late_errors.error_date
+            from late_errors
+            union
+            select late_spend.spend_date
+            from late_spend
+        )
+    {% endif %}
+
+),
+
+errors as (
+
+    select
+        cast(started_at as date) as error_date,
+        model_group,
+        provider,
+        exception_type,
+        status_code,
+        count(*) as error_count,
+        min(started_at) as first_error_at,
+        max(started_at) as last_error_at,
+        max(extracted_at) as last_extracted_at
+    from error_logs
+    group by
+        cast(started_at as date),
+        model_group,
+        provider,
+        exception_type,
+        status_code
+
+),
+
+requests as (
+
+    select
+        spend_date,
+        model_group,
+        provider,
+        count(*) as request_count,
+        sum(case when is_failure then 1 else 0 end) as failed_request_count,
+        max(extracted_at) as last_extracted_at
+    from spend_logs
+    group by
+        spend_date,
+        model_group,
+        provider
+
+),
+
+final as (
+
+    select
+        {{ surrogate_key([
+            'errors.error_date', 'errors.model_group', 'errors.provider', 'errors.exception_type',
+            'errors.status_code',
+        ]) }} as error_daily_id,
+        errors.model_group,
+        errors.provider,
+        errors.exception_type,
+        errors.status_code,
+        cast(errors.error_count as bigint) as error_count,
+        cast(coalesce(requests.request_count, 0) as bigint) as request_count,
+        cast(coalesce(requests.failed_request_count, 0) as bigint) as failed_request_count,
+        {{ safe_divide('errors.error_count', 'requests.request_count') }} as error_rate,
+        errors.error_date,
+        errors.first_error_at,
+        errors.last_error_at,
+        case
+            when
+                requests.last_extracted_at is null
+                or errors.last_extracted_at > requests.last_extracted_at
+                then errors.last_extracted_at
+            else requests.last_extracted_at
+        end as last_extracted_at
+    from errors
+    left join requests
+        on
+            errors.error_date = requests.spend_date
+            and errors.model_group is not distinct from requests.model_group
+            and errors.provider is not distinct from requests.provider
+
+)
+
+select * from final

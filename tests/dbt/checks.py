@@ -1,0 +1,161 @@
+"""Assertions shared by the mart tests: marts against Python computations from raw rows."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+
+from dagster_project.lib.budget_periods import parse_duration, period_bounds
+from tests.dbt.conftest import read_mart
+from tests.dbt.raw_data import RawDataset
+from tests.dbt.reference import (
+    attributed_requests,
+    budget_periods,
+    is_valid_duration,
+    money,
+    resolved_budgets,
+)
+
+THRESHOLDS = [85, 95]
+
+
+def raw_dataset_from(path: Path) -> RawDataset:
+    """Every table of schema ``raw`` in the DuckDB file, as rows (what dbt read)."""
+    data = RawDataset()
+    with duckdb.connect(str(path), read_only=True) as conn:
+        tables = conn.execute(
+            "select table_name from information_schema.tables where table_schema = 'raw'"
+        ).fetchall()
+        for (table,) in tables:
+            cursor = conn.execute(f'select * from raw."{table}"')
+            columns = [d[0] for d in cursor.description]
+            data.tables[table] = [dict(zip(columns, r, strict=True)) for r in cursor.fetchall()]
+    return data
+
+
+def check_spend_daily(path: Path, data: RawDataset) -> int:
+    """fct_spend_daily per UTC day equals the raw rows; returns the number of requests."""
+    expected: dict = defaultdict(Counter)
+    spend: dict = defaultdict(Decimal)
+    for row in data.rows("spend_logs"):
+        day = row["start_time"].date()
+        expected[day]["requests"] += 1
+        expected[day]["failed"] += row["status"] == "failure"
+        expected[day]["cache_hits"] += row["cache_hit"] == "True"
+        expected[day]["tokens"] += row["total_tokens"]
+        spend[day] += money(row["spend"])
+    actual: dict = defaultdict(Counter)
+    actual_spend: dict = defaultdict(Decimal)
+    for row in read_mart(path, "fct_spend_daily"):
+        day = row["spend_date"]
+        actual[day]["requests"] += row["request_count"]
+        actual[day]["failed"] += row["failed_request_count"]
+        actual[day]["cache_hits"] += row["cache_hit_count"]
+        actual[day]["tokens"] += row["total_tokens"]
+        actual_spend[day] += row["spend_usd"]
+    assert actual == expected
+    assert actual_spend == spend
+    return sum(c["requests"] for c in expected.values())
+
+
+def check_tag_allocation(path: Path, data: RawDataset) -> None:
+    """Allocated tag spend sums to daily spend; per-tag request counts match the raw tags."""
+    daily: dict = defaultdict(Decimal)
+    for row in read_mart(path, "fct_spend_daily"):
+        daily[row["spend_date"]] += row["spend_usd"]
+    allocated: dict = defaultdict(Decimal)
+    tag_requests: Counter = Counter()
+    for row in read_mart(path, "fct_spend_by_tag_daily"):
+        allocated[row["spend_date"]] += row["allocated_spend_usd"]
+        tag_requests[row["tag"]] += row["request_count"]
+    assert allocated == daily
+    expected: Counter = Counter()
+    for row in data.rows("spend_logs"):
+        tags = {t for t in json.loads(row["request_tags"] or "[]") if t}
+        for tag in tags or {None}:
+            expected[tag] += 1
+    assert tag_requests == expected
+
+
+def check_budget_periods(path: Path, data: RawDataset, tz: str = "UTC") -> int:
+    """fct_budget_periods equals the reference periods; returns the periods compared."""
+    requests = attributed_requests(data)
+    budgets = [b for b in resolved_budgets(data) if is_valid_duration(b.duration)]
+    rows = read_mart(path, "fct_budget_periods")
+    by_key = {
+        (r["entity_type"], r["entity_id"], r["budget_source"], r["period_start"]): r for r in rows
+    }
+    assert {(r["entity_type"], r["entity_id"], r["budget_source"]) for r in rows} == {
+        (b.entity_type, b.entity_id, b.budget_source) for b in budgets
+    }
+    checked = 0
+    for budget in budgets:
+        periods = budget_periods(budget, requests, tz, THRESHOLDS)
+        ident = (budget.entity_type, budget.entity_id, budget.budget_source)
+        with_spend = {
+            r["period_start"]
+            for r in rows
+            if (r["entity_type"], r["entity_id"], r["budget_source"]) == ident
+            and r["request_count"] > 0
+        }
+        assert with_spend == set(periods), budget
+        duration = parse_duration(budget.duration)
+        for start, period in periods.items():
+            row = by_key[(*ident, start)]
+            assert row["period_spend_usd"] == period.spend
+            assert row["request_count"] == period.requests
+            assert row["soft_budget_crossed_at"] == period.soft_crossed_at
+            assert row["max_budget_crossed_at"] == period.max_crossed_at
+            if duration.kind != "open":
+                bounds = period_bounds(start, duration, tz, budget.anchor)
+                assert (row["period_start"], row["period_end"]) == bounds
+            checked += 1
+    return checked
+
+
+def check_threshold_crossings(path: Path, data: RawDataset, tz: str = "UTC") -> int:
+    """fct_budget_threshold_crossings equals the reference crossings; returns their number."""
+    requests = attributed_requests(data)
+    expected = set()
+    for budget in resolved_budgets(data):
+        if not is_valid_duration(budget.duration):
+            continue
+        for start, period in budget_periods(budget, requests, tz, THRESHOLDS).items():
+            for limit, (at, cumulative) in period.crossings.items():
+                ident = (budget.entity_type, budget.entity_id, budget.budget_source, start)
+                expected.add((*ident, limit.normalize(), at, cumulative))
+    actual = {
+        (
+            r["entity_type"],
+            r["entity_id"],
+            r["budget_source"],
+            r["period_start"],
+            r["threshold_usd"].normalize(),
+            r["crossed_at"],
+            r["period_spend_at_crossing_usd"],
+        )
+        for r in read_mart(path, "fct_budget_threshold_crossings")
+    }
+    assert actual == expected
+    return len(actual)
+
+
+def check_current_periods(path: Path, as_of: datetime) -> None:
+    """Every budget has exactly one current period, containing the evaluation instant."""
+    rows = read_mart(path, "fct_budget_periods")
+    current = Counter(
+        (r["entity_type"], r["entity_id"], r["budget_source"])
+        for r in rows
+        if r["is_current_period"]
+    )
+    assert set(current.values()) == {1}
+    for row in rows:
+        if row["is_current_period"] and row["period_end"] is not None:
+            assert row["period_start"] <= as_of < row["period_end"]
+            assert row["projected_period_spend_usd"] >= row["period_spend_usd"]
+            assert row["projection_basis_days"] is not None

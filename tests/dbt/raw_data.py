@@ -1,0 +1,435 @@
+"""A small, deterministic raw layer for the dbt tests, built straight from the raw contract.
+
+The tables and columns follow ``dagster_project/lib/raw_contract.py`` (fact tables) and the
+proxy's column names (snapshots), so the dbt project sees what the extraction lands. The data
+covers every budget source and duration kind, invalid durations, deleted and unknown keys,
+multi-tag requests, failures, cache hits and error logs.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from dagster_project.lib.raw_contract import ERROR_LOG_COLUMNS, RAW_SCHEMA, SPEND_LOG_COLUMNS
+
+_KEY_COLUMNS = {
+    "token": "varchar",
+    "key_name": "varchar",
+    "key_alias": "varchar",
+    "user_id": "varchar",
+    "team_id": "varchar",
+    "organization_id": "varchar",
+    "budget_id": "varchar",
+    "budget_duration": "varchar",
+    "max_budget": "double",
+    "spend": "double",
+    "blocked": "boolean",
+    "expires": "timestamp",
+    "budget_reset_at": "timestamp",
+    "created_at": "timestamp",
+    "updated_at": "timestamp",
+    "metadata": "varchar",
+}
+_TEAM_COLUMNS = {
+    "team_id": "varchar",
+    "team_alias": "varchar",
+    "organization_id": "varchar",
+    "budget_duration": "varchar",
+    "max_budget": "double",
+    "soft_budget": "double",
+    "spend": "double",
+    "blocked": "boolean",
+    "budget_reset_at": "timestamp",
+    "created_at": "timestamp",
+    "updated_at": "timestamp",
+}
+SNAPSHOT_COLUMNS: dict[str, dict[str, str]] = {
+    "verification_tokens": _KEY_COLUMNS,
+    "deleted_verification_tokens": {
+        "id": "varchar",
+        **_KEY_COLUMNS,
+        "deleted_at": "timestamp",
+    },
+    "teams": _TEAM_COLUMNS,
+    "deleted_teams": {"id": "varchar", **_TEAM_COLUMNS, "deleted_at": "timestamp"},
+    "users": {
+        "user_id": "varchar",
+        "user_alias": "varchar",
+        "user_email": "varchar",
+        "user_role": "varchar",
+        "team_id": "varchar",
+        "organization_id": "varchar",
+        "budget_duration": "varchar",
+        "max_budget": "double",
+        "spend": "double",
+        "budget_reset_at": "timestamp",
+        "created_at": "timestamp",
+        "updated_at": "timestamp",
+    },
+    "organizations": {
+        "organization_id": "varchar",
+        "organization_alias": "varchar",
+        "budget_id": "varchar",
+        "spend": "double",
+        "created_at": "timestamp",
+        "updated_at": "timestamp",
+    },
+    "end_users": {
+        "user_id": "varchar",
+        "alias": "varchar",
+        "budget_id": "varchar",
+        "spend": "double",
+        "blocked": "boolean",
+    },
+    "team_memberships": {
+        "user_id": "varchar",
+        "team_id": "varchar",
+        "budget_id": "varchar",
+        "spend": "double",
+        "total_spend": "double",
+    },
+    "budgets": {
+        "budget_id": "varchar",
+        "max_budget": "double",
+        "soft_budget": "double",
+        "budget_duration": "varchar",
+        "budget_reset_at": "timestamp",
+        "created_at": "timestamp",
+        "updated_at": "timestamp",
+    },
+}
+
+_ARROW_TO_SQL = {
+    pa.string(): "varchar",
+    pa.float64(): "double",
+    pa.int64(): "bigint",
+    pa.timestamp("us"): "timestamp",
+}
+
+
+def fact_columns(table: str) -> dict[str, str]:
+    """SQL column types of a raw fact table, from the raw contract."""
+    columns = SPEND_LOG_COLUMNS if table == "spend_logs" else ERROR_LOG_COLUMNS
+    return {c.name: _ARROW_TO_SQL[c.type] for c in columns}
+
+
+def table_columns(table: str) -> dict[str, str]:
+    """SQL column types of any raw table of the test layer."""
+    if table in {"spend_logs", "error_logs"}:
+        return fact_columns(table)
+    return SNAPSHOT_COLUMNS[table]
+
+
+@dataclass
+class RawDataset:
+    """Rows per raw table (dicts keyed by column name)."""
+
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        return self.tables.setdefault(table, [])
+
+
+def _ts(base: datetime, seconds: float) -> datetime:
+    return base + timedelta(seconds=seconds)
+
+
+def make_dataset(
+    seed: int = 7,
+    requests: int = 3000,
+    start: datetime = datetime(2028, 1, 20),
+    days: int = 45,
+) -> RawDataset:
+    """A deterministic dataset spanning ``days`` from ``start`` (covers 2028-02-29)."""
+    rng = random.Random(seed)
+    data = RawDataset()
+    created = start - timedelta(days=3, hours=5)
+    budgets = [
+        # budget_id, max, soft, duration
+        ("b_org_month", 900.0, 600.0, "1mo"),
+        ("b_org_open", 5000.0, None, None),
+        ("b_key_week", 40.0, 25.0, "7d"),
+        ("b_member_day", 3.0, None, "1d"),
+        ("b_member_bad", 3.0, None, "2mo"),
+        ("b_enduser_hour", 0.05, 0.03, "6h"),
+        ("b_enduser_default", 1.5, None, "daily"),
+        ("b_key_10d", 12.0, 8.0, "10d"),
+    ]
+    for budget_id, max_budget, soft, duration in budgets:
+        data.rows("budgets").append(
+            {
+                "budget_id": budget_id,
+                "max_budget": max_budget,
+                "soft_budget": soft,
+                "budget_duration": duration,
+                "budget_reset_at": None,
+                "created_at": created,
+                "updated_at": created,
+            }
+        )
+    orgs = [("org_a", "Org A", "b_org_month"), ("org_b", "Org B", "b_org_open")]
+    for org_id, alias, budget_id in orgs:
+        data.rows("organizations").append(
+            {
+                "organization_id": org_id,
+                "organization_alias": alias,
+                "budget_id": budget_id,
+                "spend": rng.uniform(0, 500),
+                "created_at": created,
+                "updated_at": created,
+            }
+        )
+    teams = [
+        # team, org, max, soft, duration
+        ("team_1", "org_a", 300.0, 200.0, "30d"),
+        ("team_2", "org_a", 50.0, None, "1w"),
+        ("team_3", "org_b", None, 20.0, "12h"),
+        ("team_4", "org_b", 80.0, None, "30m"),
+        ("team_5", "org_b", 10.0, None, "weekly"),
+    ]
+    for team_id, org_id, max_budget, soft, duration in teams:
+        data.rows("teams").append(
+            {
+                "team_id": team_id,
+                "team_alias": team_id.replace("_", " ").title(),
+                "organization_id": org_id,
+                "budget_duration": duration,
+                "max_budget": max_budget,
+                "soft_budget": soft,
+                "spend": rng.uniform(0, 50),
+                "blocked": False,
+                "budget_reset_at": None,
+                "created_at": created,
+                "updated_at": created,
+            }
+        )
+    data.rows("deleted_teams").append(
+        {
+            **data.rows("teams")[-1],
+            "id": "del_team_6",
+            "team_id": "team_6",
+            "team_alias": "Team Six (deleted)",
+            "deleted_at": start + timedelta(days=20),
+        }
+    )
+    users = [
+        ("user_1", 100.0, "1h"),
+        ("user_2", 20.0, "5d"),
+        ("user_3", None, None),
+        ("user_4", 15.0, "hourly"),
+        ("user_5", 9.0, "1M"),
+        ("litellm-proxy-budget", 10000.0, "30d"),
+    ]
+    for user_id, max_budget, duration in users:
+        data.rows("users").append(
+            {
+                "user_id": user_id,
+                "user_alias": None,
+                "user_email": f"{user_id}@example.com",
+                "user_role": "internal_user",
+                "team_id": None,
+                "organization_id": None,
+                "budget_duration": duration,
+                "max_budget": max_budget,
+                "spend": rng.uniform(0, 20),
+                "budget_reset_at": None,
+                "created_at": created,
+                "updated_at": created,
+            }
+        )
+    for user_id, team_id, budget_id in [
+        ("user_1", "team_1", "b_member_day"),
+        ("user_2", "team_1", None),
+        ("user_2", "team_2", "b_member_bad"),
+        ("user_3", "team_3", "b_member_day"),
+    ]:
+        data.rows("team_memberships").append(
+            {
+                "user_id": user_id,
+                "team_id": team_id,
+                "budget_id": budget_id,
+                "spend": rng.uniform(0, 5),
+                "total_spend": rng.uniform(5, 50),
+            }
+        )
+    end_users = [("cust_1", "b_enduser_hour"), ("cust_2", None), ("cust_3", None)]
+    for end_user_id, budget_id in end_users:
+        data.rows("end_users").append(
+            {
+                "user_id": end_user_id,
+                "alias": end_user_id.upper(),
+                "budget_id": budget_id,
+                "spend": rng.uniform(0, 2),
+                "blocked": False,
+            }
+        )
+    keys = [
+        # token, alias, user, team, org, budget, max, duration
+        ("hash_k1", "key-one", "user_1", "team_1", "org_a", "b_key_week", 60.0, None),
+        ("hash_k2", "key-two", "user_2", "team_1", "org_a", None, 25.0, "1d"),
+        ("hash_k3", "key-three", "user_2", "team_2", "org_a", "b_key_10d", None, None),
+        ("hash_k4", "key-four", "user_3", "team_3", "org_b", None, 30.0, "2h"),
+        ("hash_k5", None, "user_4", "team_4", "org_b", None, 5.0, "45s"),
+        ("hash_k6", "key-six", "user_5", None, None, None, 8.0, "14d"),
+        ("hash_k7", "key-seven", "user_1", "team_5", "org_b", None, 4.0, "1d trailing"),
+    ]
+    for token, alias, user_id, team_id, org_id, budget_id, max_budget, duration in keys:
+        data.rows("verification_tokens").append(
+            {
+                "token": token,
+                "key_name": "sk-..." + token[-2:],
+                "key_alias": alias,
+                "user_id": user_id,
+                "team_id": team_id,
+                "organization_id": org_id,
+                "budget_id": budget_id,
+                "budget_duration": duration,
+                "max_budget": max_budget,
+                "spend": rng.uniform(0, 10),
+                "blocked": False,
+                "expires": None,
+                "budget_reset_at": None,
+                "created_at": created + timedelta(hours=rng.randint(0, 30)),
+                "updated_at": created,
+                "metadata": "{}",
+            }
+        )
+    deleted_key = {
+        **data.rows("verification_tokens")[0],
+        "id": "del_1",
+        "token": "hash_deleted",
+        "key_alias": "key-deleted",
+        "team_id": "team_6",
+        "deleted_at": start + timedelta(days=10),
+    }
+    data.rows("deleted_verification_tokens").append(deleted_key)
+
+    attribution = [
+        # key, user, team, org
+        ("hash_k1", "user_1", "team_1", "org_a"),
+        ("hash_k2", "user_2", "team_1", "org_a"),
+        ("hash_k3", "user_2", "team_2", "org_a"),
+        ("hash_k4", "user_3", "team_3", "org_b"),
+        ("hash_k5", "user_4", "team_4", "org_b"),
+        ("hash_k6", "user_5", "", ""),
+        ("hash_k7", "user_1", "team_5", "org_b"),
+        ("hash_deleted", "user_1", "team_6", "org_a"),
+        ("hash_unknown", "", "", ""),
+        ("", "", "", ""),
+    ]
+    tags_pool = ["prod", "batch", "User-Agent: curl", "exp", "team:ml"]
+    models = [("gpt-4o", "openai"), ("claude-3", "anthropic"), ("titan", "bedrock"), ("", "")]
+    span = days * 86400
+    for i in range(requests):
+        key, user, team, org = rng.choice(attribution)
+        model_group, provider = rng.choice(models)
+        started = _ts(start, rng.uniform(0, span))
+        started = started.replace(microsecond=(started.microsecond // 1000) * 1000)
+        duration_s = rng.uniform(0.05, 30)
+        ended = started + timedelta(seconds=round(duration_s, 3))
+        failure = rng.random() < 0.07
+        status = "failure" if failure else rng.choice(["success"] * 9 + [None])
+        n_tags = rng.choice([0, 0, 1, 1, 2, 3])
+        tags = rng.sample(tags_pool, n_tags)
+        if n_tags and rng.random() < 0.1:
+            tags.append(tags[0])  # duplicate tag in one request
+        spend = 0.0 if failure else round(rng.uniform(0, 0.4), rng.choice([6, 9, 12, 15]))
+        first_token = None if rng.random() < 0.3 else started + timedelta(seconds=duration_s / 3)
+        prompt = rng.randint(0, 3000)
+        completion = rng.randint(0, 1000)
+        data.rows("spend_logs").append(
+            {
+                "request_id": f"req_{i:06d}",
+                "call_type": "acompletion",
+                "api_key": key,
+                "spend": spend,
+                "total_tokens": prompt + completion,
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "start_time": started,
+                "end_time": ended,
+                "completion_start_time": first_token or ended,
+                "request_duration_ms": None if rng.random() < 0.5 else int(duration_s * 1000),
+                "model": model_group,
+                "model_id": "",
+                "model_group": model_group,
+                "custom_llm_provider": provider,
+                "api_base": "",
+                "user_id": user,
+                "end_user": rng.choice(["cust_1", "cust_2", "cust_3", "cust_9", ""]),
+                "team_id": team,
+                "organization_id": org if rng.random() < 0.7 else None,
+                "cache_hit": rng.choice(["True", "False", "False", ""]),
+                "cache_key": "",
+                "request_tags": json.dumps(tags),
+                "metadata": "{}",
+                "requester_ip_address": None,
+                "session_id": None,
+                "status": status,
+                "meta_key_alias": f"alias-of-{key}" if key else None,
+                "meta_team_alias": f"alias-of-{team}" if team else None,
+                "meta_organization_id": org or None,
+                "_extracted_at": ended + timedelta(seconds=30),
+                "_batch_id": "b1",
+            }
+        )
+    for i in range(requests // 20):
+        started = _ts(start, rng.uniform(0, span))
+        model_group, provider = rng.choice(models)
+        data.rows("error_logs").append(
+            {
+                "request_id": f"err_{i:05d}",
+                "start_time": started,
+                "end_time": started + timedelta(seconds=1),
+                "api_base": "",
+                "model_group": model_group,
+                "litellm_model_name": f"{provider}/{model_group}" if provider else model_group,
+                "model_id": "",
+                "request_kwargs": "{}",
+                "exception_type": rng.choice(["RateLimitError", "APIError", ""]),
+                "exception_string": "boom",
+                "status_code": rng.choice(["429", "500", ""]),
+                "_extracted_at": started + timedelta(seconds=5),
+                "_batch_id": "b1",
+            }
+        )
+    return data
+
+
+def create_raw_tables(conn: duckdb.DuckDBPyConnection, tables: list[str]) -> None:
+    """Create empty raw tables (schema ``raw``) with the test layer's columns."""
+    conn.execute(f"create schema if not exists {RAW_SCHEMA}")
+    for table in tables:
+        cols = ", ".join(f'"{name}" {typ}' for name, typ in table_columns(table).items())
+        conn.execute(f"create or replace table {RAW_SCHEMA}.{table} ({cols})")
+
+
+def insert_rows(conn: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]]) -> None:
+    """Append rows (missing columns = NULL) to a raw table."""
+    if not rows:
+        return
+    columns = list(table_columns(table))
+    batch = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
+    conn.register("_batch", batch)
+    try:
+        conn.execute(f"insert into {RAW_SCHEMA}.{table} by name select * from _batch")
+    finally:
+        conn.unregister("_batch")
+
+
+def write_raw_layer(path: Path, data: RawDataset, omit: frozenset[str] = frozenset()) -> None:
+    """Create the raw layer in the DuckDB file at ``path`` (tables in ``omit`` left absent)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tables = [t for t in ["spend_logs", "error_logs", *SNAPSHOT_COLUMNS] if t not in omit]
+    with duckdb.connect(str(path)) as conn:
+        create_raw_tables(conn, tables)
+        for table in tables:
+            insert_rows(conn, table, data.rows(table))

@@ -1,0 +1,250 @@
+"""Independent Python computations of what the marts must contain, from the raw rows."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from dagster_project.lib.budget_periods import (
+    InvalidDurationError,
+    parse_duration,
+    period_bounds,
+    to_local,
+    to_utc,
+)
+from tests.dbt.raw_data import RawDataset
+
+TEN_DECIMALS = Decimal("1e-10")
+
+
+def money(value: float | None) -> Decimal | None:
+    """float8 -> numeric(38,10) as PostgreSQL converts it (15 significant digits, then round)."""
+    if value is None:
+        return None
+    return Decimal(format(value, ".15g")).quantize(TEN_DECIMALS, rounding=ROUND_HALF_UP)
+
+
+def _blank(value: str | None) -> str | None:
+    return value or None
+
+
+@dataclass(frozen=True)
+class Request:
+    request_id: str
+    started_at: datetime
+    spend: Decimal
+    entities: dict[str, str]  # entity_type -> entity_id
+
+
+def attributed_requests(data: RawDataset) -> list[Request]:
+    """Each spend-log row with the entities it counts against."""
+    keys = {k["token"]: k for k in data.rows("deleted_verification_tokens")}
+    keys.update({k["token"]: k for k in data.rows("verification_tokens")})
+    teams = {t["team_id"]: t for t in data.rows("deleted_teams")}
+    teams.update({t["team_id"]: t for t in data.rows("teams")})
+    out = []
+    for row in data.rows("spend_logs"):
+        key_hash = _blank(row["api_key"])
+        key = keys.get(key_hash, {})
+        team_id = _blank(row["team_id"])
+        user_id = _blank(row["user_id"]) or key.get("user_id")
+        org_id = (
+            _blank(row["organization_id"])
+            or _blank(row["meta_organization_id"])
+            or key.get("organization_id")
+            or teams.get(team_id, {}).get("organization_id")
+        )
+        entities = {
+            "key": key_hash,
+            "team": team_id,
+            "organization": org_id,
+            "user": user_id,
+            "end_user": _blank(row["end_user"]),
+            "team_member": f"{team_id}/{user_id}" if team_id and user_id else None,
+        }
+        out.append(
+            Request(
+                row["request_id"],
+                row["start_time"],
+                money(row["spend"]),
+                {k: v for k, v in entities.items() if v},
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Budget:
+    entity_type: str
+    entity_id: str
+    budget_source: str
+    duration: str | None
+    soft: Decimal | None
+    max: Decimal | None
+    anchor: datetime | None
+
+
+def resolved_budgets(data: RawDataset) -> list[Budget]:
+    """Every (entity, limit source) budget per proxy-db.md §4.1 (no end-user default)."""
+    budgets = {b["budget_id"]: b for b in data.rows("budgets")}
+
+    def has_limit(b: dict[str, Any]) -> bool:
+        return b.get("max_budget") is not None or b.get("soft_budget") is not None
+
+    out: list[Budget] = []
+    for k in data.rows("verification_tokens"):
+        if k["max_budget"] is not None:
+            out.append(
+                Budget(
+                    "key",
+                    k["token"],
+                    "key",
+                    k["budget_duration"],
+                    None,
+                    money(k["max_budget"]),
+                    k["created_at"],
+                )
+            )
+        b = budgets.get(k["budget_id"])
+        if b and has_limit(b):
+            own = k["budget_duration"] is not None
+            out.append(
+                Budget(
+                    "key",
+                    k["token"],
+                    "key_budget",
+                    k["budget_duration"] if own else b["budget_duration"],
+                    money(b["soft_budget"]),
+                    money(b["max_budget"]),
+                    k["created_at"] if own else b["created_at"],
+                )
+            )
+    for t in data.rows("teams"):
+        if has_limit(t):
+            out.append(
+                Budget(
+                    "team",
+                    t["team_id"],
+                    "team",
+                    t["budget_duration"],
+                    money(t["soft_budget"]),
+                    money(t["max_budget"]),
+                    t["created_at"],
+                )
+            )
+    linked = [
+        ("organization", "organization_budget", "organizations", "organization_id"),
+        ("end_user", "end_user_budget", "end_users", "user_id"),
+    ]
+    for entity_type, source, table, id_column in linked:
+        for row in data.rows(table):
+            b = budgets.get(row["budget_id"])
+            if b and has_limit(b):
+                out.append(
+                    Budget(
+                        entity_type,
+                        row[id_column],
+                        source,
+                        b["budget_duration"],
+                        money(b["soft_budget"]),
+                        money(b["max_budget"]),
+                        b["created_at"],
+                    )
+                )
+    for u in data.rows("users"):
+        if u["max_budget"] is not None and u["user_id"] != "litellm-proxy-budget":
+            out.append(
+                Budget(
+                    "user",
+                    u["user_id"],
+                    "user",
+                    u["budget_duration"],
+                    None,
+                    money(u["max_budget"]),
+                    u["created_at"],
+                )
+            )
+    for m in data.rows("team_memberships"):
+        b = budgets.get(m["budget_id"])
+        if b and has_limit(b):
+            out.append(
+                Budget(
+                    "team_member",
+                    f"{m['team_id']}/{m['user_id']}",
+                    "team_member_budget",
+                    b["budget_duration"],
+                    money(b["soft_budget"]),
+                    money(b["max_budget"]),
+                    b["created_at"],
+                )
+            )
+    return out
+
+
+@dataclass
+class Period:
+    spend: Decimal
+    requests: int
+    soft_crossed_at: datetime | None
+    max_crossed_at: datetime | None
+    crossings: dict[Decimal, tuple[datetime, Decimal]]  # threshold usd -> (at, cumulative)
+
+
+def _open_start(budget: Budget, requests: list[Request], tz: str) -> datetime:
+    first = min(r.started_at for r in requests)
+    candidates = [to_local(first, tz)]
+    if budget.anchor is not None:
+        candidates.append(to_local(budget.anchor, tz))
+    start_local = min(candidates).replace(hour=0, minute=0, second=0, microsecond=0)
+    return to_utc(start_local, tz)
+
+
+def budget_periods(
+    budget: Budget, requests: list[Request], tz: str, threshold_pcts: list[int]
+) -> dict[datetime, Period]:
+    """Periods with spend of one valid budget, keyed by UTC period start."""
+    duration = parse_duration(budget.duration)
+    mine = sorted(
+        (r for r in requests if r.entities.get(budget.entity_type) == budget.entity_id),
+        key=lambda r: (r.started_at, r.request_id),
+    )
+    if not mine:
+        return {}
+    grouped: dict[datetime, list[Request]] = defaultdict(list)
+    for r in mine:
+        if duration.kind == "open":
+            start = _open_start(budget, mine, tz)
+        else:
+            start, _ = period_bounds(r.started_at, duration, tz, budget.anchor)
+        grouped[start].append(r)
+    limits = [budget.soft, budget.max]
+    if budget.max is not None:
+        limits += [budget.max * Decimal(p) / 100 for p in threshold_pcts]
+    periods = {}
+    for start, rows in grouped.items():
+        total = Decimal(0)
+        crossed: dict[Decimal, tuple[datetime, Decimal]] = {}
+        for r in rows:
+            total += r.spend
+            for limit in limits:
+                if limit is not None and limit not in crossed and total >= limit:
+                    crossed[limit] = (r.started_at, total)
+        periods[start] = Period(
+            spend=total,
+            requests=len(rows),
+            soft_crossed_at=crossed.get(budget.soft, (None,))[0] if budget.soft else None,
+            max_crossed_at=crossed.get(budget.max, (None,))[0] if budget.max else None,
+            crossings=crossed,
+        )
+    return periods
+
+
+def is_valid_duration(text: str | None) -> bool:
+    try:
+        parse_duration(text)
+    except InvalidDurationError:
+        return False
+    return True

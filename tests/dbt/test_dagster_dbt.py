@@ -1,0 +1,180 @@
+"""The Dagster side of the dbt project: pure helpers, and real materializations of the models."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from dagster_project.defs.dbt import assets as dbt_defs
+from dagster_project.defs.dbt.project import manifest_is_stale, project_files
+from dagster_project.defs.dbt.resources import (
+    applied_environment,
+    dbt_environment,
+    postgres_env_from_url,
+)
+from dagster_project.settings import DBT_PROJECT_DIR, ConfigError, load_settings
+from tests.dbt.raw_data import make_dataset, write_raw_layer
+
+
+def test_dbt_environment_points_dbt_at_the_build_database(tmp_path):
+    settings = load_settings(
+        {"SPEND_WAREHOUSE_DIR": str(tmp_path), "BUDGET_TIMEZONE": "Europe/Berlin"},
+        dotenv_path=tmp_path / "none.env",
+    )
+    env = dbt_environment(settings, {})
+    assert env == {
+        "DBT_TARGET": "duckdb",
+        "SPEND_WAREHOUSE_BUILD_PATH": str(tmp_path / "state" / "build.duckdb"),
+        "BUDGET_TIMEZONE": "Europe/Berlin",
+    }
+
+
+def test_dbt_environment_for_postgres_derives_connection_from_url(tmp_path):
+    settings = load_settings(
+        {"SPEND_WAREHOUSE_DIR": str(tmp_path), "DBT_TARGET": "postgres"},
+        dotenv_path=tmp_path / "none.env",
+    )
+    environ = {
+        "WAREHOUSE_POSTGRES_URL": "postgresql://an%40alyst:s3cret@db.internal:6543/analytics",
+        "DBT_POSTGRES_SCHEMA": "finance",
+        "DBT_POSTGRES_HOST": "override-host",
+    }
+    env = dbt_environment(settings, environ)
+    assert env["DBT_POSTGRES_HOST"] == "override-host"
+    assert env["DBT_POSTGRES_PORT"] == "6543"
+    assert env["DBT_POSTGRES_USER"] == "an@alyst"
+    assert env["DBT_POSTGRES_PASSWORD"] == "s3cret"
+    assert env["DBT_POSTGRES_DBNAME"] == "analytics"
+    assert env["DBT_POSTGRES_SCHEMA"] == "finance"
+    assert env["DBT_RAW_SCHEMA"] == "finance_raw"
+
+
+def test_bad_warehouse_postgres_url_is_a_clear_error():
+    with pytest.raises(ConfigError, match="WAREHOUSE_POSTGRES_URL"):
+        postgres_env_from_url("mysql://x@y/z")
+
+
+def test_applied_environment_restores_previous_values(monkeypatch):
+    monkeypatch.setenv("SPENDWH_TEST_A", "before")
+    monkeypatch.delenv("SPENDWH_TEST_B", raising=False)
+    with applied_environment({"SPENDWH_TEST_A": "during", "SPENDWH_TEST_B": "new"}):
+        assert os.environ["SPENDWH_TEST_A"] == "during"
+        assert os.environ["SPENDWH_TEST_B"] == "new"
+    assert os.environ["SPENDWH_TEST_A"] == "before"
+    assert "SPENDWH_TEST_B" not in os.environ
+
+
+def test_manifest_is_stale_when_missing_or_older(tmp_path):
+    model = tmp_path / "models" / "m.sql"
+    model.parent.mkdir()
+    model.write_text("select 1")
+    manifest = tmp_path / "target" / "manifest.json"
+    files = project_files(tmp_path)
+    assert files == [model]
+    assert manifest_is_stale(manifest, files)
+    manifest.parent.mkdir()
+    manifest.write_text("{}")
+    assert not manifest_is_stale(manifest, files)
+    later = time.time() + 10
+    os.utime(model, (later, later))
+    assert manifest_is_stale(manifest, files)
+
+
+def test_layer_group_follows_the_models_folder():
+    assert dbt_defs.layer_group({"resource_type": "model", "fqn": ["p", "marts", "x", "m"]}) == (
+        "marts"
+    )
+    assert dbt_defs.layer_group({"resource_type": "source", "fqn": ["p", "raw", "t"]}) is None
+    assert dbt_defs.build_args() == ["build", "--exclude-resource-type", "unit_test"]
+    assert dbt_defs.build_args(full_refresh=True)[-1] == "--full-refresh"
+
+
+def _dbt_assets() -> dg.AssetsDefinition:
+    definitions = dbt_defs.defs()
+    return next(iter(definitions.assets))
+
+
+def test_sources_share_the_raw_asset_keys_and_tests_are_checks():
+    definitions = dbt_defs.defs()
+    assets = next(iter(definitions.assets))
+    graph = definitions.resolve_asset_graph()
+    upstream = {key for key in graph.get_all_asset_keys() if key not in assets.keys}
+    assert dg.AssetKey(["raw", "spend_logs"]) in upstream
+    assert dg.AssetKey(["raw", "verification_tokens"]) in upstream
+    assert dg.AssetKey(["fct_budget_periods"]) in assets.keys
+    assert dg.AssetKey(["fct_budget_threshold_crossings"]) in assets.keys
+    check_names = {check.name for check in assets.check_specs}
+    assert "unique_fct_budget_periods_budget_period_id" in check_names
+    assert len(check_names) > 100
+
+
+def _warehouse(
+    tmp_path: Path, monkeypatch, duplicate_request: bool = False, omit: frozenset[str] = frozenset()
+) -> Path:
+    monkeypatch.setenv("SPEND_WAREHOUSE_DIR", str(tmp_path))
+    monkeypatch.setenv("DBT_TARGET", "duckdb")
+    data = make_dataset(requests=400)
+    if duplicate_request:
+        data.rows("spend_logs").append(dict(data.rows("spend_logs")[0]))
+    build_path = tmp_path / "state" / "build.duckdb"
+    write_raw_layer(build_path, data, omit=omit)
+    return build_path
+
+
+# An older proxy: no organizations, no deleted-row copies (the extraction then lands no table).
+OPTIONAL_ABSENT = frozenset({"organizations", "deleted_verification_tokens", "deleted_teams"})
+
+
+@pytest.mark.integration
+def test_materialize_builds_marts_in_the_build_database(tmp_path, monkeypatch):
+    build_path = _warehouse(tmp_path, monkeypatch, omit=OPTIONAL_ABSENT)
+    assets = _dbt_assets()
+    result = dg.materialize([assets], resources=dbt_defs.defs().resources)
+    assert result.success
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert dg.AssetKey(["fct_spend_daily"]) in materialized
+    checks = result.get_asset_check_evaluations()
+    assert checks
+    assert all(c.passed or c.severity == dg.AssetCheckSeverity.WARN for c in checks)
+    with duckdb.connect(str(build_path), read_only=True) as conn:
+        total = conn.execute("select sum(request_count) from main.fct_spend_daily").fetchone()
+        assert total == (400,)
+        assert conn.execute("select count(*) from main.dim_organizations").fetchone() == (0,)
+        organization_periods = conn.execute(
+            "select count(*) from main.fct_budget_periods where entity_type = 'organization'"
+        ).fetchone()
+        assert organization_periods == (0,)
+
+
+@pytest.mark.integration
+def test_failing_upstream_test_stops_downstream_marts(tmp_path, monkeypatch):
+    _warehouse(tmp_path, monkeypatch, duplicate_request=True)
+    assets = _dbt_assets()
+    selection = [
+        dg.AssetKey(["staging", "stg_proxy__spend_logs"]),
+        dg.AssetKey(["intermediate", "int_spend_logs_attributed"]),
+        dg.AssetKey(["fct_spend_daily"]),
+        dg.AssetKey(["fct_budget_periods"]),
+        dg.AssetKey(["staging", "stg_proxy__users"]),
+        dg.AssetKey(["dim_users"]),
+    ]
+    result = dg.materialize(
+        [assets],
+        selection=selection,
+        resources=dbt_defs.defs().resources,
+        raise_on_error=False,
+    )
+    assert not result.success
+    failed = {c.check_name for c in result.get_asset_check_evaluations() if not c.passed}
+    assert "unique_stg_proxy__spend_logs_request_id" in failed
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert dg.AssetKey(["staging", "stg_proxy__spend_logs"]) in materialized
+    assert dg.AssetKey(["fct_spend_daily"]) not in materialized
+    assert dg.AssetKey(["fct_budget_periods"]) not in materialized
+    assert dg.AssetKey(["dim_users"]) in materialized  # independent of spend logs
+    assert DBT_PROJECT_DIR.is_dir()
