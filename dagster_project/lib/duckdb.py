@@ -9,6 +9,7 @@ copied and atomically renamed to ``warehouse.duckdb``: analysts (notebooks, the 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ import duckdb
 from filelock import FileLock, Timeout
 
 DEFAULT_LOCK_TIMEOUT_S = 600.0
+
+log = logging.getLogger(__name__)
 
 
 class WarehouseBusyError(RuntimeError):
@@ -29,11 +32,48 @@ def writer_lock(path: Path, timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> FileLock
     return FileLock(str(path) + ".lock", timeout=timeout)
 
 
+def quarantine(path: Path) -> Path:
+    """Move a database that cannot be opened (and its WAL) aside; return the new name.
+
+    The build database is a cache of the Parquet lake, so the caller rebuilds it; the moved
+    files are kept for inspection, never deleted.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", ".wal"):
+        source = Path(str(path) + suffix)
+        if source.exists():
+            source.replace(Path(str(target) + suffix))
+    return target
+
+
+def _open_or_recover(path: Path, recover_corrupt: bool) -> duckdb.DuckDBPyConnection:
+    try:
+        conn = duckdb.connect(str(path))
+        conn.execute("SELECT 1").fetchall()
+        return conn
+    except duckdb.Error as exc:
+        if not recover_corrupt or "lock" in str(exc).lower():
+            raise
+        moved = quarantine(path)
+        log.warning(
+            "build database %s could not be opened (%s); moved to %s and rebuilding from the lake",
+            path,
+            exc,
+            moved,
+        )
+        return duckdb.connect(str(path))
+
+
 @contextlib.contextmanager
 def connect_writer(
-    path: Path, timeout: float = DEFAULT_LOCK_TIMEOUT_S
+    path: Path, timeout: float = DEFAULT_LOCK_TIMEOUT_S, *, recover_corrupt: bool = False
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse read-write under the writer lock; checkpoint on success."""
+    """Open the warehouse read-write under the writer lock; checkpoint on success.
+
+    With ``recover_corrupt`` a database that fails to open (e.g. a WAL that cannot be replayed
+    after a kill) is moved aside and an empty one is returned, for the caller to rebuild.
+    """
     lock = writer_lock(path, timeout)
     try:
         lock.acquire()
@@ -43,7 +83,7 @@ def connect_writer(
             "wait for it to finish or stop it"
         ) from exc
     try:
-        conn = duckdb.connect(str(path))
+        conn = _open_or_recover(path, recover_corrupt)
         try:
             yield conn
             conn.execute("CHECKPOINT")

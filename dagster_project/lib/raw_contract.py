@@ -124,6 +124,9 @@ SNAPSHOT_TABLES: dict[str, str] = {
     "DailyTagSpend": "daily_tag_spend",
 }
 
+# Snapshot tables that only grow: read incrementally on a timestamp (key, cursor column).
+INCREMENTAL_SNAPSHOTS: dict[str, tuple[str, str]] = {"AuditLog": ("id", "updated_at")}
+
 # Tables the proxy's docs mark optional (may be absent: skipped with one logged line).
 OPTIONAL_TABLES = frozenset(
     {
@@ -157,3 +160,43 @@ SECRET_COLUMNS: dict[str, frozenset[str]] = {
 def arrow_schema(columns: tuple[RawColumn, ...]) -> pa.Schema:
     """The Arrow schema of a raw fact table."""
     return pa.schema([pa.field(c.name, c.type) for c in columns])
+
+
+# Text columns whose values are (nearly) unique per row: Parquet dictionary encoding only costs
+# time on them. Every other text column is dictionary-encoded.
+UNIQUE_TEXT_COLUMNS = frozenset(
+    {
+        "request_id",
+        "session_id",
+        "litellm_call_id",
+        "metadata",
+        "messages",
+        "response",
+        "proxy_server_request",
+        "request_kwargs",
+        "exception_string",
+    }
+)
+
+
+def dictionary_columns(columns: tuple[RawColumn, ...]) -> list[str]:
+    """Text columns worth Parquet dictionary encoding (few distinct values)."""
+    return [c.name for c in columns if c.type == STR and c.name not in UNIQUE_TEXT_COLUMNS]
+
+
+def content_columns(columns: tuple[RawColumn, ...]) -> tuple[str, ...]:
+    """Names of the columns that carry source data (everything but load metadata ``_*``)."""
+    return tuple(c.name for c in columns if not c.name.startswith("_"))
+
+
+# Deterministic winner when one key was stored more than once with different values: a DuckDB
+# ORDER BY over the raw columns (first row wins). ``{content_hash}`` is replaced by an md5 of the
+# content columns, so that two copies that differ only in values still have a fixed order; the
+# load-metadata columns come last and only separate identical copies.
+DEDUP_ORDER: dict[str, str] = {
+    "spend_logs": (
+        "updated_at DESC NULLS LAST, end_time DESC NULLS LAST, {content_hash} DESC, "
+        "_extracted_at ASC, _batch_id ASC"
+    ),
+    "error_logs": "end_time DESC NULLS LAST, {content_hash} DESC, _extracted_at ASC, _batch_id ASC",
+}

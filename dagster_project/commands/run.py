@@ -1,0 +1,154 @@
+"""``spendwh run``: run the whole pipeline once, in this process, then publish the warehouse.
+
+Validates the configuration and the source first (one-line errors), runs
+``spend_warehouse_job`` with an ephemeral Dagster instance, prints one line per asset and check
+as they complete, and on success copies the build database to ``warehouse.duckdb``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from typing import Any
+
+from dagster_project.lib.postgres import inspect_source, redact
+from dagster_project.settings import ConfigError, load_settings
+
+JOB = "spend_warehouse_job"
+ROLLBACK_JOB = "spend_warehouse_rollback_job"
+EXTRACT_JOB = "extract_job"
+SHOWN_METADATA = ("status", "rows_read", "rows_stored", "dagster/row_count", "watermark")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run", help="extract, model and alert once (in process), then publish the warehouse"
+    )
+    parser.add_argument(
+        "--rollback",
+        action="store_true",
+        help="also re-read the last days of spend logs (repairs what reconciliation found)",
+    )
+    parser.add_argument(
+        "--extract-only",
+        action="store_true",
+        help="only the raw layer (extract_job): no dbt models, no alerts",
+    )
+    parser.set_defaults(func=run)
+
+
+def job_name(args: argparse.Namespace) -> str:
+    """The job a ``spendwh run`` invocation runs."""
+    if args.extract_only:
+        if args.rollback:
+            raise ConfigError("--rollback and --extract-only cannot be combined; pick one.")
+        return EXTRACT_JOB
+    return ROLLBACK_JOB if args.rollback else JOB
+
+
+def _metadata_text(metadata: dict[str, Any]) -> str:
+    parts = []
+    for key in SHOWN_METADATA:
+        if key in metadata:
+            value = getattr(metadata[key], "value", metadata[key])
+            parts.append(f"{key.removeprefix('dagster/')}={value}")
+    return " ".join(parts)
+
+
+def format_event(event: Any) -> str | None:
+    """One progress line for a Dagster event log entry, or None to stay quiet."""
+    dagster_event = event.dagster_event
+    if dagster_event is None:
+        return f"  {event.step_key or ''}: {event.user_message}" if event.step_key else None
+    kind = dagster_event.event_type_value
+    data = dagster_event.event_specific_data
+    if kind == "ASSET_MATERIALIZATION":
+        mat = data.materialization
+        return f"ok    {mat.asset_key.to_user_string()} {_metadata_text(dict(mat.metadata))}"
+    if kind == "ASSET_CHECK_EVALUATION":
+        verdict = "pass" if data.passed else "FAIL"
+        name = f"{data.asset_key.to_user_string()}:{data.check_name}"
+        detail = f" ({data.description})" if data.description else ""
+        return f"{verdict}  {name}{detail}"
+    if kind == "STEP_FAILURE":
+        error = data.error
+        message = error.message.strip().splitlines()[0] if error else "unknown error"
+        return f"ERROR {dagster_event.step_key}: {message}"
+    if kind == "STEP_UP_FOR_RETRY":
+        return f"retry {dagster_event.step_key}"
+    if kind == "STEP_SKIPPED":
+        return f"skip  {dagster_event.step_key}"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if settings.database_url is None:
+        raise ConfigError(
+            "DATABASE_URL is not set; set it to the proxy's PostgreSQL URL "
+            "(or run 'make demo' for a simulated proxy)."
+        )
+    inspect_source(settings.database_url, settings.table_prefix)
+    print(
+        f"spendwh run: source {redact(settings.database_url)}, warehouse {settings.warehouse_dir}"
+    )
+
+    import logging
+
+    import dagster as dg
+
+    from dagster_project.definitions import defs
+    from dagster_project.lib.duckdb import publish
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # instance set-up chatter
+    started = time.monotonic()
+    job = defs().resolve_job_def(job_name(args))
+    run_id = str(uuid.uuid4())
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_event_listener(run_id, lambda event: _echo(format_event(event)))
+        result = job.execute_in_process(
+            instance=instance,
+            run_id=run_id,
+            raise_on_error=False,
+            run_config=run_config(args),
+        )
+    elapsed = time.monotonic() - started
+    print(summary(result))
+    if not result.success:
+        failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        print(
+            f"spendwh run: FAILED after {elapsed:.1f} s (failed: {', '.join(failed) or 'run'}); "
+            f"{settings.warehouse_path} was not updated",
+            file=sys.stderr,
+        )
+        return 1
+    publish(settings.build_path, settings.warehouse_path)
+    print(f"spendwh run: done in {elapsed:.1f} s; published {settings.warehouse_path}")
+    return 0
+
+
+def run_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Quiet Dagster's console logger (progress is printed here) plus the job's own config."""
+    from dagster_project.defs.ingest.schedules import rollback_run_config
+
+    config: dict[str, Any] = rollback_run_config() if args.rollback else {}
+    config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
+    return config
+
+
+def summary(result: Any) -> str:
+    """One line: how many assets materialized and how the checks went."""
+    materialized = len(result.get_asset_materialization_events())
+    checks = result.get_asset_check_evaluations()
+    failed = sorted(
+        f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed
+    )
+    text = f"summary: {materialized} assets materialized, {len(checks) - len(failed)} checks passed"
+    return text + (f", {len(failed)} failed ({', '.join(failed)})" if failed else "")
+
+
+def _echo(line: str | None) -> None:
+    if line:
+        print(line, flush=True)

@@ -1,0 +1,178 @@
+"""Asset checks of the raw fact tables: freshness against the source, per-day reconciliation.
+
+Both are ``blocking``: when either fails, downstream rollups and budget alerts in the same run
+do not materialize, so no alert is ever computed from stale or incomplete data. The
+reconciliation names the day(s) that differ; the daily rollback job re-reads those days.
+
+Tunables (environment, read when the check runs):
+
+- ``SPEND_WAREHOUSE_RECONCILE_DAYS`` (default 3): how many recent UTC days are compared;
+- ``SPEND_WAREHOUSE_FRESHNESS_MINUTES`` (default 30): the largest acceptable lag.
+"""
+
+import os
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+
+from dagster_project.defs.ingest.assets import classified_errors, raw_key, source_settings
+from dagster_project.lib.extract import (
+    ERROR_LOGS,
+    SPEND_LOGS,
+    FactTable,
+    SourceSession,
+    drift,
+)
+from dagster_project.lib.lake import LakeTable
+from dagster_project.lib.reconcile import (
+    compare_days,
+    lake_days,
+    reconcile_scope,
+    source_days,
+    source_lag,
+)
+
+RECONCILE_DAYS_ENV = "SPEND_WAREHOUSE_RECONCILE_DAYS"
+FRESHNESS_ENV = "SPEND_WAREHOUSE_FRESHNESS_MINUTES"
+# Bounds the freshness scan through the startTime index; very late rows are reconciliation's job.
+FRESHNESS_HORIZON = timedelta(days=1)
+FACTS = (SPEND_LOGS, ERROR_LOGS)
+
+
+def _int_env(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise dg.Failure(f"{name}={value!r} is not a positive whole number", allow_retries=False)
+    return int(value)
+
+
+def absent_result(fact: FactTable, prefix: str) -> dg.AssetCheckResult:
+    """An absent source table cannot be shown complete or fresh: fail, never report zero."""
+    return dg.AssetCheckResult(
+        passed=False,
+        description=f"source table {prefix}{fact.source} is absent; its data is unknown",
+        metadata={"status": "absent"},
+    )
+
+
+def reconcile(fact: FactTable, s: SourceSession, lake_dir: Path) -> dg.AssetCheckResult:
+    """Compare the last days of ``fact`` between source and lake."""
+    days = _int_env(RECONCILE_DAYS_ENV, 3)
+    lake = LakeTable(lake_dir, fact.raw_table)
+    columns = s.columns(fact.source)
+    if columns is None:
+        return absent_result(fact, s.prefix)
+    scope = reconcile_scope(lake.read_manifest().state, days, s.cap.date())
+    if scope is None:  # nothing extracted yet: fine only if the source is empty too
+        has_rows = s.query(f"SELECT EXISTS (SELECT 1 FROM {s.table(fact.source)})")[0][0]
+        return dg.AssetCheckResult(
+            passed=not has_rows,
+            description="nothing extracted yet"
+            + (", but the source has rows" if has_rows else "; the source is empty"),
+        )
+    source = source_days(s, fact, columns, scope)
+    lake_stats = lake_days(lake, fact, scope)
+    mismatches = compare_days(source, lake_stats)
+    metadata = {
+        "days_compared": days,
+        "first_day": scope.first_day.isoformat(),
+        "rows_compared_up_to": scope.limit.isoformat(),
+        "source_rows": sum(d.rows for d in source.values()),
+        "lake_rows": sum(d.rows for d in lake_stats.values()),
+        "mismatched_days": ", ".join(m.day.isoformat() for m in mismatches) or "none",
+    }
+    if mismatches:
+        return dg.AssetCheckResult(
+            passed=False,
+            description="source and lake differ on "
+            + "; ".join(m.describe() for m in mismatches)
+            + " (run the rollback job to re-read these days)",
+            metadata=metadata,
+        )
+    return dg.AssetCheckResult(passed=True, metadata=metadata)
+
+
+def freshness(fact: FactTable, s: SourceSession, lake_dir: Path) -> dg.AssetCheckResult:
+    """The lake's watermark must not lag the source's newest row by more than the limit."""
+    limit = timedelta(minutes=_int_env(FRESHNESS_ENV, 30))
+    lake = LakeTable(lake_dir, fact.raw_table)
+    state = lake.read_manifest().state
+    watermark = datetime.fromisoformat(state["watermark"]) if state.get("watermark") else None
+    columns = s.columns(fact.source)
+    if columns is None:
+        return absent_result(fact, s.prefix)
+    newest, lag = source_lag(s, fact, columns, watermark, FRESHNESS_HORIZON)
+    metadata = {
+        "watermark": watermark.isoformat() if watermark else None,
+        "source_newest": newest.isoformat() if newest else None,
+        "lag_minutes": round(lag.total_seconds() / 60, 2) if lag is not None else None,
+        "limit_minutes": limit.total_seconds() / 60,
+    }
+    if lag is None:
+        return dg.AssetCheckResult(
+            passed=False,
+            description="the source has rows but none were extracted yet",
+            metadata=metadata,
+        )
+    return dg.AssetCheckResult(
+        passed=lag <= limit,
+        description=None if lag <= limit else f"the warehouse lags the source by {lag}",
+        metadata=metadata,
+    )
+
+
+def schema_drift(fact: FactTable, s: SourceSession, lake_dir: Path) -> dg.AssetCheckResult:
+    """Informational: source columns the raw contract does not land (a proxy upgrade)."""
+    columns = s.columns(fact.source)
+    extra = drift(fact, columns) if columns is not None else []
+    return dg.AssetCheckResult(
+        passed=not extra,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"not landed: {', '.join(extra)}" if extra else None,
+        metadata={"extra_columns": ", ".join(extra) or "none"},
+    )
+
+
+CHECKS = {"reconciliation": reconcile, "freshness": freshness, "schema_drift": schema_drift}
+BLOCKING = {"reconciliation": True, "freshness": True, "schema_drift": False}
+DESCRIPTIONS = {
+    "reconciliation": "Per UTC day of the last days: source vs lake row count, spend and ids.",
+    "freshness": "Lag of the lake's watermark behind the newest source row (quiet = fresh).",
+    "schema_drift": "Source columns the raw contract does not know (recorded, not landed).",
+}
+
+
+def check_specs() -> list[dg.AssetCheckSpec]:
+    """The checks of both fact tables (a function: the specs must not be autoloaded alone)."""
+    return [
+        dg.AssetCheckSpec(
+            name=name,
+            asset=raw_key(fact.raw_table),
+            blocking=BLOCKING[name],
+            description=DESCRIPTIONS[name],
+        )
+        for fact in FACTS
+        for name in CHECKS
+    ]
+
+
+@dg.multi_asset_check(specs=check_specs(), name="raw_fact_checks")
+def raw_fact_checks() -> Iterator[dg.AssetCheckResult]:
+    """Freshness, reconciliation and drift of SpendLogs and ErrorLogs, in one source snapshot."""
+    settings = source_settings()
+    with classified_errors(), SourceSession(settings.database_url, settings.table_prefix) as s:
+        for fact in FACTS:
+            for name, check in CHECKS.items():
+                result = check(fact, s, settings.lake_dir)
+                yield dg.AssetCheckResult(
+                    asset_key=raw_key(fact.raw_table),
+                    check_name=name,
+                    passed=result.passed,
+                    severity=result.severity,
+                    description=result.description,
+                    metadata=result.metadata,
+                )

@@ -1,0 +1,424 @@
+"""One extraction pass: source snapshot -> Parquet lake -> ``raw.*`` in the build DuckDB.
+
+The order of every step is what makes a kill at any instruction safe:
+
+1. catch the DuckDB cache up with the lake (files published by a run killed before its merge);
+2. stream the window from PostgreSQL, drop rows already stored unchanged, write temp files;
+3. make the files durable, then publish the manifest with the new watermark (the commit point);
+4. merge the new files into DuckDB (idempotent; step 1 of the next run redoes it if killed).
+
+A long backlog is split into chunks, each going through steps 2-4 before the next starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dagster_project.lib import raw_contract as rc
+from dagster_project.lib import raw_load
+from dagster_project.lib.extract import (
+    CREATED_AT,
+    FactTable,
+    SourceSchemaError,
+    SourceSession,
+    Window,
+    WindowOptions,
+    conform_batch,
+    cursor_column,
+    drift,
+    fact_select,
+    incremental_window,
+    missing_required,
+    prefetch,
+    rollback_window,
+    snapshot_select,
+)
+from dagster_project.lib.identifiers import snake_case, table_name
+from dagster_project.lib.lake import (
+    DayPartitionWriter,
+    LakeFile,
+    LakeTable,
+    compact,
+    pause_point,
+    utcnow,
+    write_single_file,
+)
+
+log = logging.getLogger(__name__)
+
+COMPACT_MIN_FILES = 12
+DUCKDB_MEMORY_LIMIT = "256MB"  # the merge spills beyond this; keeps a large first load small
+
+Progress = Callable[[str], None]
+
+
+def parse_ts(value: str | None) -> datetime | None:
+    """A stored ISO timestamp (naive UTC), or None."""
+    return datetime.fromisoformat(value) if value else None
+
+
+@dataclass
+class FactResult:
+    """What one extraction of a fact table did (becomes asset metadata)."""
+
+    table: str
+    status: str = "present"  # or "absent"
+    cursor: str | None = None
+    rows_read: int = 0
+    rows_stored: int = 0
+    files_written: int = 0
+    chunks: int = 0
+    watermark_before: datetime | None = None
+    watermark_after: datetime | None = None
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    drift: list[str] = field(default_factory=list)
+    rows_merged: int = 0
+    read_seconds: float = 0.0  # source -> durable Parquet files
+    load_seconds: float = 0.0  # Parquet -> raw.<table> in DuckDB
+    rows_in_warehouse: int = 0
+    live_files: int = 0
+    compacted_partitions: int = 0
+
+    def note_period(self, batch: pa.RecordBatch, column: str) -> None:
+        """Widen the covered period with the rows of ``batch``."""
+        if batch.num_rows == 0:
+            return
+        lo_hi = pc.min_max(batch.column(column)).as_py()
+        lo, hi = lo_hi["min"], lo_hi["max"]
+        if lo is not None:
+            self.period_start = lo if self.period_start is None else min(self.period_start, lo)
+        if hi is not None:
+            self.period_end = hi if self.period_end is None else max(self.period_end, hi)
+
+    def metadata(self) -> dict[str, Any]:
+        """Plain values for Dagster metadata."""
+        iso = lambda v: v.isoformat() if v else None  # noqa: E731
+        return {
+            "status": self.status,
+            "cursor": self.cursor,
+            "rows_read": self.rows_read,
+            "rows_stored": self.rows_stored,
+            "files_written": self.files_written,
+            "chunks": self.chunks,
+            "watermark_before": iso(self.watermark_before),
+            "watermark": iso(self.watermark_after),
+            "period_start": iso(self.period_start),
+            "period_end": iso(self.period_end),
+            "drift_columns": ", ".join(self.drift) or "none",
+            "rows_merged": self.rows_merged,
+            "read_seconds": round(self.read_seconds, 3),
+            "load_seconds": round(self.load_seconds, 3),
+            "rows_in_warehouse": self.rows_in_warehouse,
+            "live_files": self.live_files,
+            "compacted_partitions": self.compacted_partitions,
+        }
+
+
+def extract_fact(
+    session: SourceSession,
+    con: duckdb.DuckDBPyConnection,
+    lake_root: Path,
+    fact: FactTable,
+    *,
+    options: WindowOptions = WindowOptions(),  # noqa: B008 (frozen)
+    include_payload: bool = False,
+    rollback_days: int = 0,
+    progress: Progress = log.info,
+) -> FactResult:
+    """Extract ``fact`` incrementally (plus an optional rollback re-read) into lake and DuckDB."""
+    result = FactResult(table=fact.raw_table)
+    lake = LakeTable(lake_root, fact.raw_table)
+    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+    name = table_name(session.prefix, fact.source)
+    columns = session.columns(fact.source)
+    if columns is None:
+        if fact.source not in rc.OPTIONAL_TABLES:
+            raise SourceSchemaError(f"required table {name!r} is missing in the source")
+        progress(f"{name} is absent in the source (logging disabled?); recorded as absent")
+        raw_load.ensure_fact_table(con, fact)
+        raw_load.record_source_status(con, fact.source, fact.raw_table, "absent", None)
+        result.status = "absent"
+        return result
+    missing = missing_required(fact, columns)
+    if missing:
+        raise SourceSchemaError(
+            f"{name!r} lacks required column(s) {', '.join(missing)}; is this a proxy database?"
+        )
+    result.drift = drift(fact, columns)
+    if result.drift:
+        progress(f"{name}: columns not in the raw contract (not landed): {result.drift}")
+
+    lake.clean_orphans()
+    merged = raw_load.sync_fact(con, fact, lake)
+    if merged:
+        progress(f"{fact.raw_table}: merged {merged} rows of earlier lake files into DuckDB")
+
+    state = dict(lake.read_manifest().state)
+    result.cursor = cursor_column(columns)
+    result.watermark_before = result.watermark_after = parse_ts(state.get("watermark"))
+    cap = session.cap
+    window = incremental_window(result.cursor, result.watermark_before, cap, options)
+    margin = options.overlap if result.cursor == CREATED_AT else options.lookback
+    chunks = session.plan(fact.source, window, options.chunk_rows)
+    result.chunks = len(chunks)
+    for number, chunk in enumerate(chunks, start=1):
+        files, newest = _read_window(
+            session, con, lake, fact, columns, chunk.restrict(window), result, include_payload
+        )
+        if newest is None and not files:
+            continue  # nothing in this chunk: state unchanged
+        new_wm = max(filter(None, [result.watermark_after, newest]))
+        new_state = {
+            **state,
+            "cursor": result.cursor,
+            "watermark": new_wm.isoformat(),
+            "margin_s": margin.total_seconds(),
+        }
+        pause_point("before_publish")
+        if files or new_state != state:  # nothing new: no new manifest version either
+            lake.publish(add=files, state=new_state)
+            state = new_state
+        result.watermark_after = new_wm
+        pause_point("after_publish")
+        result.rows_merged += _merge(con, fact, lake, files, result)
+        progress(
+            f"{fact.raw_table}: chunk {number}/{len(chunks)} committed "
+            f"({sum(f.rows for f in files)} rows stored, "
+            f"watermark {new_wm.isoformat()})"
+        )
+
+    if rollback_days > 0:
+        files, _ = _read_window(
+            session,
+            con,
+            lake,
+            fact,
+            columns,
+            rollback_window(result.cursor, cap, rollback_days),
+            result,
+            include_payload,
+        )
+        if files:
+            lake.publish(add=files)  # state unchanged: a rollback never moves the watermark
+        result.rows_merged += _merge(con, fact, lake, files, result)
+        progress(
+            f"{fact.raw_table}: rollback re-read of {rollback_days} day(s) stored "
+            f"{sum(f.rows for f in files)} changed rows"
+        )
+
+    compaction = compact(lake, fact.schema, raw_load.dedup_rule(fact), min_files=COMPACT_MIN_FILES)
+    raw_load.mark_loaded(con, lake, compaction.new_files)
+    result.compacted_partitions = len(compaction.partitions)
+    result.live_files = len(lake.read_manifest().files)
+    result.rows_in_warehouse = raw_load.row_count(con, fact.raw_table)
+    raw_load.record_source_status(
+        con, fact.source, fact.raw_table, "present", result.rows_in_warehouse
+    )
+    return result
+
+
+def _merge(
+    con: duckdb.DuckDBPyConnection,
+    fact: FactTable,
+    lake: LakeTable,
+    files: list[LakeFile],
+    result: FactResult,
+) -> int:
+    """Merge published ``files`` into DuckDB, timing it."""
+    began = time.monotonic()
+    rows = raw_load.merge_files(con, fact, lake, files)
+    result.load_seconds += time.monotonic() - began
+    return rows
+
+
+def _read_window(
+    session: SourceSession,
+    con: duckdb.DuckDBPyConnection,
+    lake: LakeTable,
+    fact: FactTable,
+    columns: dict,
+    window: Window,
+    result: FactResult,
+    include_payload: bool,
+) -> tuple[list[LakeFile], datetime | None]:
+    """Stream ``window`` into durable (unpublished) day files.
+
+    Returns the files and the largest cursor value read (the candidate watermark; rows that
+    were dropped as unchanged count too).
+    """
+    began = time.monotonic()
+    schema = fact.schema
+    cursor = snake_case(window.cursor)
+    batch_id = uuid.uuid4().hex
+    extracted_at = utcnow()
+    newest: datetime | None = None
+    compare = raw_load.row_count(con, fact.raw_table) > 0
+    writer = DayPartitionWriter(
+        lake, schema, fact.partition_column, dictionary=rc.dictionary_columns(fact.columns)
+    )
+    try:
+        sql = fact_select(session, fact, columns, window, include_payload)
+        for raw_batch in prefetch(session.stream(sql)):
+            batch = conform_batch(raw_batch, schema, extracted_at, batch_id)
+            result.rows_read += batch.num_rows
+            top = pc.max(batch.column(cursor)).as_py()
+            if top is not None and (newest is None or top > newest):
+                newest = top
+            if compare:
+                changed = raw_load.filter_changed(con, fact, pa.Table.from_batches([batch]))
+                batches = changed.to_batches()
+            else:
+                batches = [batch]
+            for part in batches:
+                result.rows_stored += part.num_rows
+                result.note_period(part, fact.partition_column)
+                writer.write(part)
+            pause_point("mid_read")
+        files = writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    result.files_written += len(files)
+    result.read_seconds += time.monotonic() - began
+    pa.default_memory_pool().release_unused()
+    return files, newest
+
+
+@dataclass
+class SnapshotResult:
+    """What one entity snapshot did."""
+
+    source: str
+    raw_table: str
+    status: str  # present | absent
+    rows: int = 0
+    changed: bool = False
+
+
+def _digest(table: pa.Table) -> str:
+    """Content fingerprint of a snapshot (Arrow IPC bytes are deterministic for equal data)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as stream:
+        stream.write_table(table)
+    return hashlib.sha256(sink.getvalue()).hexdigest()
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """``table`` without driver field metadata."""
+    return table.cast(pa.schema([pa.field(f.name, f.type) for f in table.schema]))
+
+
+def extract_snapshots(
+    session: SourceSession,
+    con: duckdb.DuckDBPyConnection,
+    lake_root: Path,
+    *,
+    progress: Progress = log.info,
+) -> list[SnapshotResult]:
+    """Snapshot every entity table of the contract into the lake and ``raw.*``.
+
+    A missing required table is an error raised before anything is written; a missing optional
+    table is logged once and recorded as absent.
+    """
+    found = {source: session.columns(source) for source in rc.SNAPSHOT_TABLES}
+    missing = [s for s, cols in found.items() if cols is None and s not in rc.OPTIONAL_TABLES]
+    if missing:
+        names = ", ".join(repr(table_name(session.prefix, s)) for s in missing)
+        raise SourceSchemaError(
+            f"required proxy table(s) {names} missing; check PROXY_TABLE_PREFIX and that the "
+            "proxy's migrations ran"
+        )
+    results = []
+    for source, raw_table in rc.SNAPSHOT_TABLES.items():
+        columns = found[source]
+        if columns is None:
+            progress(f"{table_name(session.prefix, source)} is absent; {raw_table} not refreshed")
+            raw_load.record_source_status(con, source, raw_table, "absent", None)
+            results.append(SnapshotResult(source, raw_table, "absent"))
+            continue
+        lake = LakeTable(lake_root, f"snapshots/{raw_table}")
+        if source in rc.INCREMENTAL_SNAPSHOTS:
+            result = _append_snapshot(session, con, lake, source, raw_table, columns)
+        else:
+            result = _replace_snapshot(session, con, lake, source, raw_table, columns)
+        raw_load.record_source_status(con, source, raw_table, "present", result.rows)
+        results.append(result)
+    return results
+
+
+def _replace_snapshot(
+    session: SourceSession,
+    con: duckdb.DuckDBPyConnection,
+    lake: LakeTable,
+    source: str,
+    raw_table: str,
+    columns: dict,
+) -> SnapshotResult:
+    """Full snapshot: replace the lake file and ``raw.<table>`` when the content changed."""
+    data = _plain(session.fetch_table(snapshot_select(session, source, columns)))
+    digest = _digest(data)
+    manifest = lake.read_manifest()
+    changed = manifest.state.get("sha256") != digest or not manifest.files
+    if changed:
+        file = write_single_file(lake, data)
+        lake.publish(
+            add=[file],
+            remove=[f.path for f in manifest.files],
+            state={"sha256": digest, "rows": data.num_rows, "extracted_at": utcnow().isoformat()},
+        )
+        for old in manifest.files:
+            lake.absolute(old).unlink(missing_ok=True)
+    if changed or not raw_load.snapshot_loaded(con, raw_table, lake):
+        raw_load.replace_snapshot(con, raw_table, lake, lake.read_manifest().files[0])
+    return SnapshotResult(source, raw_table, "present", data.num_rows, changed)
+
+
+def _append_snapshot(
+    session: SourceSession,
+    con: duckdb.DuckDBPyConnection,
+    lake: LakeTable,
+    source: str,
+    raw_table: str,
+    columns: dict,
+) -> SnapshotResult:
+    """Incremental snapshot of an append-only table (the audit log) on its timestamp.
+
+    Reads rows changed since the watermark minus an overlap, stores those whose key is not
+    stored yet, and moves the watermark only after the file is published with it.
+    """
+    key, cursor = rc.INCREMENTAL_SNAPSHOTS[source]
+    state = lake.read_manifest().state
+    watermark = parse_ts(state.get("watermark"))
+    if cursor not in columns:  # an older table without the timestamp: full snapshot instead
+        return _replace_snapshot(session, con, lake, source, raw_table, columns)
+    lower = watermark - WindowOptions().overlap if watermark else None
+    window = Window(cursor=cursor, cap=session.cap, lower=lower)
+    select = snapshot_select(session, source, columns) + f" WHERE {window.where()}"
+    data = _plain(session.fetch_table(select))
+    newest = pc.max(data.column(snake_case(cursor))).as_py() if data.num_rows else None
+    if raw_load.table_exists(con, raw_table) and data.num_rows:
+        data = raw_load.new_keys(con, raw_table, snake_case(key), data)
+    new_wm = max(filter(None, [watermark, newest]), default=None)
+    # the first run stores a file even when empty: it carries the columns of raw.<table>
+    changed = data.num_rows > 0 or not lake.read_manifest().files
+    if changed or new_wm != watermark:
+        files = [write_single_file(lake, data)] if changed else []
+        lake.publish(add=files, state={"watermark": new_wm.isoformat() if new_wm else None})
+    if changed or not raw_load.table_exists(con, raw_table):
+        raw_load.rebuild_snapshot(
+            con, raw_table, lake, snake_case(key), f"{snake_case(cursor)} DESC"
+        )
+    return SnapshotResult(source, raw_table, "present", raw_load.row_count(con, raw_table), changed)

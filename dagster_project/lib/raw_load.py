@@ -1,0 +1,283 @@
+"""The ``raw`` schema of the build DuckDB: a rebuildable cache of the Parquet lake.
+
+- Fact tables (``raw.spend_logs``, ``raw.error_logs``) hold exactly one row per ``request_id``:
+  each lake file is merged once (``raw._lake_files`` records which), keeping the deterministic
+  winner of :data:`raw_contract.DEDUP_ORDER` among the stored row and the new copies. Merging is
+  idempotent, so merging a file twice (after a crash, or a compacted file) changes nothing.
+- Snapshot tables are replaced by their latest lake file.
+- ``raw._source_tables`` records, per source table, whether it was present or absent in the last
+  run (an absent optional table is "unknown", never "no spend").
+
+If the build database is lost or corrupt it is recreated empty and :func:`sync_fact` re-merges
+every live lake file: the result is identical, because the lake is the source of truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import duckdb
+import pyarrow as pa
+
+from dagster_project.lib import raw_contract as rc
+from dagster_project.lib.extract import FactTable
+from dagster_project.lib.lake import DedupRule, LakeFile, LakeTable, pause_point, utcnow
+
+LOADED_FILES = f"{rc.RAW_SCHEMA}._lake_files"
+SOURCE_TABLES = f"{rc.RAW_SCHEMA}._source_tables"
+
+_DUCKDB_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.float64(): "DOUBLE",
+    pa.int64(): "BIGINT",
+    rc.TS: "TIMESTAMP",
+}
+
+
+def qualified(raw_table: str) -> str:
+    """``raw."<table>"``."""
+    return f'{rc.RAW_SCHEMA}."{raw_table}"'
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the ``raw`` schema and the bookkeeping tables if missing."""
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {rc.RAW_SCHEMA}")
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {LOADED_FILES} ("
+        "lake_table VARCHAR NOT NULL, path VARCHAR NOT NULL, loaded_at TIMESTAMP NOT NULL, "
+        "PRIMARY KEY (lake_table, path))"
+    )
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {SOURCE_TABLES} ("
+        "source_table VARCHAR PRIMARY KEY, raw_table VARCHAR NOT NULL, status VARCHAR NOT NULL, "
+        "row_count BIGINT, detail VARCHAR, checked_at TIMESTAMP NOT NULL)"
+    )
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, raw_table: str) -> bool:
+    """Whether ``raw.<raw_table>`` exists."""
+    row = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [rc.RAW_SCHEMA, raw_table],
+    ).fetchall()[0]
+    return bool(row[0])
+
+
+def ensure_fact_table(con: duckdb.DuckDBPyConnection, fact: FactTable) -> None:
+    """Create ``raw.<fact>`` from the contract; add contract columns an older copy lacks."""
+    ensure_schema(con)
+    cols = ", ".join(f'"{c.name}" {_DUCKDB_TYPES[c.type]}' for c in fact.columns)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {qualified(fact.raw_table)} ({cols})")
+    existing = {
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ?",
+            [rc.RAW_SCHEMA, fact.raw_table],
+        ).fetchall()
+    }
+    for c in fact.columns:
+        if c.name not in existing:
+            con.execute(
+                f'ALTER TABLE {qualified(fact.raw_table)} ADD COLUMN "{c.name}" '
+                f"{_DUCKDB_TYPES[c.type]}"
+            )
+
+
+def content_hash_sql(columns: Sequence[str], alias: str | None = None) -> str:
+    """A DuckDB expression: md5 of the named columns (an unambiguous JSON rendering)."""
+    prefix = f"{alias}." if alias else ""
+    fields = ", ".join(f'"{c}" := {prefix}"{c}"' for c in columns)
+    return f"md5(to_json(struct_pack({fields})))"
+
+
+def dedup_rule(fact: FactTable) -> DedupRule:
+    """The deterministic-winner rule of ``fact``."""
+    hashed = content_hash_sql(rc.content_columns(fact.columns))
+    return DedupRule(fact.key, rc.DEDUP_ORDER[fact.raw_table].format(content_hash=hashed))
+
+
+def loaded_paths(con: duckdb.DuckDBPyConnection, lake: LakeTable) -> set[str]:
+    """Lake paths of ``lake`` already merged into DuckDB."""
+    rows = con.execute(
+        f"SELECT path FROM {LOADED_FILES} WHERE lake_table = ?", [lake.name]
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def merge_files(
+    con: duckdb.DuckDBPyConnection, fact: FactTable, lake: LakeTable, files: Sequence[LakeFile]
+) -> int:
+    """Merge lake ``files`` into ``raw.<fact>`` in one transaction; return the rows merged.
+
+    Only *contested* keys (stored already, or present more than once in ``files``) go through
+    the deterministic-winner ordering; every other row is appended as it streams from Parquet,
+    so a large first load costs one scan and little memory.
+    """
+    if not files:
+        return 0
+    target = qualified(fact.raw_table)
+    key = fact.key
+    incoming = "read_parquet($paths, union_by_name = true, hive_partitioning = false)"
+    params = {"paths": [str(lake.absolute(f)) for f in files]}
+    rule = dedup_rule(fact)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _contested AS "
+            f"SELECT {key} FROM {incoming} GROUP BY {key} HAVING count(*) > 1 "
+            f"UNION SELECT t.{key} FROM {target} AS t SEMI JOIN {incoming} AS i "
+            f"ON t.{key} = i.{key}",
+            params,
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _winners AS SELECT * FROM ("
+            f"SELECT * FROM {incoming} WHERE {key} IN (SELECT {key} FROM _contested) "
+            f"UNION ALL BY NAME SELECT * FROM {target} "
+            f"WHERE {key} IN (SELECT {key} FROM _contested)) {rule.qualify()}",
+            params,
+        )
+        con.execute(f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM _contested)")
+        pause_point("mid_merge")
+        con.execute(
+            f"INSERT INTO {target} BY NAME SELECT * FROM {incoming} "
+            f"WHERE {key} NOT IN (SELECT {key} FROM _contested)",
+            params,
+        ).fetchall()
+        con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _winners")
+        mark_loaded(con, lake, files)
+        con.execute("DROP TABLE _contested")
+        con.execute("DROP TABLE _winners")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return sum(f.rows for f in files)
+
+
+def sync_fact(con: duckdb.DuckDBPyConnection, fact: FactTable, lake: LakeTable) -> int:
+    """Bring ``raw.<fact>`` up to the lake's manifest: merge every live file not yet merged.
+
+    On an empty (new or rebuilt) database this is the full rebuild from the lake.
+    """
+    ensure_fact_table(con, fact)
+    done = loaded_paths(con, lake)
+    pending = [f for f in lake.read_manifest().files if f.path not in done]
+    return merge_files(con, fact, lake, pending)
+
+
+def mark_loaded(con: duckdb.DuckDBPyConnection, lake: LakeTable, files: Sequence[LakeFile]) -> None:
+    """Record ``files`` as merged without merging (compaction output of already merged files)."""
+    if not files:
+        return
+    now = utcnow()
+    con.executemany(
+        f"INSERT OR REPLACE INTO {LOADED_FILES} VALUES (?, ?, ?)",
+        [[lake.name, f.path, now] for f in files],
+    )
+
+
+def row_count(con: duckdb.DuckDBPyConnection, raw_table: str) -> int:
+    """Rows in ``raw.<raw_table>`` (0 when the table does not exist)."""
+    if not table_exists(con, raw_table):
+        return 0
+    return int(con.execute(f"SELECT count(*) FROM {qualified(raw_table)}").fetchall()[0][0])
+
+
+def filter_changed(con: duckdb.DuckDBPyConnection, fact: FactTable, data: pa.Table) -> pa.Table:
+    """The rows of ``data`` that are new or differ from the stored winner of their key.
+
+    Re-read rows (the overlap, the look-back, a rollback window) that are already stored
+    unchanged are dropped, so a run with nothing new writes nothing. Two steps keep it cheap on
+    a large table: find the stored rows scanning only the key column, then hash just those rows,
+    fetched by ``rowid`` (a filter on the key would decompress every row of the table).
+    """
+    target = qualified(fact.raw_table)
+    key = fact.key
+    columns = rc.content_columns(fact.columns)
+    con.register("_batch", data)
+    try:
+        rowids = con.sql(
+            f"SELECT r.rowid FROM {target} AS r SEMI JOIN _batch AS i ON r.{key} = i.{key}"
+        ).fetchall()
+        if not rowids:
+            return data
+        wanted = ", ".join(str(int(row[0])) for row in rowids)
+        result = con.sql(
+            f"SELECT i.* FROM _batch AS i LEFT JOIN ("
+            f"SELECT {key}, {content_hash_sql(columns)} AS _hash FROM {target} "
+            f"WHERE rowid IN ({wanted})) AS r ON r.{key} = i.{key} "
+            f"WHERE r.{key} IS NULL OR {content_hash_sql(columns, 'i')} <> r._hash"
+        ).to_arrow_table()
+    finally:
+        con.unregister("_batch")
+    return result.cast(data.schema)
+
+
+def replace_snapshot(
+    con: duckdb.DuckDBPyConnection, raw_table: str, lake: LakeTable, file: LakeFile
+) -> int:
+    """Replace ``raw.<raw_table>`` with the content of one snapshot file; return its rows."""
+    ensure_schema(con)
+    con.execute(
+        f"CREATE OR REPLACE TABLE {qualified(raw_table)} AS "
+        "SELECT * FROM read_parquet(?, hive_partitioning = false)",
+        [str(lake.absolute(file))],
+    )
+    con.execute(
+        f"INSERT OR REPLACE INTO {LOADED_FILES} VALUES (?, ?, ?)",
+        [lake.name, file.path, utcnow()],
+    )
+    return row_count(con, raw_table)
+
+
+def new_keys(con: duckdb.DuckDBPyConnection, raw_table: str, key: str, data: pa.Table) -> pa.Table:
+    """The rows of ``data`` whose ``key`` is not in ``raw.<raw_table>`` yet."""
+    con.register("_batch", data)
+    try:
+        result = con.sql(
+            f"SELECT * FROM _batch AS i ANTI JOIN {qualified(raw_table)} AS r "
+            f'ON r."{key}" = i."{key}"'
+        ).to_arrow_table()
+    finally:
+        con.unregister("_batch")
+    return result.cast(data.schema)
+
+
+def rebuild_snapshot(
+    con: duckdb.DuckDBPyConnection, raw_table: str, lake: LakeTable, key: str, order_by: str
+) -> int:
+    """Rebuild ``raw.<raw_table>`` from every live file of an appended snapshot, one row per key."""
+    ensure_schema(con)
+    paths = [str(p) for p in lake.live_paths()]
+    if not paths:
+        return 0
+    con.execute(
+        f"CREATE OR REPLACE TABLE {qualified(raw_table)} AS SELECT * FROM "
+        "read_parquet(?, union_by_name = true, hive_partitioning = false) "
+        f'QUALIFY row_number() OVER (PARTITION BY "{key}" ORDER BY {order_by}) = 1',
+        [paths],
+    )
+    return row_count(con, raw_table)
+
+
+def snapshot_loaded(con: duckdb.DuckDBPyConnection, raw_table: str, lake: LakeTable) -> bool:
+    """Whether the snapshot's live file is what ``raw.<raw_table>`` holds."""
+    files = lake.read_manifest().files
+    return bool(files) and table_exists(con, raw_table) and files[0].path in loaded_paths(con, lake)
+
+
+def record_source_status(
+    con: duckdb.DuckDBPyConnection,
+    source_table: str,
+    raw_table: str,
+    status: str,
+    rows: int | None,
+    detail: str | None = None,
+) -> None:
+    """Record whether a source table was present (``present``) or missing (``absent``)."""
+    ensure_schema(con)
+    con.execute(
+        f"INSERT OR REPLACE INTO {SOURCE_TABLES} VALUES (?, ?, ?, ?, ?, ?)",
+        [source_table, raw_table, status, rows, detail, utcnow()],
+    )

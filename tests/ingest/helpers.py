@@ -1,0 +1,131 @@
+"""Helpers for the extraction tests: plain-SQL rows in the source, one-call extraction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from dagster_project.lib.duckdb import connect_writer
+from dagster_project.lib.extract import ERROR_LOGS, SPEND_LOGS, SourceSession, WindowOptions
+from dagster_project.lib.ingest import FactResult, extract_fact, utcnow
+from dagster_project.lib.lake import LakeTable
+
+__all__ = ["Warehouse", "insert_spend", "ms", "spend_row", "utcnow"]
+
+
+def ms(value: datetime) -> datetime:
+    """``value`` truncated to milliseconds (what a TIMESTAMP(3) column stores exactly)."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def spend_row(
+    request_id: str,
+    start: datetime,
+    *,
+    spend: float = 0.01,
+    created_at: datetime | None = None,
+    updated_at: datetime | None = None,
+    metadata: dict | None = None,
+    **extra: object,
+) -> dict:
+    """A SpendLogs row with sensible defaults (NOT NULL columns filled)."""
+    row = {
+        "request_id": request_id,
+        "call_type": "acompletion",
+        "spend": spend,
+        "startTime": start,
+        "endTime": start + timedelta(seconds=2),
+        "model": "gpt-4o-mini",
+        "metadata": json.dumps(metadata if metadata is not None else {"user_api_key_alias": "a"}),
+        "team_id": "team-1",
+        "end_user": "",
+        "status": "success",
+    }
+    if created_at is not None:
+        row["created_at"] = created_at
+    if updated_at is not None:
+        row["updated_at"] = updated_at
+    row.update(extra)
+    return row
+
+
+def insert_spend(source, rows: Iterable[dict]) -> None:
+    """Insert SpendLogs rows with plain SQL (one transaction)."""
+    with source.connect() as conn:
+        for row in rows:
+            if source.until is not None:  # older schemas: only the columns they have
+                row = {k: v for k, v in row.items() if k not in {"created_at", "updated_at"}}
+            cols = ", ".join('"' + c + '"' for c in row)
+            marks = ", ".join(["%s"] * len(row))
+            conn.execute(
+                f"INSERT INTO {source.table('SpendLogs')} ({cols}) VALUES ({marks})",
+                list(row.values()),
+            )
+
+
+@dataclass
+class Warehouse:
+    """A warehouse directory the tests extract into (lake + build DuckDB)."""
+
+    root: Path
+
+    @property
+    def lake(self) -> Path:
+        return self.root / "lake"
+
+    @property
+    def build(self) -> Path:
+        return self.root / "state" / "build.duckdb"
+
+    def extract(
+        self,
+        source,
+        *,
+        options: WindowOptions = WindowOptions(),  # noqa: B008
+        include_payload: bool = False,
+        rollback_days: int = 0,
+        url: str | None = None,
+        fact=SPEND_LOGS,
+    ) -> FactResult:
+        """One extraction of ``fact`` from ``source`` (as the asset runs it)."""
+        with (
+            SourceSession(url or source.url, source.prefix) as session,
+            connect_writer(self.build, recover_corrupt=True) as con,
+        ):
+            return extract_fact(
+                session,
+                con,
+                self.lake,
+                fact,
+                options=options,
+                include_payload=include_payload,
+                rollback_days=rollback_days,
+            )
+
+    def extract_errors(self, source) -> FactResult:
+        return self.extract(source, fact=ERROR_LOGS)
+
+    def rows(self, table: str = "spend_logs") -> list[tuple]:
+        """Content of ``raw.<table>`` without load metadata, ordered by request_id."""
+        con = duckdb.connect(str(self.build), read_only=True)
+        try:
+            return con.execute(
+                f"SELECT * EXCLUDE (_extracted_at, _batch_id) FROM raw.{table} ORDER BY request_id"
+            ).fetchall()
+        finally:
+            con.close()
+
+    def query(self, sql: str) -> list[tuple]:
+        con = duckdb.connect(str(self.build), read_only=True)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+    def manifest(self, table: str = "spend_logs"):
+        return LakeTable(self.lake, table).read_manifest()

@@ -1,0 +1,73 @@
+"""``spendwh run``: one in-process run with progress lines, then the published warehouse."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import timedelta
+
+import duckdb
+import pytest
+
+from dagster_project.cli import main
+from dagster_project.commands.run import job_name, run_config
+from dagster_project.settings import ConfigError
+from tests.ingest.helpers import insert_spend, spend_row, utcnow
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def configured(make_source, tmp_path, monkeypatch):
+    source = make_source()
+    monkeypatch.setenv("DATABASE_URL", source.url)
+    monkeypatch.setenv("PROXY_TABLE_PREFIX", source.prefix)
+    monkeypatch.setenv("SPEND_WAREHOUSE_DIR", str(tmp_path / "wh"))
+    monkeypatch.chdir(tmp_path)
+    return source, tmp_path / "wh"
+
+
+def test_run_extracts_prints_progress_and_publishes(configured, capsys):
+    source, wh = configured
+    insert_spend(source, [spend_row(f"r{i}", utcnow() - timedelta(hours=i)) for i in range(12)])
+    assert main(["run", "--extract-only"]) == 0
+    out = capsys.readouterr().out
+    assert "ok    raw/spend_logs" in out
+    assert "rows_stored=12" in out
+    assert "pass  raw/spend_logs:reconciliation" in out
+    assert "published" in out
+    assert "summary: 23 assets materialized, 6 checks passed" in out
+    con = duckdb.connect(str(wh / "warehouse.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM raw.spend_logs").fetchall() == [(12,)]
+    finally:
+        con.close()
+
+
+def test_run_fails_loudly_and_does_not_publish(configured, capsys):
+    source, wh = configured
+    with source.connect() as conn:
+        conn.execute(f"DROP TABLE {source.table('SpendLogs')}")
+    assert main(["run", "--extract-only"]) == 1
+    captured = capsys.readouterr()
+    assert "FAIL  raw/spend_logs:freshness" in captured.out
+    assert "FAILED" in captured.err
+    assert "failed (raw/spend_logs:freshness, raw/spend_logs:reconciliation)" in captured.out
+    assert not (wh / "warehouse.duckdb").exists()
+
+
+def test_run_without_database_url_is_a_config_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run"]) == 2
+    assert "DATABASE_URL is not set" in capsys.readouterr().err
+
+
+def test_rollback_run_keeps_the_rollback_config():
+    args = argparse.Namespace(rollback=True, extract_only=False)
+    config = run_config(args)
+    assert config["ops"]["raw__spend_logs"] == {"config": {"rollback_days": 3}}
+    assert config["loggers"]["console"]["config"]["log_level"] == "CRITICAL"
+    assert job_name(args) == "spend_warehouse_rollback_job"
+    assert job_name(argparse.Namespace(rollback=False, extract_only=True)) == "extract_job"
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        job_name(argparse.Namespace(rollback=True, extract_only=True))

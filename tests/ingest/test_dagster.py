@@ -1,0 +1,164 @@
+"""Real Dagster runs of the raw assets and their checks: reconciliation, rollback, freshness."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+
+from dagster_project.defs.ingest import checks
+from dagster_project.defs.ingest.assets import raw_error_logs, raw_snapshots, raw_spend_logs
+from dagster_project.defs.ingest.schedules import (
+    DEFAULT_SCHEDULE,
+    extract_job,
+    rollback_run_config,
+    schedules,
+)
+from dagster_project.lib.extract import SPEND_LOGS
+from tests.ingest.helpers import Warehouse, insert_spend, ms, spend_row, utcnow
+
+pytestmark = pytest.mark.integration
+
+RAW_ASSETS = [raw_spend_logs, raw_error_logs, raw_snapshots, checks.raw_fact_checks]
+
+
+def freshness_now(source):
+    """The SpendLogs freshness check, evaluated on its own."""
+    from dagster_project.lib.extract import SourceSession
+    from dagster_project.settings import load_settings
+
+    settings = load_settings()
+    with SourceSession(source.url, source.prefix) as session:
+        return checks.freshness(SPEND_LOGS, session, settings.lake_dir)
+
+
+@pytest.fixture
+def env(make_source, tmp_path, monkeypatch):
+    """A fresh source and warehouse, configured through the environment like production."""
+    source = make_source()
+    monkeypatch.setenv("DATABASE_URL", source.url)
+    monkeypatch.setenv("PROXY_TABLE_PREFIX", source.prefix)
+    monkeypatch.setenv("SPEND_WAREHOUSE_DIR", str(tmp_path / "wh"))
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    return source, Warehouse(tmp_path / "wh")
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    """Check evaluations of a run by ``<table>:<check>``."""
+    return {
+        f"{e.asset_key.path[-1]}:{e.check_name}": e for e in result.get_asset_check_evaluations()
+    }
+
+
+def test_late_row_beyond_the_window_fails_reconciliation_and_rollback_repairs(env):
+    source, wh = env
+    now = ms(utcnow())
+    yesterday = now - timedelta(days=1)
+    insert_spend(source, [spend_row(f"r{i}", yesterday + timedelta(minutes=i)) for i in range(5)])
+    first = dg.materialize(RAW_ASSETS)
+    assert first.success
+    evaluations = check_results(first)
+    assert evaluations["spend_logs:reconciliation"].passed
+    assert evaluations["spend_logs:freshness"].passed
+
+    # committed late, with a created_at long before the watermark's overlap
+    wm = wh.manifest().state["watermark"]
+    lost = spend_row(
+        "lost", yesterday, spend=7.0, created_at=now - timedelta(hours=2), updated_at=now
+    )
+    insert_spend(source, [lost])
+    second = dg.materialize(RAW_ASSETS, raise_on_error=False)
+    assert not second.success  # a blocking check failed
+    evaluation = check_results(second)["spend_logs:reconciliation"]
+    assert not evaluation.passed
+    assert yesterday.date().isoformat() in evaluation.description
+    assert evaluation.metadata["mismatched_days"].value == yesterday.date().isoformat()
+    assert wh.manifest().state["watermark"] == wm
+
+    repaired = dg.materialize(RAW_ASSETS, run_config=rollback_run_config())
+    assert repaired.success
+    assert check_results(repaired)["spend_logs:reconciliation"].passed
+    assert ("lost", 7.0) in wh.query("SELECT request_id, spend FROM raw.spend_logs")
+
+
+def test_materializations_carry_extraction_metadata(env):
+    source, _ = env
+    insert_spend(source, [spend_row("m1", utcnow() - timedelta(hours=1))])
+    result = dg.materialize(RAW_ASSETS)
+    mats = {
+        m.asset_key.to_user_string(): m.metadata
+        for m in result.get_asset_materialization_events()
+        for m in [m.materialization]
+    }
+    spend = mats["raw/spend_logs"]
+    assert spend["rows_read"].value == 1
+    assert spend["rows_stored"].value == 1
+    assert spend["dagster/row_count"].value == 1
+    assert spend["watermark"].value
+    assert spend["drift_columns"].value == "none"
+    assert mats["raw/verification_tokens"]["status"].value == "present"
+    assert len([k for k in mats if k.startswith("raw/")]) == 23
+
+
+def test_quiet_proxy_is_fresh_and_a_lagging_lake_is_stale(env, monkeypatch):
+    source, _ = env
+    old = ms(utcnow() - timedelta(hours=5))
+    insert_spend(source, [spend_row("old", old, created_at=old, updated_at=old)])
+    assert dg.materialize(RAW_ASSETS).success
+    assert freshness_now(source).passed  # hours since the last request: still fresh
+
+    monkeypatch.setenv(checks.FRESHNESS_ENV, "5")
+    newer = old + timedelta(minutes=20)
+    insert_spend(source, [spend_row("new", newer, created_at=newer, updated_at=newer)])
+    stale = freshness_now(source)  # not extracted yet: 20 minutes behind
+    assert not stale.passed
+    assert stale.metadata["lag_minutes"].value == pytest.approx(20.0)
+
+
+def test_new_source_column_is_a_warning_check_not_a_failure(env):
+    source, _ = env
+    with source.connect() as conn:
+        conn.execute(f"ALTER TABLE {source.table('SpendLogs')} ADD COLUMN flat_cost float8")
+    insert_spend(source, [spend_row("d1", utcnow() - timedelta(hours=1), flat_cost=0.5)])
+    result = dg.materialize(RAW_ASSETS)
+    assert result.success  # drift does not break extraction
+    evaluation = check_results(result)["spend_logs:schema_drift"]
+    assert not evaluation.passed
+    assert evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.metadata["extra_columns"].value == "flat_cost"
+    assert check_results(result)["error_logs:schema_drift"].passed
+
+
+def test_absent_spend_logs_fail_freshness(env):
+    source, _ = env
+    with source.connect() as conn:
+        conn.execute(f"DROP TABLE {source.table('SpendLogs')}")
+    result = dg.materialize(RAW_ASSETS, raise_on_error=False)
+    evaluations = check_results(result)
+    assert not evaluations["spend_logs:freshness"].passed
+    assert "absent" in evaluations["spend_logs:freshness"].description
+    assert not result.success
+
+
+def test_terminal_errors_are_not_retried(env):
+    source, _ = env
+    with source.connect() as conn:
+        conn.execute(f'ALTER TABLE {source.table("SpendLogs")} RENAME COLUMN "startTime" TO st')
+    result = dg.materialize([raw_spend_logs], raise_on_error=False)
+    assert not result.success
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert retries == []
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "startTime" in failure.event_specific_data.error.message
+
+
+def test_jobs_and_schedule_definitions(monkeypatch):
+    defs = schedules()
+    by_name = {s.name: s for s in defs.schedules}
+    assert by_name["spend_warehouse_schedule"].cron_schedule == DEFAULT_SCHEDULE
+    assert by_name["spend_warehouse_schedule"].job_name == "spend_warehouse_job"
+    assert by_name["spend_warehouse_rollback_schedule"].job_name == "spend_warehouse_rollback_job"
+    monkeypatch.setenv("SPEND_WAREHOUSE_SCHEDULE", "*/5 * * * *")
+    assert schedules().schedules[0].cron_schedule == "*/5 * * * *"
+    assert extract_job.name == "extract_job"
