@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # embedded server chatter
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

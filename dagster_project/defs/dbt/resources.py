@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import sys
 from collections.abc import Iterator, Mapping
 from urllib.parse import unquote, urlsplit
 
@@ -85,10 +87,17 @@ def applied_environment(env: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def dbt_executable() -> str:
+    """The ``dbt`` installed beside this Python (works without an activated virtualenv)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "dbt")
+    return beside if os.access(beside, os.X_OK) else (shutil.which("dbt") or "dbt")
+
+
 def dbt_resource(project: DbtProject) -> DbtCliResource:
     """The dbt CLI bound to the project and its committed profiles.yml."""
     return DbtCliResource(
         project_dir=project,
+        dbt_executable=dbt_executable(),
         profiles_dir=str(project.profiles_dir),
         target=project.target,
     )
