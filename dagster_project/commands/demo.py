@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         _step(f"Using your proxy database {redact(settings.database_url)} (read-only)")
 
     _step("Running the pipeline: extract, dbt build, alerts")
-    code = run_command.run(argparse.Namespace(rollback=False))
+    code = run_command.run(argparse.Namespace(rollback=False, extract_only=False))
     if code != 0:
         return code
     _step(f"Done in {time.monotonic() - started:.0f} s")
@@ -125,9 +125,7 @@ def summary(warehouse: Path) -> str:
             ):
                 lines.append(f"  {model:<32} {spend:>14,.2f}")
         if alerts:
-            counts = _rows(
-                conn, f"SELECT alert_type, count(*) FROM {alerts} GROUP BY 1 ORDER BY 1"
-            )
+            counts = _rows(conn, f"SELECT alert_type, count(*) FROM {alerts} GROUP BY 1 ORDER BY 1")
             total = sum(c for _, c in counts)
             detail = ", ".join(f"{c} {t}" for t, c in counts) or "none"
             lines.append(f"\nBudget alerts raised: {total} ({detail})")

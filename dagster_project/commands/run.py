@@ -8,6 +8,8 @@ as they complete, and on success copies the build database to ``warehouse.duckdb
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 import uuid
@@ -19,6 +21,7 @@ from dagster_project.settings import ConfigError, load_settings
 JOB = "spend_warehouse_job"
 ROLLBACK_JOB = "spend_warehouse_rollback_job"
 EXTRACT_JOB = "extract_job"
+LOUD_CHECK_PREFIXES = ("raw/", "fct_budget_alerts:")
 SHOWN_METADATA = ("status", "rows_read", "rows_stored", "dagster/row_count", "watermark")
 
 
@@ -70,6 +73,8 @@ def format_event(event: Any) -> str | None:
     if kind == "ASSET_CHECK_EVALUATION":
         verdict = "pass" if data.passed else "FAIL"
         name = f"{data.asset_key.to_user_string()}:{data.check_name}"
+        if data.passed and not name.startswith(LOUD_CHECK_PREFIXES):
+            return None  # the many passing dbt tests are counted in the summary instead
         detail = f" ({data.description})" if data.description else ""
         return f"{verdict}  {name}{detail}"
     if kind == "STEP_FAILURE":
@@ -84,30 +89,43 @@ def format_event(event: Any) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    from dagster_project.lib.demo import resolve_source
+
+    settings = resolve_source(load_settings())
     if settings.database_url is None:
         raise ConfigError(
             "DATABASE_URL is not set; set it to the proxy's PostgreSQL URL "
             "(or run 'make demo' for a simulated proxy)."
         )
     inspect_source(settings.database_url, settings.table_prefix)
+    # Assets read their settings from the environment: point them at the resolved source.
+    os.environ["DATABASE_URL"] = settings.database_url
     print(
         f"spendwh run: source {redact(settings.database_url)}, warehouse {settings.warehouse_dir}"
     )
 
     import logging
 
-    import dagster as dg
-
     from dagster_project.definitions import defs
     from dagster_project.lib.duckdb import publish
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # instance set-up chatter
+    logging.getLogger("dagster").setLevel(logging.WARNING)  # progress is printed here instead
     started = time.monotonic()
     job = defs().resolve_job_def(job_name(args))
     run_id = str(uuid.uuid4())
-    with dg.DagsterInstance.ephemeral() as instance:
-        instance.add_event_listener(run_id, lambda event: _echo(format_event(event)))
+    log_path = settings.state_dir / "logs" / f"run-{run_id}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    console = sys.stdout
+    print(f"spendwh run: full log (dbt output included) in {log_path}")
+    with (
+        open_instance(settings) as instance,
+        open(log_path, "w", encoding="utf-8") as log_file,
+        contextlib.redirect_stdout(log_file),
+    ):
+        instance.add_event_listener(
+            run_id, lambda event: _echo(format_event(event), console, log_file)
+        )
         result = job.execute_in_process(
             instance=instance,
             run_id=run_id,
@@ -118,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     print(summary(result))
     if not result.success:
         failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        _record_failure(settings, job.name, failed)
         print(
             f"spendwh run: FAILED after {elapsed:.1f} s (failed: {', '.join(failed) or 'run'}); "
             f"{settings.warehouse_path} was not updated",
@@ -127,6 +146,39 @@ def run(args: argparse.Namespace) -> int:
     publish(settings.build_path, settings.warehouse_path)
     print(f"spendwh run: done in {elapsed:.1f} s; published {settings.warehouse_path}")
     return 0
+
+
+def open_instance(settings):
+    """The Dagster instance the UI uses too (``<state>/dagster``), so its runs show up there.
+
+    ``DAGSTER_HOME``, when set, wins.
+    """
+    import dagster as dg
+
+    from dagster_project.commands.serve import dagster_home, prepare_dagster_home
+
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    home = prepare_dagster_home(dagster_home(settings))
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def _record_failure(settings, job: str, failed_steps: list[str]) -> None:
+    """A failed in-process run is never silent: open a pipeline-health alert for it."""
+    from datetime import UTC, datetime
+
+    from dagster_project.lib.alert_ledger import ledger_path, record_run_failure
+    from dagster_project.lib.delivery import destinations_from_env
+
+    problem = record_run_failure(
+        ledger_path(settings.state_dir),
+        job_name=job,
+        failed_steps=failed_steps,
+        reason="spendwh run failed",
+        destinations=[d.name for d in destinations_from_env(os.environ)],
+        now=datetime.now(UTC),
+    )
+    print(f"spendwh run: pipeline-health alert recorded: {problem.message}", file=sys.stderr)
 
 
 def run_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -149,6 +201,8 @@ def summary(result: Any) -> str:
     return text + (f", {len(failed)} failed ({', '.join(failed)})" if failed else "")
 
 
-def _echo(line: str | None) -> None:
+def _echo(line: str | None, *streams) -> None:
+    """Print one progress line to the console (and the run log)."""
     if line:
-        print(line, flush=True)
+        for stream in streams or (sys.stdout,):
+            print(line, file=stream, flush=True)

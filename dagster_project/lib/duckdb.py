@@ -19,6 +19,11 @@ from filelock import FileLock, Timeout
 
 DEFAULT_LOCK_TIMEOUT_S = 600.0
 
+# New build databases are written in a storage format the DuckDB CLI on PyPI (duckdb-cli 1.5)
+# still reads, so analysts can open the published copy with it; the setting only applies when
+# the file is created.
+WRITER_CONFIG = {"storage_compatibility_version": "v1.4.0"}
+
 log = logging.getLogger(__name__)
 
 
@@ -49,7 +54,7 @@ def quarantine(path: Path) -> Path:
 
 def _open_or_recover(path: Path, recover_corrupt: bool) -> duckdb.DuckDBPyConnection:
     try:
-        conn = duckdb.connect(str(path))
+        conn = duckdb.connect(str(path), config=WRITER_CONFIG)
         conn.execute("SELECT 1").fetchall()
         return conn
     except duckdb.Error as exc:
@@ -62,7 +67,7 @@ def _open_or_recover(path: Path, recover_corrupt: bool) -> duckdb.DuckDBPyConnec
             exc,
             moved,
         )
-        return duckdb.connect(str(path))
+        return duckdb.connect(str(path), config=WRITER_CONFIG)
 
 
 @contextlib.contextmanager
