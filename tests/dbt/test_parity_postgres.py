@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import duckdb
 import psycopg
@@ -19,9 +19,11 @@ pytestmark = pytest.mark.integration
 
 def _postgres_env(url: str, schema: str, raw_schema: str) -> dict[str, str]:
     parts = urlsplit(url)
+    # An embedded server (no TEST_DATABASE_URL) listens on a unix socket: ?host=<directory>.
+    socket_dir = parse_qs(parts.query).get("host", [None])[0]
     return {
         "DBT_TARGET": "postgres",
-        "DBT_POSTGRES_HOST": parts.hostname or "127.0.0.1",
+        "DBT_POSTGRES_HOST": parts.hostname or socket_dir or "127.0.0.1",
         "DBT_POSTGRES_PORT": str(parts.port or 5432),
         "DBT_POSTGRES_USER": parts.username or "postgres",
         "DBT_POSTGRES_PASSWORD": parts.password or "",

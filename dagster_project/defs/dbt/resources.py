@@ -7,7 +7,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator, Mapping
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from dagster_dbt import DbtCliResource, DbtProject
 
@@ -20,13 +20,14 @@ DEFAULT_POSTGRES_SCHEMA = "spend_warehouse"
 def postgres_env_from_url(url: str) -> dict[str, str]:
     """``DBT_POSTGRES_*`` variables from a ``postgresql://user:pw@host:port/db`` URL."""
     parts = urlsplit(url)
-    if parts.scheme not in {"postgresql", "postgres"} or not parts.hostname:
+    host = parts.hostname or parse_qs(parts.query).get("host", [None])[0]  # unix socket dir
+    if parts.scheme not in {"postgresql", "postgres"} or not host:
         raise ConfigError(
             f"{WAREHOUSE_POSTGRES_URL_ENV} must look like postgresql://user:password@host:5432/db "
             f"(got scheme {parts.scheme!r}); fix it or unset it and set DBT_POSTGRES_HOST etc."
         )
     env = {
-        "DBT_POSTGRES_HOST": parts.hostname,
+        "DBT_POSTGRES_HOST": host,
         "DBT_POSTGRES_PORT": str(parts.port or 5432),
         "DBT_POSTGRES_USER": unquote(parts.username or "postgres"),
         "DBT_POSTGRES_DBNAME": parts.path.lstrip("/") or "postgres",
