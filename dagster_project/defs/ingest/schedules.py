@@ -58,12 +58,14 @@ def schedules() -> dg.Definitions:
                 job=spend_warehouse_job,
                 cron_schedule=os.environ.get(SCHEDULE_ENV) or DEFAULT_SCHEDULE,
                 execution_timezone="UTC",
+                default_status=dg.DefaultScheduleStatus.RUNNING,
             ),
             dg.ScheduleDefinition(
                 name="spend_warehouse_rollback_schedule",
                 job=spend_warehouse_rollback_job,
                 cron_schedule=os.environ.get(ROLLBACK_SCHEDULE_ENV) or DEFAULT_ROLLBACK_SCHEDULE,
                 execution_timezone="UTC",
+                default_status=dg.DefaultScheduleStatus.RUNNING,
             ),
         ],
     )
