@@ -331,53 +331,21 @@ def crossing_alert(crossing: Mapping[str, Any], now: datetime) -> Alert:
     threshold_pct = to_decimal(crossing.get("threshold_pct"))
     if alert_type == "threshold" and threshold_pct is None:
         raise ValueError(f"threshold crossing {crossing.get('crossing_id')!r} has no threshold_pct")
+    threshold = threshold_pct if alert_type == "threshold" else None
     period_start = as_utc(crossing.get("period_start"))
     period_end = as_utc(crossing.get("period_end"))
-    breached_at = as_utc(crossing["crossed_at"])
-    spend = to_decimal(crossing["period_spend_at_crossing_usd"])
-    threshold_usd = to_decimal(crossing.get("threshold_usd"))
-    late = _is_late(period_end, now)
-    fields = {
-        "entity_type": crossing["entity_type"],
-        "entity_id": str(crossing["entity_id"]),
-        "entity_alias": crossing.get("entity_alias"),
-    }
-    return Alert(
-        alert_id=alert_id(
-            entity_type=fields["entity_type"],
-            entity_id=fields["entity_id"],
-            budget_source=crossing.get("budget_source"),
-            budget_id=_text(crossing.get("budget_id")),
-            period_start=period_start,
-            period_end=period_end,
-            alert_type=alert_type,
-            threshold=threshold_pct if alert_type == "threshold" else None,
-        ),
-        **fields,
+    return _budget_alert(
+        crossing,
         alert_type=alert_type,
-        threshold_usd=threshold_usd,
-        threshold_pct=threshold_pct if alert_type == "threshold" else None,
+        threshold=threshold,
+        threshold_usd=to_decimal(crossing.get("threshold_usd")),
+        threshold_pct=threshold,
         period_start=period_start,
         period_end=period_end,
-        breached_at=breached_at,
-        period_spend_usd=spend,
+        breached_at=as_utc(crossing["crossed_at"]),
+        period_spend_usd=to_decimal(crossing["period_spend_at_crossing_usd"]),
         detected_at=as_utc(now),
-        is_late=late,
-        message=alert_message(
-            alert_type=alert_type,
-            **fields,
-            threshold_usd=threshold_usd,
-            threshold_pct=threshold_pct,
-            period_start=period_start,
-            period_end=period_end,
-            breached_at=breached_at,
-            period_spend_usd=spend,
-            is_late=late,
-            budget_source=crossing.get("budget_source"),
-            budget_id=_text(crossing.get("budget_id")),
-        ),
-        budget_source=crossing.get("budget_source"),
-        budget_id=_text(crossing.get("budget_id")),
+        is_late=_is_late(period_end, now),
     )
 
 
@@ -425,51 +393,79 @@ def projected_alert(
         return None
     if (now - start) / (end - start) < min_elapsed_fraction:
         return None
-    as_of = as_utc(period.get("last_request_at")) or now
-    fields = {
-        "entity_type": period["entity_type"],
-        "entity_id": str(period["entity_id"]),
-        "entity_alias": period.get("entity_alias"),
-    }
-    return Alert(
-        alert_id=alert_id(
-            entity_type=fields["entity_type"],
-            entity_id=fields["entity_id"],
-            budget_source=period.get("budget_source"),
-            budget_id=_text(period.get("budget_id")),
-            period_start=start,
-            period_end=end,
-            alert_type="projected",
-            threshold=kind,
-        ),
-        **fields,
+    return _budget_alert(
+        period,
         alert_type="projected",
+        threshold=kind,
         threshold_usd=budget,
         threshold_pct=None,
         period_start=start,
         period_end=end,
-        breached_at=as_of,
+        breached_at=as_utc(period.get("last_request_at")) or now,
         period_spend_usd=spend,
         detected_at=now,
         is_late=False,
-        message=alert_message(
-            alert_type="projected",
-            **fields,
-            threshold_usd=budget,
-            threshold_pct=None,
-            period_start=start,
-            period_end=end,
-            breached_at=as_of,
-            period_spend_usd=spend,
-            is_late=False,
-            budget_source=period.get("budget_source"),
-            budget_id=_text(period.get("budget_id")),
-            projected_period_spend_usd=projected,
-            projected_budget=kind,
-        ),
-        budget_source=period.get("budget_source"),
-        budget_id=_text(period.get("budget_id")),
         projected_period_spend_usd=projected,
+        projected_budget=kind,
+    )
+
+
+def _budget_alert(
+    row: Mapping[str, Any],
+    *,
+    alert_type: str,
+    threshold: str | Decimal | None,
+    threshold_usd: Decimal | None,
+    threshold_pct: Decimal | None,
+    period_start: datetime | None,
+    period_end: datetime | None,
+    breached_at: datetime,
+    period_spend_usd: Decimal,
+    detected_at: datetime,
+    is_late: bool,
+    projected_period_spend_usd: Decimal | None = None,
+    projected_budget: str | None = None,
+) -> Alert:
+    """The alert of one budget row (a crossing or a period): identity, message and columns.
+
+    ``row`` gives the entity (``entity_type``, ``entity_id``, ``entity_alias``) and the budget
+    (``budget_source``, ``budget_id``); ``threshold`` is the ``alert_id`` distinguisher.
+    """
+    entity = {
+        "entity_type": row["entity_type"],
+        "entity_id": str(row["entity_id"]),
+        "entity_alias": row.get("entity_alias"),
+    }
+    budget = {"budget_source": row.get("budget_source"), "budget_id": _text(row.get("budget_id"))}
+    breach = {
+        "alert_type": alert_type,
+        "threshold_usd": threshold_usd,
+        "threshold_pct": threshold_pct,
+        "period_start": period_start,
+        "period_end": period_end,
+        "breached_at": breached_at,
+        "period_spend_usd": period_spend_usd,
+        "is_late": is_late,
+    }
+    projection = {"projected_period_spend_usd": projected_period_spend_usd}
+    return Alert(
+        alert_id=alert_id(
+            entity_type=entity["entity_type"],
+            entity_id=entity["entity_id"],
+            **budget,
+            period_start=period_start,
+            period_end=period_end,
+            alert_type=alert_type,
+            threshold=threshold,
+        ),
+        **entity,
+        **breach,
+        **budget,
+        **projection,
+        detected_at=detected_at,
+        message=alert_message(
+            **entity, **breach, **budget, **projection, projected_budget=projected_budget
+        ),
     )
 
 

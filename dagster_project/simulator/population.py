@@ -61,8 +61,26 @@ class Budget:
     budget_reset_at: datetime | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class _SpendCounters:
+    """The live ``spend`` counters of a budget holder, filled in by
+    :mod:`dagster_project.simulator.budgets` (``period_spend``: spend of the current period)."""
+
+    spend: float = 0.0
+    period_spend: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class _OwnLimits(_SpendCounters):
+    """A holder whose own row carries ``max_budget`` and ``budget_reset_at`` (teams, users,
+    keys), filled in with the counters."""
+
+    max_budget: float | None = None
+    budget_reset_at: datetime | None = None
+
+
 @dataclass(frozen=True)
-class Organization:
+class Organization(_SpendCounters):
     """An ``OrganizationTable`` row; its limits live on budget row ``budget_id``."""
 
     organization_id: str
@@ -70,12 +88,10 @@ class Organization:
     budget_id: str
     profile: str
     created_at: datetime
-    spend: float = 0.0
-    period_spend: float = 0.0
 
 
 @dataclass(frozen=True)
-class Team:
+class Team(_OwnLimits):
     """A ``TeamTable`` row."""
 
     team_id: str
@@ -85,15 +101,11 @@ class Team:
     profile: str
     created_at: datetime
     members: tuple[str, ...] = ()
-    max_budget: float | None = None
     soft_budget: float | None = None
-    budget_reset_at: datetime | None = None
-    spend: float = 0.0
-    period_spend: float = 0.0
 
 
 @dataclass(frozen=True)
-class User:
+class User(_OwnLimits):
     """An internal user (``UserTable``)."""
 
     user_id: str
@@ -105,14 +117,10 @@ class User:
     budget_duration: str | None
     profile: str
     created_at: datetime
-    max_budget: float | None = None
-    budget_reset_at: datetime | None = None
-    spend: float = 0.0
-    period_spend: float = 0.0
 
 
 @dataclass(frozen=True)
-class Key:
+class Key(_OwnLimits):
     """A virtual key (``VerificationToken``); ``deleted_at`` set = moved to the deleted table."""
 
     token: str
@@ -135,35 +143,27 @@ class Key:
     cache_enabled: bool
     model_weights: tuple[float, ...]
     deleted_row_id: str
-    max_budget: float | None = None
     soft_budget: float | None = None
-    budget_reset_at: datetime | None = None
-    spend: float = 0.0
-    period_spend: float = 0.0
 
 
 @dataclass(frozen=True)
-class EndUser:
+class EndUser(_SpendCounters):
     """A customer (``EndUserTable``); ``budget_id`` points at a shared tier budget row."""
 
     user_id: str
     alias: str | None
     budget_id: str | None
     traffic_weight: float
-    spend: float = 0.0
-    period_spend: float = 0.0
 
 
 @dataclass(frozen=True)
-class TeamMember:
+class TeamMember(_SpendCounters):
     """A ``TeamMembership`` row; ``budget_id`` = the member's own budget row, if any."""
 
     user_id: str
     team_id: str
     budget_id: str | None
     profile: str
-    spend: float = 0.0
-    period_spend: float = 0.0
     total_spend: float = 0.0
 
 

@@ -239,17 +239,27 @@ def receiver() -> Iterator[Receiver]:
 def designed_marts() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Budget marts with designed crossings, evaluated at :data:`NOW` (see EXPECTED)."""
     nov, dec, oct_ = ts("2026-11-01 00:00"), ts("2026-12-01 00:00"), ts("2026-10-01 00:00")
+    key_budget = {
+        "entity_type": "key",
+        "entity_id": "sk-a",
+        "entity_alias": "prod-app",
+        "budget_id": "b-1",
+        "budget_source": "key_budget",
+        "soft_budget_usd": Decimal(50),
+        "max_budget_usd": Decimal(100),
+    }
+    user_budget = {
+        "entity_type": "user",
+        "entity_id": "u-1",
+        "entity_alias": "ann@example.com",
+        "budget_id": "u-1",
+        "max_budget_usd": Decimal(100),
+    }
     key_nov = period(
-        entity_type="key",
-        entity_id="sk-a",
-        entity_alias="prod-app",
-        budget_id="b-1",
-        budget_source="key_budget",
+        **key_budget,
         period_start=nov,
         period_end=dec,
         is_current_period=True,
-        soft_budget_usd=Decimal(50),
-        max_budget_usd=Decimal(100),
         period_spend_usd=Decimal("104.2"),
         projected_period_spend_usd=Decimal("160"),
         projection_basis_days=19,
@@ -257,18 +267,7 @@ def designed_marts() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         max_budget_crossed_at=ts("2026-11-14 09:30"),
         last_request_at=ts("2026-11-20 11:00"),
     )
-    key_oct = period(
-        entity_type="key",
-        entity_id="sk-a",
-        entity_alias="prod-app",
-        budget_id="b-1",
-        budget_source="key_budget",
-        period_start=oct_,
-        period_end=nov,
-        soft_budget_usd=Decimal(50),
-        max_budget_usd=Decimal(100),
-        period_spend_usd=Decimal(101),
-    )
+    key_oct = period(**key_budget, period_start=oct_, period_end=nov, period_spend_usd=Decimal(101))
     team = period(
         entity_type="team",
         entity_id="team-1",
@@ -284,28 +283,17 @@ def designed_marts() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         last_request_at=ts("2026-11-20 11:45"),
     )
     user = period(
-        entity_type="user",
-        entity_id="u-1",
-        entity_alias="ann@example.com",
-        budget_id="u-1",
+        **user_budget,
         period_start=nov,
         period_end=dec,
         is_current_period=True,
-        max_budget_usd=Decimal(100),
         period_spend_usd=Decimal(40),
         projected_period_spend_usd=Decimal(90),
         projection_basis_days=14,
         last_request_at=ts("2026-11-20 10:00"),
     )
     user_oct = period(
-        entity_type="user",
-        entity_id="u-1",
-        entity_alias="ann@example.com",
-        budget_id="u-1",
-        period_start=oct_,
-        period_end=nov,
-        max_budget_usd=Decimal(100),
-        period_spend_usd=Decimal("99.5"),
+        **user_budget, period_start=oct_, period_end=nov, period_spend_usd=Decimal("99.5")
     )
     end_user = period(
         entity_type="end_user",

@@ -125,32 +125,28 @@ def run_fact(
     return fact_materialization(result)
 
 
-@dg.asset(
-    key=raw_key(SPEND_LOGS.raw_table),
-    group_name=RAW_GROUP,
-    kinds=KINDS,
-    pool=WRITER_POOL,
-    retry_policy=DB_RETRY,
-    description="One row per request_id from the proxy's SpendLogs (raw.spend_logs).",
-)
-def raw_spend_logs(
-    context: dg.AssetExecutionContext, config: ExtractConfig
-) -> dg.MaterializeResult:
-    return run_fact(context, config, SPEND_LOGS)
+def fact_asset(fact: FactTable) -> dg.AssetsDefinition:
+    """The raw asset of one fact table, extracted incrementally by :func:`run_fact`."""
+
+    @dg.asset(
+        key=raw_key(fact.raw_table),
+        group_name=RAW_GROUP,
+        kinds=KINDS,
+        pool=WRITER_POOL,
+        retry_policy=DB_RETRY,
+        description=(
+            f"One row per {fact.key} from the proxy's {fact.source} "
+            f"({rc.RAW_SCHEMA}.{fact.raw_table})."
+        ),
+    )
+    def raw_fact(context: dg.AssetExecutionContext, config: ExtractConfig) -> dg.MaterializeResult:
+        return run_fact(context, config, fact)
+
+    return raw_fact
 
 
-@dg.asset(
-    key=raw_key(ERROR_LOGS.raw_table),
-    group_name=RAW_GROUP,
-    kinds=KINDS,
-    pool=WRITER_POOL,
-    retry_policy=DB_RETRY,
-    description="One row per request_id from the proxy's ErrorLogs (raw.error_logs).",
-)
-def raw_error_logs(
-    context: dg.AssetExecutionContext, config: ExtractConfig
-) -> dg.MaterializeResult:
-    return run_fact(context, config, ERROR_LOGS)
+raw_spend_logs = fact_asset(SPEND_LOGS)
+raw_error_logs = fact_asset(ERROR_LOGS)
 
 
 def snapshot_specs() -> list[dg.AssetSpec]:

@@ -13,39 +13,9 @@
 -- duration) anchors N-day periods.
 with
 
-keys as (
+holders as (
 
-    select * from {{ ref('stg_proxy__verification_tokens') }}
-
-),
-
-teams as (
-
-    select * from {{ ref('stg_proxy__teams') }}
-
-),
-
-organizations as (
-
-    select * from {{ ref('stg_proxy__organizations') }}
-
-),
-
-users as (
-
-    select * from {{ ref('stg_proxy__users') }}
-
-),
-
-end_users as (
-
-    select * from {{ ref('stg_proxy__end_users') }}
-
-),
-
-team_memberships as (
-
-    select * from {{ ref('stg_proxy__team_memberships') }}
+    select * from {{ ref('int_budget_holders_unioned') }}
 
 ),
 
@@ -55,112 +25,43 @@ budgets as (
 
 ),
 
-key_own as (
+-- key, team and user: the limits on the entity's own row.
+own_limits as (
 
     select
-        'key' as entity_type,
-        key_hash as entity_id,
-        coalesce(key_alias, key_name) as entity_alias,
-        'key' as budget_source,
-        cast(null as varchar) as budget_id,
-        budget_duration,
-        cast(null as numeric(38, 10)) as soft_budget_usd,
-        max_budget_usd,
-        created_at as anchor_at
-    from keys
-    where max_budget_usd is not null
-
-),
-
-key_budget as (
-
-    select
-        'key' as entity_type,
-        keys.key_hash as entity_id,
-        coalesce(keys.key_alias, keys.key_name) as entity_alias,
-        'key_budget' as budget_source,
-        budgets.budget_id,
-        coalesce(keys.budget_duration, budgets.budget_duration) as budget_duration,
-        budgets.soft_budget_usd,
-        budgets.max_budget_usd,
-        case
-            when keys.budget_duration is not null then keys.created_at else budgets.created_at
-        end as anchor_at
-    from keys
-    inner join budgets
-        on keys.budget_id = budgets.budget_id
-    where budgets.soft_budget_usd is not null or budgets.max_budget_usd is not null
-
-),
-
-team_own as (
-
-    select
-        'team' as entity_type,
-        team_id as entity_id,
-        team_alias as entity_alias,
-        'team' as budget_source,
+        entity_type,
+        entity_id,
+        entity_alias,
+        entity_type as budget_source,
         cast(null as varchar) as budget_id,
         budget_duration,
         soft_budget_usd,
         max_budget_usd,
         created_at as anchor_at
-    from teams
+    from holders
     where soft_budget_usd is not null or max_budget_usd is not null
 
 ),
 
-organization_budget as (
+-- key_budget, organization_budget, end_user_budget, team_member_budget: the linked budget row.
+budget_row_limits as (
 
     select
-        'organization' as entity_type,
-        organizations.organization_id as entity_id,
-        organizations.organization_alias as entity_alias,
-        'organization_budget' as budget_source,
+        holders.entity_type,
+        holders.entity_id,
+        holders.entity_alias,
+        holders.entity_type || '_budget' as budget_source,
         budgets.budget_id,
-        budgets.budget_duration,
+        coalesce(holders.budget_duration, budgets.budget_duration) as budget_duration,
         budgets.soft_budget_usd,
         budgets.max_budget_usd,
-        budgets.created_at as anchor_at
-    from organizations
+        case
+            when holders.budget_duration is not null then holders.created_at
+            else budgets.created_at
+        end as anchor_at
+    from holders
     inner join budgets
-        on organizations.budget_id = budgets.budget_id
-    where budgets.soft_budget_usd is not null or budgets.max_budget_usd is not null
-
-),
-
-user_own as (
-
-    select
-        'user' as entity_type,
-        user_id as entity_id,
-        coalesce(user_alias, user_email) as entity_alias,
-        'user' as budget_source,
-        cast(null as varchar) as budget_id,
-        budget_duration,
-        cast(null as numeric(38, 10)) as soft_budget_usd,
-        max_budget_usd,
-        created_at as anchor_at
-    from users
-    where max_budget_usd is not null and not is_proxy_budget_row
-
-),
-
-end_user_budget as (
-
-    select
-        'end_user' as entity_type,
-        end_users.end_user_id as entity_id,
-        end_users.end_user_alias as entity_alias,
-        'end_user_budget' as budget_source,
-        budgets.budget_id,
-        budgets.budget_duration,
-        budgets.soft_budget_usd,
-        budgets.max_budget_usd,
-        budgets.created_at as anchor_at
-    from end_users
-    inner join budgets
-        on end_users.budget_id = budgets.budget_id
+        on holders.budget_id = budgets.budget_id
     where budgets.soft_budget_usd is not null or budgets.max_budget_usd is not null
 
 ),
@@ -169,32 +70,32 @@ end_user_default as (
 
     {% if var('max_end_user_budget_id') is not none %}
     select
-        'end_user' as entity_type,
-        end_users.end_user_id as entity_id,
-        end_users.end_user_alias as entity_alias,
+        holders.entity_type,
+        holders.entity_id,
+        holders.entity_alias,
         'end_user_default' as budget_source,
         budgets.budget_id,
         budgets.budget_duration,
         budgets.soft_budget_usd,
         budgets.max_budget_usd,
         budgets.created_at as anchor_at
-    from end_users
+    from holders
     inner join budgets
         on budgets.budget_id = '{{ var("max_end_user_budget_id") }}'
-    where end_users.budget_id is null
+    where holders.entity_type = 'end_user' and holders.budget_id is null
     {% elif var('max_end_user_budget') is not none %}
     select
-        'end_user' as entity_type,
-        end_user_id as entity_id,
-        end_user_alias as entity_alias,
+        entity_type,
+        entity_id,
+        entity_alias,
         'end_user_default' as budget_source,
         cast(null as varchar) as budget_id,
         cast(null as varchar) as budget_duration,
         cast(null as numeric(38, 10)) as soft_budget_usd,
         cast({{ var('max_end_user_budget') }} as numeric(38, 10)) as max_budget_usd,
         cast(null as timestamp) as anchor_at
-    from end_users
-    where budget_id is null
+    from holders
+    where entity_type = 'end_user' and budget_id is null
     {% else %}
     select
         cast(null as varchar) as entity_type,
@@ -211,42 +112,13 @@ end_user_default as (
 
 ),
 
-team_member_budget as (
-
-    select
-        'team_member' as entity_type,
-        team_memberships.team_member_id as entity_id,
-        team_memberships.team_member_id as entity_alias,
-        'team_member_budget' as budget_source,
-        budgets.budget_id,
-        budgets.budget_duration,
-        budgets.soft_budget_usd,
-        budgets.max_budget_usd,
-        budgets.created_at as anchor_at
-    from team_memberships
-    inner join budgets
-        on team_memberships.budget_id = budgets.budget_id
-    where budgets.soft_budget_usd is not null or budgets.max_budget_usd is not null
-
-),
-
 unioned as (
 
-    select * from key_own
+    select * from own_limits
     union all
-    select * from key_budget
-    union all
-    select * from team_own
-    union all
-    select * from organization_budget
-    union all
-    select * from user_own
-    union all
-    select * from end_user_budget
+    select * from budget_row_limits
     union all
     select * from end_user_default
-    union all
-    select * from team_member_budget
 
 ),
 

@@ -56,39 +56,18 @@ allocated as (
 
     select
         request_tags.*,
-        {{ integer_divide('spend_units', 'tag_count') }}
-        + case
-            when request_tags.tag_position = 1
-                then
-                    request_tags.spend_units
-                    - {{ integer_divide('spend_units', 'tag_count') }} * request_tags.tag_count
-            else 0
-        end as allocated_spend_units,
-        {{ integer_divide('prompt_tokens', 'tag_count') }}
-        + case
-            when request_tags.tag_position = 1
-                then
-                    request_tags.prompt_tokens
-                    - {{ integer_divide('prompt_tokens', 'tag_count') }} * request_tags.tag_count
-            else 0
-        end as allocated_prompt_tokens,
-        {{ integer_divide('completion_tokens', 'tag_count') }}
-        + case
-            when request_tags.tag_position = 1
-                then
-                    request_tags.completion_tokens
-                    - {{ integer_divide('completion_tokens', 'tag_count') }}
-                    * request_tags.tag_count
-            else 0
-        end as allocated_completion_tokens,
-        {{ integer_divide('total_tokens', 'tag_count') }}
-        + case
-            when request_tags.tag_position = 1
-                then
-                    request_tags.total_tokens
-                    - {{ integer_divide('total_tokens', 'tag_count') }} * request_tags.tag_count
-            else 0
-        end as allocated_total_tokens
+        {{ even_share(
+            'request_tags.spend_units', 'request_tags.tag_count', 'request_tags.tag_position'
+        ) }} as allocated_spend_units,
+        {{ even_share(
+            'request_tags.prompt_tokens', 'request_tags.tag_count', 'request_tags.tag_position'
+        ) }} as allocated_prompt_tokens,
+        {{ even_share(
+            'request_tags.completion_tokens', 'request_tags.tag_count', 'request_tags.tag_position'
+        ) }} as allocated_completion_tokens,
+        {{ even_share(
+            'request_tags.total_tokens', 'request_tags.tag_count', 'request_tags.tag_position'
+        ) }} as allocated_total_tokens
     from request_tags
 
 ),

@@ -38,18 +38,7 @@ evaluation as (
 
 valid_budgets as (
 
-    select
-        budgets.*,
-        durations.period_kind,
-        durations.step_days,
-        durations.step_seconds,
-        {{ utc_to_local('coalesce(budgets.anchor_at, cast(\'1970-01-01\' as timestamp))') }}
-            as anchor_local,
-        {{ utc_to_local('budgets.anchor_at') }} as created_local
-    from budgets
-    inner join durations
-        on coalesce(budgets.budget_duration, '<none>') = durations.duration_key
-    where durations.is_valid
+    {{ budgets_with_valid_duration('budgets', 'durations') }}
 
 ),
 

@@ -1,0 +1,54 @@
+{#- The request metrics of the daily spend facts, aggregated over a group of int_spend_logs_attributed
+    (or int_request_tags_allocated) rows and cast to their contract types, in contract order:
+    counts, spend, tokens, then latency and time-to-first-token percentiles. With allocated=true
+    the tag facts' evenly split spend and tokens follow their full counterparts. -#}
+{% macro spend_daily_metrics(allocated=false) %}
+        cast(count(*) as bigint) as request_count,
+        cast(
+            sum(case when request_status = 'success' then 1 else 0 end) as bigint
+        ) as successful_request_count,
+        cast(sum(case when is_failure then 1 else 0 end) as bigint) as failed_request_count,
+        cast(sum(case when is_cache_hit then 1 else 0 end) as bigint) as cache_hit_count,
+        cast(sum(spend_usd) as numeric(38, 10)) as spend_usd,
+        {%- if allocated %}
+        cast(sum(allocated_spend_usd) as numeric(38, 10)) as allocated_spend_usd,
+        {%- endif %}
+        cast(sum(prompt_tokens) as bigint) as prompt_tokens,
+        cast(sum(completion_tokens) as bigint) as completion_tokens,
+        cast(sum(total_tokens) as bigint) as total_tokens,
+        {%- if allocated %}
+        cast(sum(allocated_prompt_tokens) as bigint) as allocated_prompt_tokens,
+        cast(sum(allocated_completion_tokens) as bigint) as allocated_completion_tokens,
+        cast(sum(allocated_total_tokens) as bigint) as allocated_total_tokens,
+        {%- endif %}
+        cast(
+            percentile_cont(0.5) within group (order by latency_ms) as numeric(18, 3)
+        ) as latency_p50_ms,
+        cast(
+            percentile_cont(0.95) within group (order by latency_ms) as numeric(18, 3)
+        ) as latency_p95_ms,
+        cast(
+            percentile_cont(0.5) within group (order by time_to_first_token_ms) as numeric(18, 3)
+        ) as ttft_p50_ms,
+        cast(
+            percentile_cont(0.95) within group (order by time_to_first_token_ms) as numeric(18, 3)
+        ) as ttft_p95_ms
+{%- endmacro %}
+
+{#- The incremental filter of the daily spend facts on a model with spend_date and extracted_at:
+    the var incremental_rebuild_days whole UTC days before the latest day already built, plus
+    every older day that received rows extracted after the last build (late rows of any age). -#}
+{% macro spend_daily_rebuild_filter(relation) %}
+    where
+        spend_date >= (
+            select {{ add_days('max(spend_date)', '-' ~ var('incremental_rebuild_days')) }}
+            from {{ this }}
+        )
+        or spend_date in (
+            select late.spend_date
+            from {{ relation }} as late
+            where late.extracted_at > (
+                select max(built.last_extracted_at) as watermark from {{ this }} as built
+            )
+        )
+{%- endmacro %}
