@@ -79,6 +79,8 @@ def format_event(event: Any) -> str | None:
         return f"{verdict}  {name}{detail}"
     if kind == "STEP_FAILURE":
         error = data.error
+        while error is not None and error.cause is not None:  # the user's error, not the wrapper
+            error = error.cause
         message = error.message.strip().splitlines()[0] if error else "unknown error"
         return f"ERROR {dagster_event.step_key}: {message}"
     if kind == "STEP_UP_FOR_RETRY":

@@ -138,6 +138,15 @@ def test_materialize_builds_marts_in_the_build_database(tmp_path, monkeypatch):
     assert result.success
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert dg.AssetKey(["fct_spend_daily"]) in materialized
+    row_counts = {
+        e.asset_key: e.materialization.metadata["dagster/row_count"].value
+        for e in result.get_asset_materialization_events()
+        if "dagster/row_count" in e.materialization.metadata
+    }
+    with duckdb.connect(str(build_path), read_only=True) as conn:
+        daily_rows = conn.execute("select count(*) from main.fct_spend_daily").fetchall()[0][0]
+    assert row_counts[dg.AssetKey(["fct_spend_daily"])] == daily_rows > 0
+    assert dg.AssetKey(["staging", "stg_proxy__spend_logs"]) not in row_counts  # views: not counted
     checks = result.get_asset_check_evaluations()
     assert checks
     assert all(c.passed or c.severity == dg.AssetCheckSeverity.WARN for c in checks)

@@ -67,6 +67,46 @@ class DbtBuildConfig(dg.Config):
     """Rebuild the incremental facts from scratch instead of their recent days."""
 
 
+def table_relations(manifest_path, translator: DagsterDbtTranslator) -> dict[dg.AssetKey, str]:
+    """Asset key -> relation name of every model dbt materializes as a table (not views)."""
+    import json
+
+    nodes = json.loads(manifest_path.read_text())["nodes"].values()
+    return {
+        translator.get_asset_key(node): node["relation_name"]
+        for node in nodes
+        if node["resource_type"] == "model"
+        and node["config"].get("materialized") in {"table", "incremental"}
+        and node.get("relation_name")
+    }
+
+
+def with_row_counts(
+    context: dg.AssetExecutionContext,
+    events: list[Any],
+    relations: Mapping[dg.AssetKey, str],
+    build_path,
+) -> list[Any]:
+    """``events`` with ``dagster/row_count`` on the outputs of table models."""
+    import duckdb
+
+    counted: list[Any] = []
+    with duckdb.connect(str(build_path)) as conn:
+        for event in events:
+            key = (
+                context.asset_key_for_output(event.output_name)
+                if isinstance(event, dg.Output)
+                else None
+            )
+            if key in relations:
+                rows = conn.execute(f"select count(*) from {relations[key]}").fetchall()[0][0]
+                event = event.with_metadata(
+                    {**event.metadata, "dagster/row_count": dg.MetadataValue.int(rows)}
+                )
+            counted.append(event)
+    return counted
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     """The dbt assets; built in a factory so the manifest is parsed at load time if missing."""
@@ -98,6 +138,15 @@ def defs() -> dg.Definitions:
                 )
                 context.log.info(f"copied raw tables to PostgreSQL: {copied}")
             invocation = dbt.cli(build_args(config.full_refresh), context=context)
-            yield from invocation.stream()
+            events = list(invocation.stream())
+            if settings.dbt_target == "duckdb":
+                # Counted once dbt has exited: the dbt process holds the DuckDB file while it runs.
+                events = with_row_counts(
+                    context,
+                    events,
+                    table_relations(project.manifest_path, translator),
+                    settings.build_path,
+                )
+            yield from events
 
     return dg.Definitions(assets=[spend_warehouse_dbt], resources={"dbt": dbt_resource(project)})
