@@ -22,16 +22,16 @@
         cast(sum(allocated_total_tokens) as bigint) as allocated_total_tokens,
         {%- endif %}
         cast(
-            percentile_cont(0.5) within group (order by latency_ms) as numeric(18, 3)
+            {{ percentile_cont('latency_ms', 0.5, [0.5, 0.95]) }} as numeric(18, 3)
         ) as latency_p50_ms,
         cast(
-            percentile_cont(0.95) within group (order by latency_ms) as numeric(18, 3)
+            {{ percentile_cont('latency_ms', 0.95, [0.5, 0.95]) }} as numeric(18, 3)
         ) as latency_p95_ms,
         cast(
-            percentile_cont(0.5) within group (order by time_to_first_token_ms) as numeric(18, 3)
+            {{ percentile_cont('time_to_first_token_ms', 0.5, [0.5, 0.95]) }} as numeric(18, 3)
         ) as ttft_p50_ms,
         cast(
-            percentile_cont(0.95) within group (order by time_to_first_token_ms) as numeric(18, 3)
+            {{ percentile_cont('time_to_first_token_ms', 0.95, [0.5, 0.95]) }} as numeric(18, 3)
         ) as ttft_p95_ms
 {%- endmacro %}
 

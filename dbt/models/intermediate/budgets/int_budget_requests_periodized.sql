@@ -53,14 +53,24 @@ budget_requests as (
 
 ),
 
+first_requests as (
+
+    select
+        entity_budget_id,
+        min(started_local) as first_request_local
+    from budget_requests
+    group by entity_budget_id
+
+),
+
 with_first_request as (
 
     select
         budget_requests.*,
-        min(budget_requests.started_local)
-            over (partition by budget_requests.entity_budget_id)
-            as first_request_local
+        first_requests.first_request_local
     from budget_requests
+    inner join first_requests
+        on budget_requests.entity_budget_id = first_requests.entity_budget_id
 
 ),
 

@@ -11,30 +11,16 @@ spend_logs as (
 
 ),
 
-tag_elements as (
-
-    {{ json_array_elements('spend_logs', 'request_id', 'request_tags_json') }}
-
-),
-
-distinct_tags as (
-
-    select distinct
-        request_id,
-        element as tag
-    from tag_elements
-    where element is not null and element <> ''
-
-),
-
 numbered_tags as (
 
     select
         request_id,
-        tag,
-        row_number() over (partition by request_id order by tag) as tag_position,
-        count(*) over (partition by request_id) as tag_count
-    from distinct_tags
+        element as tag,
+        element_position as tag_position,
+        element_count as tag_count
+    from (
+        {{ json_array_distinct_elements('spend_logs', 'request_id', 'request_tags_json') }}
+    ) as tag_elements
 
 ),
 
