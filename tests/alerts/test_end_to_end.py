@@ -2,7 +2,7 @@
 
 The simulator sizes budgets so that some are crossed (soft only, or soft and max). The expected
 crossing alerts are computed independently in Python from the extracted raw rows
-(``tests/dbt/reference.py``, the same reference the dbt marts are tested against), and must
+(``tests/models/reference.py``, the same reference the dbt marts are tested against), and must
 appear exactly, once each. Then a late spend row completes a crossing in a closed period and the
 DuckDB cache is deleted: the next run rebuilds it from the lake, keeps every alert id and adds
 exactly the new, late alerts; the delivery sensor sends each queued alert once to a real local
@@ -27,14 +27,14 @@ from dagster_project.lib.alerts import decimal_text
 from dagster_project.lib.budget_periods import parse_duration, period_bounds
 from dagster_project.settings import load_settings
 from dagster_project.simulator import simulate
-from tests.dbt.raw_data import RawDataset
-from tests.dbt.reference import (
+from tests.ingest.helpers import insert_spend, ms, spend_row
+from tests.models.raw_data import RawDataset
+from tests.models.reference import (
     attributed_requests,
     budget_periods,
     is_valid_duration,
     resolved_budgets,
 )
-from tests.ingest.helpers import insert_spend, ms, spend_row
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -138,7 +138,14 @@ def defs() -> dg.Definitions:
                 )
                 context.log.info(f"copied raw tables to PostgreSQL: {copied}")
             invocation = dbt.cli(build_args(config.full_refresh), context=context)
-            events = list(invocation.stream())
+            events: list[Any] = []
+            try:
+                events.extend(invocation.stream())
+            except Exception:
+                # A failed build (e.g. an error-severity test) still reports what it did:
+                # models built and check results, then the failure.
+                yield from events
+                raise
             if settings.dbt_target == "duckdb":
                 # Counted once dbt has exited: the dbt process holds the DuckDB file while it runs.
                 events = with_row_counts(

@@ -18,7 +18,7 @@ from dagster_project.lib.duckdb import connect_writer
 from dagster_project.lib.extract import ERROR_LOGS, SPEND_LOGS, SourceSession
 from dagster_project.lib.ingest import extract_fact, extract_snapshots
 from dagster_project.simulator import simulate
-from tests.dbt.checks import (
+from tests.models.checks import (
     check_budget_periods,
     check_current_periods,
     check_spend_daily,
@@ -26,8 +26,8 @@ from tests.dbt.checks import (
     check_threshold_crossings,
     raw_dataset_from,
 )
-from tests.dbt.conftest import duckdb_env, read_mart, run_dbt
-from tests.dbt.reference import money
+from tests.models.conftest import duckdb_env, read_mart, run_dbt
+from tests.models.reference import money
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import duckdb
 
 from dagster_project.lib.budget_periods import parse_duration, period_bounds
-from tests.dbt.conftest import read_mart
-from tests.dbt.raw_data import RawDataset
-from tests.dbt.reference import (
+from tests.models.conftest import read_mart
+from tests.models.raw_data import RawDataset
+from tests.models.reference import (
     attributed_requests,
     budget_periods,
     is_valid_duration,

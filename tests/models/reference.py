@@ -15,7 +15,7 @@ from dagster_project.lib.budget_periods import (
     to_local,
     to_utc,
 )
-from tests.dbt.raw_data import RawDataset
+from tests.models.raw_data import RawDataset
 
 TEN_DECIMALS = Decimal("1e-10")
 

@@ -18,7 +18,7 @@ from dagster_project.defs.dbt.resources import (
     postgres_env_from_url,
 )
 from dagster_project.settings import DBT_PROJECT_DIR, ConfigError, load_settings
-from tests.dbt.raw_data import make_dataset, write_raw_layer
+from tests.models.raw_data import make_dataset, write_raw_layer
 
 
 def test_dbt_environment_points_dbt_at_the_build_database(tmp_path):

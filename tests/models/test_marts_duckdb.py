@@ -10,15 +10,15 @@ from decimal import Decimal
 import pytest
 
 from dagster_project.lib.budget_periods import parse_duration, period_bounds
-from tests.dbt.checks import (
+from tests.models.checks import (
     check_budget_periods,
     check_current_periods,
     check_spend_daily,
     check_tag_allocation,
     check_threshold_crossings,
 )
-from tests.dbt.conftest import AS_OF, read_mart
-from tests.dbt.reference import attributed_requests, is_valid_duration, money, resolved_budgets
+from tests.models.conftest import AS_OF, read_mart
+from tests.models.reference import attributed_requests, is_valid_duration, money, resolved_budgets
 
 pytestmark = pytest.mark.integration
 

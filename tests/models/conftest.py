@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from dagster_project.settings import DBT_PROJECT_DIR
-from tests.dbt.raw_data import RawDataset, make_dataset, write_raw_layer
+from tests.models.raw_data import RawDataset, make_dataset, write_raw_layer
 
 AS_OF = "2028-03-01 12:00:00"
 DBT_BIN = Path(sys.executable).with_name("dbt")

@@ -8,8 +8,8 @@ from datetime import timedelta
 import duckdb
 import pytest
 
-from tests.dbt.conftest import AS_OF, duckdb_env, run_dbt
-from tests.dbt.raw_data import insert_rows, make_dataset, write_raw_layer
+from tests.models.conftest import AS_OF, duckdb_env, run_dbt
+from tests.models.raw_data import insert_rows, make_dataset, write_raw_layer
 
 pytestmark = pytest.mark.integration
 
