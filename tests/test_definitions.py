@@ -14,7 +14,7 @@ import pytest
 
 from dagster_project.defs.dbt.project import dbt_project
 from dagster_project.lib.raw_contract import SNAPSHOT_TABLES
-from tests.dbt.conftest import MARTS
+from tests.models.conftest import MARTS
 
 RAW_FACTS = {"raw/spend_logs", "raw/error_logs"}
 ALERTS = "fct_budget_alerts"
