@@ -135,7 +135,7 @@ def summary(warehouse: Path) -> str:
         "  uv run spendwh ui        # Dagster UI on http://127.0.0.1:3000",
         "  uv run spendwh docs      # dbt docs site on http://127.0.0.1:8080",
         "  uv run spendwh alerts    # open budget alerts",
-        f"  duckdb -readonly {warehouse}",
+        f"  uvx --from duckdb-cli duckdb -readonly {warehouse}",
         "  uv run --with jupyterlab jupyter lab notebooks/",
     ]
     return "\n".join(lines)

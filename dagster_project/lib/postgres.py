@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -46,10 +47,13 @@ def start_embedded_server(data_dir: Path) -> str:
     Uses the ``pgserver`` package, which bundles PostgreSQL binaries and works as root. The server
     listens on a unix socket inside ``data_dir`` and stops when this process exits.
     """
-    import pgserver
-
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, CI); harmless here.
+        warnings.simplefilter("ignore", UserWarning)
+        import pgserver
+
+        server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
     return server.get_uri()
 
 
