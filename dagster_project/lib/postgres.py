@@ -78,21 +78,30 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def connect(
+    url: str, *, name: str = "DATABASE_URL", connect_timeout: int = 10
+) -> psycopg.Connection:
+    """An autocommit connection to ``url``, or :class:`ConfigError` saying why there is none.
+
+    ``name`` is how the message refers to the database (the setting or option it came from).
+    """
+    try:
+        return psycopg.connect(url, connect_timeout=connect_timeout, autocommit=True)
+    except psycopg.OperationalError as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(
+            f"Cannot connect to {name} {redact(url)} ({reason}); check host, port, "
+            "credentials and that PostgreSQL is running."
+        ) from exc
+
+
 def inspect_source(url: str, prefix: str, *, connect_timeout: int = 10) -> SourceInfo:
     """Connect to the proxy database and check that tables exist under ``prefix``.
 
     Raises :class:`ConfigError` with one sentence for an unreachable database, a refused login,
     or a prefix under which no proxy table exists (naming the prefixes that do exist).
     """
-    try:
-        conn = psycopg.connect(url, connect_timeout=connect_timeout, autocommit=True)
-    except psycopg.OperationalError as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise ConfigError(
-            f"Cannot connect to DATABASE_URL {redact(url)} ({reason}); check host, port, "
-            "credentials and that PostgreSQL is running."
-        ) from exc
-    with conn:
+    with connect(url, connect_timeout=connect_timeout) as conn:
         version = conn.execute("SHOW server_version").fetchone()[0]
         rows = conn.execute(
             "SELECT table_name FROM information_schema.tables "

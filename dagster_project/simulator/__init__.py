@@ -23,7 +23,7 @@ import numpy as np
 import psycopg
 
 from dagster_project.lib.migrations import apply_migrations
-from dagster_project.lib.postgres import redact
+from dagster_project.lib.postgres import connect
 from dagster_project.settings import ConfigError
 from dagster_project.simulator.budgets import SpendLedger, epoch_ms, finalize
 from dagster_project.simulator.catalog import FLUSH_INTERVAL_S
@@ -132,15 +132,7 @@ class _LogSink:
 
 
 def _prepare_schema(url: str, prefix: str, init_schema: bool) -> None:
-    try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise ConfigError(
-            f"Cannot connect to {redact(url)} ({reason}); check the URL and that PostgreSQL "
-            "is running."
-        ) from exc
-    with conn:
+    with connect(url, name="the proxy database") as conn:
         shapes = table_shapes(conn, prefix)
     if SPEND_LOGS in shapes:
         return
