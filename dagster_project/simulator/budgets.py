@@ -302,11 +302,12 @@ def _size_organizations(z: _Sizing) -> tuple[Organization, ...]:
 
 
 def _size_team_members(z: _Sizing) -> tuple[TeamMember, ...]:
-    team_duration = {t.team_id: t.budget_duration for t in z.pop.teams}
+    """Member counters reset only through the member's budget row (proxy-db.md §4.3 step 4,
+    §4.5): without one, the counter is all-time spend whatever the team's duration."""
     members = []
     for m in z.pop.team_members:
         series = z.keys_series(lambda k, m=m: k.team_id == m.team_id and k.user_id == m.user_id)
-        duration = z.duration_of(m.budget_id) if m.budget_id else team_duration[m.team_id]
+        duration = z.duration_of(m.budget_id)
         ws = z.spend(series, duration)
         z.set_budget(m.budget_id, None, size_limits(m.profile, ws)[1])
         truth = _current(ws, duration)

@@ -98,6 +98,38 @@ def actual_crossing_alerts(alerts) -> Counter:
     )
 
 
+def expected_drift(population) -> set[tuple[str, str]]:
+    """Counters the simulator left below their true period spend by more than the default
+    tolerance (max($0.01, 1 %)): exactly what the reconciliation mart must flag."""
+    counters = [
+        *(("key", k.token, k) for k in population.live_keys),
+        *(("team", t.team_id, t) for t in population.teams),
+        *(("organization", o.organization_id, o) for o in population.organizations),
+        *(("user", u.user_id, u) for u in population.users),
+        *(("end_user", e.user_id, e) for e in population.end_users),
+        *(("team_member", f"{m.team_id}/{m.user_id}", m) for m in population.team_members),
+    ]
+    return {
+        (kind, ident)
+        for kind, ident, row in counters
+        if abs(row.spend - row.period_spend) > max(0.01, 0.01 * row.period_spend)
+    }
+
+
+def reconciliation(build_path, counted_from: datetime) -> tuple[set, set]:
+    """(drifted, reset since) counters of fct_spend_counter_reconciliation: a window that began
+    after ``counted_from`` means a reset after the simulator set the counter, so those are left
+    out of the comparison."""
+    with duckdb.connect(str(build_path), read_only=True) as conn:
+        rows = conn.execute(
+            "select entity_type, entity_id, is_drifted, window_start > ? "
+            "from fct_spend_counter_reconciliation",
+            [counted_from],
+        ).fetchall()
+    reset = {(kind, ident) for kind, ident, _, later in rows if later}
+    return {(kind, ident) for kind, ident, drift, _ in rows if drift} - reset, reset
+
+
 def _identities(alerts: Counter) -> set[tuple]:
     """Signatures without ``breached_at``: what makes two alerts the same alert."""
     return {key[:6] for key in alerts}
@@ -139,11 +171,15 @@ def pipeline_env(make_source, tmp_path, monkeypatch, receiver):
 def test_pipeline_alerts_exactly_once(pipeline_env, receiver):
     source = pipeline_env
     end = datetime.now(UTC).replace(tzinfo=None, second=0, microsecond=0) - timedelta(minutes=5)
-    simulate(source.url, source.prefix, seed=11, end=end, days=7, requests_per_day=250)
+    sim = simulate(source.url, source.prefix, seed=11, end=end, days=7, requests_per_day=250)
     settings = load_settings()
     with dg.instance_for_test() as instance:
         first = _run(instance)
         assert first.success, [e.message for e in first.all_events if e.is_failure]
+        # Counter reconciliation flags exactly the counters the simulator made drift.
+        flagged, reset = reconciliation(settings.build_path, end)
+        assert flagged == expected_drift(sim.population) - reset
+        assert flagged
         alerts = _ledger()
         expected = expected_crossing_alerts(_raw_dataset(settings.build_path))
         assert sum(expected.values()) > 5  # the simulator's budgets are crossed
