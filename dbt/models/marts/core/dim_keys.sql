@@ -21,32 +21,34 @@ spend_logs as (
 
 ),
 
+-- Only the log rows of keys no snapshot knows are ranked (usually few).
 logged_keys as (
 
     select
-        key_hash,
-        key_alias_at_request,
-        team_id,
-        user_id,
+        spend_logs.key_hash,
+        spend_logs.key_alias_at_request,
+        spend_logs.team_id,
+        spend_logs.user_id,
         row_number() over (
-            partition by key_hash order by started_at desc, request_id desc
+            partition by spend_logs.key_hash
+            order by spend_logs.started_at desc, spend_logs.request_id desc
         ) as recency_rank
     from spend_logs
-    where key_hash is not null
+    left join keys
+        on spend_logs.key_hash = keys.key_hash
+    where spend_logs.key_hash is not null and keys.key_hash is null
 
 ),
 
 log_only_keys as (
 
     select
-        logged_keys.key_hash,
-        logged_keys.user_id,
-        logged_keys.team_id,
-        logged_keys.key_alias_at_request as key_alias
+        key_hash,
+        user_id,
+        team_id,
+        key_alias_at_request as key_alias
     from logged_keys
-    left join keys
-        on logged_keys.key_hash = keys.key_hash
-    where logged_keys.recency_rank = 1 and keys.key_hash is null
+    where recency_rank = 1
 
 ),
 

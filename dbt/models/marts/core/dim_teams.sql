@@ -14,16 +14,20 @@ spend_logs as (
 
 ),
 
+-- Only the log rows of teams no snapshot knows are ranked (usually none).
 logged_teams as (
 
     select
-        team_id,
-        team_alias_at_request,
+        spend_logs.team_id,
+        spend_logs.team_alias_at_request,
         row_number() over (
-            partition by team_id order by started_at desc, request_id desc
+            partition by spend_logs.team_id
+            order by spend_logs.started_at desc, spend_logs.request_id desc
         ) as recency_rank
     from spend_logs
-    where team_id is not null
+    left join teams
+        on spend_logs.team_id = teams.team_id
+    where spend_logs.team_id is not null and teams.team_id is null
 
 ),
 
@@ -64,9 +68,7 @@ unknown_teams as (
         cast(null as timestamp) as created_at,
         cast(null as timestamp) as deleted_at
     from logged_teams
-    left join teams
-        on logged_teams.team_id = teams.team_id
-    where logged_teams.recency_rank = 1 and teams.team_id is null
+    where logged_teams.recency_rank = 1
 
 ),
 
