@@ -1,26 +1,31 @@
-{#- The distinct non-empty string elements of a JSON-array text column, one row each, numbered
-    in sort order: selects `id_column`, `element` (text), `element_position` (1-based) and
-    `element_count` from `relation`. Anything that is not a JSON array, and an array without
-    such elements, yields no row. -#}
-{% macro json_array_distinct_elements(relation, id_column, json_column) %}
-    {{ return(adapter.dispatch('json_array_distinct_elements', 'spend_warehouse')(relation, id_column, json_column)) }}
+{#- The distinct non-empty string elements of each distinct JSON-array text of a column, one row
+    each, numbered in sort order: selects `json_text`, `element` (text), `element_position`
+    (1-based) and `element_count` from `relation`. A text that is not a JSON array, and an array
+    without such elements, yields no row. Callers join back on the text: the elements depend on
+    nothing else, and a column like request_tags has few distinct texts. -#}
+{% macro json_array_distinct_elements(relation, json_column) %}
+    {{ return(adapter.dispatch('json_array_distinct_elements', 'spend_warehouse')(relation, json_column)) }}
 {% endmacro %}
 
-{% macro default__json_array_distinct_elements(relation, id_column, json_column) %}
+{% macro default__json_array_distinct_elements(relation, json_column) %}
     select
-        {{ id_column }},
+        json_text,
         element,
-        row_number() over (partition by {{ id_column }} order by element) as element_position,
-        count(*) over (partition by {{ id_column }}) as element_count
+        row_number() over (partition by json_text order by element) as element_position,
+        count(*) over (partition by json_text) as element_count
     from (
         select distinct
-            {{ relation }}.{{ id_column }},
+            json_texts.json_text,
             elements.element
-        from {{ relation }}
+        from (
+            select distinct {{ json_column }} as json_text
+            from {{ relation }}
+            where {{ json_column }} is not null
+        ) as json_texts
         cross join lateral jsonb_array_elements_text(
             case
-                when jsonb_typeof(cast({{ relation }}.{{ json_column }} as jsonb)) = 'array'
-                    then cast({{ relation }}.{{ json_column }} as jsonb)
+                when jsonb_typeof(cast(json_texts.json_text as jsonb)) = 'array'
+                    then cast(json_texts.json_text as jsonb)
                 else cast('[]' as jsonb)
             end
         ) as elements (element)
@@ -28,25 +33,25 @@
     ) as distinct_elements
 {% endmacro %}
 
-{#- DuckDB: the few distinct JSON texts are parsed, de-duplicated and sorted once each, then
-    joined back to the rows and numbered by list position (no group-by over all elements, no
-    window). -#}
-{% macro duckdb__json_array_distinct_elements(relation, id_column, json_column) %}
+{#- DuckDB: each distinct text is parsed, de-duplicated and sorted once, then numbered by list
+    position (no group-by over all elements, no window). Texts that are not arrays get a null
+    list, which unnest turns into no rows: a WHERE clause here would be pushed below the DISTINCT
+    and validate the JSON of every row instead of every distinct text. -#}
+{% macro duckdb__json_array_distinct_elements(relation, json_column) %}
     select
-        {{ relation }}.{{ id_column }},
-        unnest(arrays.elements) as element,
-        unnest(range(1, len(arrays.elements) + 1)) as element_position,
-        len(arrays.elements) as element_count
-    from {{ relation }}
-    inner join (
+        json_text,
+        unnest(elements) as element,
+        unnest(range(1, len(elements) + 1)) as element_position,
+        len(elements) as element_count
+    from (
         select
             json_text,
-            list_sort(list_distinct(list_filter(
-                from_json(json_text, '["VARCHAR"]'), lambda element: element <> ''
-            ))) as elements
+            case
+                when json_valid(json_text) and json_type(json_text) = 'ARRAY'
+                    then list_sort(list_distinct(list_filter(
+                        from_json(json_text, '["VARCHAR"]'), lambda element: element <> ''
+                    )))
+            end as elements
         from (select distinct {{ json_column }} as json_text from {{ relation }}) as json_texts
-        where json_valid(json_text) and json_type(json_text) = 'ARRAY'
     ) as arrays
-        on {{ relation }}.{{ json_column }} = arrays.json_text
-    where len(arrays.elements) > 0
 {% endmacro %}

@@ -9,9 +9,9 @@
         ) as successful_request_count,
         cast(sum(case when is_failure then 1 else 0 end) as bigint) as failed_request_count,
         cast(sum(case when is_cache_hit then 1 else 0 end) as bigint) as cache_hit_count,
-        cast(sum(spend_usd) as numeric(38, 10)) as spend_usd,
+        {{ units_to_money('sum(spend_units)') }} as spend_usd,
         {%- if allocated %}
-        cast(sum(allocated_spend_usd) as numeric(38, 10)) as allocated_spend_usd,
+        {{ units_to_money('sum(allocated_spend_units)') }} as allocated_spend_usd,
         {%- endif %}
         cast(sum(prompt_tokens) as bigint) as prompt_tokens,
         cast(sum(completion_tokens) as bigint) as completion_tokens,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from dagster_project.lib.budget_periods import (
@@ -21,10 +22,15 @@ TEN_DECIMALS = Decimal("1e-10")
 
 
 def money(value: float | None) -> Decimal | None:
-    """float8 -> numeric(38,10) as PostgreSQL converts it (15 significant digits, then round)."""
+    """float8 -> numeric(38,10) as macro to_money converts it: IEEE-scaled to integer units
+    (1e-10 USD below $100,000, 1e-4 USD below $1e9, else whole dollars), rounded half up."""
     if value is None:
         return None
-    return Decimal(format(value, ".15g")).quantize(TEN_DECIMALS, rounding=ROUND_HALF_UP)
+    for limit, decimals in ((1e5, 10), (1e9, 4), (math.inf, 0)):
+        if abs(value) < limit:
+            units = math.floor(value * float(10**decimals) + 0.5)
+            return (Decimal(units).scaleb(-decimals)).quantize(TEN_DECIMALS)
+    raise ValueError(f"not a finite amount: {value!r}")
 
 
 def _blank(value: str | None) -> str | None:

@@ -11,16 +11,9 @@ spend_logs as (
 
 ),
 
-numbered_tags as (
+tag_lists as (
 
-    select
-        request_id,
-        element as tag,
-        element_position as tag_position,
-        element_count as tag_count
-    from (
-        {{ json_array_distinct_elements('spend_logs', 'request_id', 'request_tags_json') }}
-    ) as tag_elements
+    select * from {{ ref('int_request_tag_lists') }}
 
 ),
 
@@ -28,13 +21,12 @@ request_tags as (
 
     select
         spend_logs.*,
-        numbered_tags.tag,
-        coalesce(numbered_tags.tag_position, 1) as tag_position,
-        coalesce(numbered_tags.tag_count, 1) as tag_count,
-        cast(spend_logs.spend_usd * 10000000000 as bigint) as spend_units
+        tag_lists.tag,
+        coalesce(tag_lists.tag_position, 1) as tag_position,
+        coalesce(tag_lists.tag_count, 1) as tag_count
     from spend_logs
-    left join numbered_tags
-        on spend_logs.request_id = numbered_tags.request_id
+    left join tag_lists
+        on spend_logs.request_tags_json = tag_lists.request_tags_json
 
 ),
 
@@ -71,10 +63,9 @@ final as (
         model_group,
         provider,
         spend_usd,
-        cast(
-            cast(allocated_spend_units as numeric(38, 0)) * cast(0.0000000001 as numeric(38, 10))
-            as numeric(38, 10)
-        ) as allocated_spend_usd,
+        spend_units,
+        {{ units_to_money('allocated_spend_units') }} as allocated_spend_usd,
+        allocated_spend_units,
         prompt_tokens,
         completion_tokens,
         total_tokens,

@@ -1,6 +1,3 @@
--- A table: several marts read it, and recomputing it per reader dominates the build.
-{{ config(materialized='table') }}
-
 -- Spend logs with their attribution completed through the key (live or deleted): the key's
 -- owner and organization fill columns an older proxy left empty.
 with
@@ -49,6 +46,7 @@ attributed as (
 
         ----------  numerics
         spend_logs.spend_usd,
+        spend_logs.spend_units,
         spend_logs.prompt_tokens,
         spend_logs.completion_tokens,
         spend_logs.total_tokens,

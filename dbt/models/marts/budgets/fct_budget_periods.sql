@@ -1,12 +1,14 @@
 -- One row per entity, budget and period: every period with spend, plus each budget's current
 -- period (also when it has no spend yet). Periods come from budget_duration aligned in var
--- budget_timezone (int_budget_requests_periodized); boundaries are stored in UTC. Budgets whose
--- duration cannot be parsed have no periods here: they are listed in fct_budget_duration_errors.
+-- budget_timezone (int_budget_spend_hourly); boundaries are stored in UTC. Limits are crossed
+-- as int_budget_limit_crossings finds. Budgets whose duration cannot be parsed have no periods
+-- here: they are listed in fct_budget_duration_errors.
 --
 -- Projection (current, bounded period only): with at least one whole week of history before
 -- var budget_as_of, spend so far plus, for each remaining part of a local day, the average spend
--- of that weekday over the trailing whole weeks (up to var projection_history_days); otherwise
--- the period's run rate (spend so far / elapsed time x period length).
+-- of that weekday over the trailing whole weeks (up to var projection_history_days) of whole
+-- local hours before the hour of budget_as_of; otherwise the period's run rate (spend so far /
+-- elapsed time x period length).
 with
 
 budgets as (
@@ -21,9 +23,15 @@ durations as (
 
 ),
 
-period_requests as (
+budget_hours as (
 
-    select * from {{ ref('int_budget_requests_periodized') }}
+    select * from {{ ref('int_budget_spend_hourly') }}
+
+),
+
+limit_crossings as (
+
+    select * from {{ ref('int_budget_limit_crossings') }}
 
 ),
 
@@ -32,6 +40,7 @@ evaluation as (
     select
         {{ as_of_utc() }} as as_of_at,
         {{ utc_to_local(as_of_utc()) }} as as_of_local,
+        date_trunc('hour', {{ utc_to_local(as_of_utc()) }}) as as_of_hour_local,
         date_trunc('day', {{ utc_to_local(as_of_utc()) }}) as as_of_day_local
 
 ),
@@ -42,33 +51,40 @@ valid_budgets as (
 
 ),
 
+crossed_limits as (
+
+    select
+        entity_budget_id,
+        period_start,
+        min(case when crossing_type = 'soft_budget' then crossed_at end) as soft_budget_crossed_at,
+        min(case when crossing_type = 'max_budget' then crossed_at end) as max_budget_crossed_at
+    from limit_crossings
+    where crossing_type in ('soft_budget', 'max_budget')
+    group by
+        entity_budget_id,
+        period_start
+
+),
+
 periods_with_spend as (
 
     select
-        period_requests.entity_budget_id,
-        period_requests.period_start_local,
-        sum(period_requests.spend_usd) as period_spend_usd,
-        count(*) as request_count,
-        min(
-            case
-                when period_requests.cumulative_period_spend_usd >= valid_budgets.soft_budget_usd
-                    then period_requests.started_at
-            end
-        ) as soft_budget_crossed_at,
-        min(
-            case
-                when period_requests.cumulative_period_spend_usd >= valid_budgets.max_budget_usd
-                    then period_requests.started_at
-            end
-        ) as max_budget_crossed_at,
-        min(period_requests.started_at) as first_request_at,
-        max(period_requests.started_at) as last_request_at
-    from period_requests
-    inner join valid_budgets
-        on period_requests.entity_budget_id = valid_budgets.entity_budget_id
+        budget_hours.entity_budget_id,
+        budget_hours.period_start_local,
+        sum(budget_hours.spend_usd) as period_spend_usd,
+        sum(budget_hours.request_count) as request_count,
+        min(crossed_limits.soft_budget_crossed_at) as soft_budget_crossed_at,
+        min(crossed_limits.max_budget_crossed_at) as max_budget_crossed_at,
+        min(budget_hours.first_request_at) as first_request_at,
+        max(budget_hours.last_request_at) as last_request_at
+    from budget_hours
+    left join crossed_limits
+        on
+            budget_hours.entity_budget_id = crossed_limits.entity_budget_id
+            and budget_hours.period_start = crossed_limits.period_start
     group by
-        period_requests.entity_budget_id,
-        period_requests.period_start_local
+        budget_hours.entity_budget_id,
+        budget_hours.period_start_local
 
 ),
 
@@ -145,10 +161,10 @@ bounded_periods as (
 history as (
 
     select
-        period_requests.entity_budget_id,
-        min(period_requests.started_at) as first_ever_request_at
-    from period_requests
-    group by period_requests.entity_budget_id
+        entity_budget_id,
+        min(first_request_at) as first_ever_request_at
+    from budget_hours
+    group by entity_budget_id
 
 ),
 
@@ -172,21 +188,20 @@ weekday_rates as (
 
     select
         history_weeks.entity_budget_id,
-        cast(extract(isodow from {{ utc_to_local('period_requests.started_at') }}) as integer)
-            as iso_weekday,
-        sum(period_requests.spend_usd) as weekday_spend_usd
+        cast(extract(isodow from budget_hours.hour_local) as integer) as iso_weekday,
+        sum(budget_hours.spend_usd) as weekday_spend_usd
     from history_weeks
     cross join evaluation
-    inner join period_requests
-        on history_weeks.entity_budget_id = period_requests.entity_budget_id
+    inner join budget_hours
+        on history_weeks.entity_budget_id = budget_hours.entity_budget_id
     where
         history_weeks.basis_weeks >= 1
-        and period_requests.started_at < evaluation.as_of_at
-        and period_requests.started_at
-        >= {{ add_days('evaluation.as_of_at', '-7 * history_weeks.basis_weeks') }}
+        and budget_hours.hour_local < evaluation.as_of_hour_local
+        and budget_hours.hour_local
+        >= {{ add_days('evaluation.as_of_hour_local', '-7 * history_weeks.basis_weeks') }}
     group by
         history_weeks.entity_budget_id,
-        cast(extract(isodow from {{ utc_to_local('period_requests.started_at') }}) as integer)
+        cast(extract(isodow from budget_hours.hour_local) as integer)
 
 ),
 

@@ -65,7 +65,7 @@ log_spend as (
     select
         windows.entity_type,
         windows.entity_id,
-        sum(entity_requests.spend_usd) as log_spend_usd,
+        {{ units_to_money('sum(entity_requests.spend_units)') }} as log_spend_usd,
         count(*) as request_count
     from windows
     inner join entity_requests

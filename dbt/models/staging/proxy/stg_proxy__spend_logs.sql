@@ -65,6 +65,7 @@ renamed as (
 
         ----------  numerics
         {{ to_money('spend') }} as spend_usd,
+        {{ to_money_units('spend') }} as spend_units,
         coalesce(prompt_tokens, 0) as prompt_tokens,
         coalesce(completion_tokens, 0) as completion_tokens,
         coalesce(total_tokens, 0) as total_tokens,

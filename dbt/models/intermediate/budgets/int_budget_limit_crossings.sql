@@ -1,0 +1,205 @@
+-- A table: fct_budget_periods and fct_budget_threshold_crossings read it.
+{{ config(materialized='table') }}
+
+-- For every budget period and limit (soft budget, max budget, each var alert_threshold_pcts
+-- percentage of the max budget): the request that took the period's cumulative spend to the
+-- limit or beyond (requests ordered by startTime, then request_id), when it happened. The hour
+-- of the crossing comes from int_budget_spend_hourly (the first hour whose running spend reaches
+-- the limit; spend is never negative); only that hour's requests are then accumulated one by
+-- one, starting from the spend before the hour.
+with
+
+budgets as (
+
+    select * from {{ ref('int_budgets_resolved') }}
+
+),
+
+durations as (
+
+    select * from {{ ref('int_budget_durations_parsed') }}
+
+),
+
+budget_hours as (
+
+    select * from {{ ref('int_budget_spend_hourly') }}
+
+),
+
+entity_requests as (
+
+    select * from {{ ref('int_entity_requests') }}
+
+),
+
+valid_budgets as (
+
+    {{ budgets_with_valid_duration('budgets', 'durations') }}
+
+),
+
+thresholds as (
+
+    {% for pct in var('alert_threshold_pcts') %}
+    select cast({{ pct }} as numeric(9, 4)) as threshold_pct
+    {% if not loop.last %}union all{% endif %}
+    {% endfor %}
+
+),
+
+limits as (
+
+    select
+        entity_budget_id,
+        'soft_budget' as crossing_type,
+        cast(null as numeric(9, 4)) as threshold_pct,
+        soft_budget_usd as threshold_usd
+    from valid_budgets
+    where soft_budget_usd is not null
+
+    union all
+
+    select
+        entity_budget_id,
+        'max_budget' as crossing_type,
+        cast(null as numeric(9, 4)) as threshold_pct,
+        max_budget_usd as threshold_usd
+    from valid_budgets
+    where max_budget_usd is not null
+
+    union all
+
+    select
+        valid_budgets.entity_budget_id,
+        'threshold' as crossing_type,
+        thresholds.threshold_pct,
+        cast(
+            valid_budgets.max_budget_usd * thresholds.threshold_pct * cast(0.01 as numeric(9, 4))
+            as numeric(38, 10)
+        ) as threshold_usd
+    from valid_budgets
+    cross join thresholds
+    where valid_budgets.max_budget_usd is not null
+
+),
+
+reached_hours as (
+
+    select
+        limits.entity_budget_id,
+        limits.crossing_type,
+        limits.threshold_pct,
+        limits.threshold_usd,
+        budget_hours.period_start,
+        budget_hours.period_start_local,
+        budget_hours.hour_local,
+        budget_hours.spend_before_hour_usd,
+        row_number() over (
+            partition by
+                limits.entity_budget_id,
+                limits.crossing_type,
+                limits.threshold_pct,
+                budget_hours.period_start_local
+            order by budget_hours.hour_local
+        ) as hour_rank
+    from limits
+    inner join budget_hours
+        on
+            limits.entity_budget_id = budget_hours.entity_budget_id
+            and limits.threshold_usd <= budget_hours.cumulative_period_spend_usd
+
+),
+
+crossing_hours as (
+
+    select
+        reached_hours.*,
+        valid_budgets.entity_type,
+        valid_budgets.entity_id,
+        valid_budgets.is_sub_hour,
+        case
+            when valid_budgets.is_sub_hour
+                then {{ budget_period_end_local(
+                    'reached_hours.period_start_local', 'valid_budgets.period_kind',
+                    'valid_budgets.step_days', 'valid_budgets.step_seconds',
+                ) }}
+        end as period_end_local
+    from reached_hours
+    inner join valid_budgets
+        on reached_hours.entity_budget_id = valid_budgets.entity_budget_id
+    where reached_hours.hour_rank = 1
+
+),
+
+-- The requests of each crossing hour (within the period, for sub-hour budgets), accumulated.
+hour_requests as (
+
+    select
+        crossing_hours.entity_budget_id,
+        crossing_hours.crossing_type,
+        crossing_hours.threshold_pct,
+        crossing_hours.threshold_usd,
+        crossing_hours.period_start,
+        entity_requests.started_at,
+        crossing_hours.spend_before_hour_usd + sum(entity_requests.spend_usd) over (
+            partition by
+                crossing_hours.entity_budget_id,
+                crossing_hours.crossing_type,
+                crossing_hours.threshold_pct,
+                crossing_hours.period_start_local
+            order by entity_requests.started_at, entity_requests.request_id
+            rows between unbounded preceding and current row
+        ) as cumulative_period_spend_usd
+    from crossing_hours
+    inner join entity_requests
+        on
+            crossing_hours.entity_type = entity_requests.entity_type
+            and crossing_hours.entity_id = entity_requests.entity_id
+            and crossing_hours.hour_local
+            = date_trunc('hour', entity_requests.started_at_local)
+    where
+        not crossing_hours.is_sub_hour
+        or (
+            entity_requests.started_at_local >= crossing_hours.period_start_local
+            and entity_requests.started_at_local < crossing_hours.period_end_local
+        )
+
+),
+
+crossings as (
+
+    select
+        entity_budget_id,
+        crossing_type,
+        threshold_pct,
+        threshold_usd,
+        period_start,
+        min(started_at) as crossed_at,
+        min(cumulative_period_spend_usd) as period_spend_at_crossing_usd
+    from hour_requests
+    where cumulative_period_spend_usd >= threshold_usd
+    group by
+        entity_budget_id,
+        crossing_type,
+        threshold_pct,
+        threshold_usd,
+        period_start
+
+),
+
+final as (
+
+    select
+        entity_budget_id,
+        period_start,
+        crossing_type,
+        threshold_pct,
+        cast(threshold_usd as numeric(38, 10)) as threshold_usd,
+        cast(period_spend_at_crossing_usd as numeric(38, 10)) as period_spend_at_crossing_usd,
+        crossed_at
+    from crossings
+
+)
+
+select * from final

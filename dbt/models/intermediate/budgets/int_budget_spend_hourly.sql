@@ -1,0 +1,203 @@
+-- A table: fct_budget_periods and int_budget_limit_crossings read it.
+{{ config(materialized='table') }}
+
+-- Spend of every budget with a valid duration per budget period and local hour (in var
+-- budget_timezone), with the period's running spend before and through the hour. Period
+-- boundaries of every kind but sub-hour steps (Nm, Ns) fall on whole local hours, so those
+-- budgets take their periods from the entity's hourly totals; the requests of an entity with a
+-- sub-hour budget are placed in their periods one by one. The open-ended period of a budget
+-- without duration starts at the local day the budget's owner was created, or of its first
+-- request when earlier or unknown.
+with
+
+budgets as (
+
+    select * from {{ ref('int_budgets_resolved') }}
+
+),
+
+durations as (
+
+    select * from {{ ref('int_budget_durations_parsed') }}
+
+),
+
+entity_requests as (
+
+    select * from {{ ref('int_entity_requests') }}
+
+),
+
+valid_budgets as (
+
+    {{ budgets_with_valid_duration('budgets', 'durations') }}
+
+),
+
+-- Entities with a sub-hour budget keep one bucket per request start; the others one per local
+-- hour (one scan of the requests either way).
+sub_hour_entities as (
+
+    select distinct
+        entity_type,
+        entity_id
+    from valid_budgets
+    where is_sub_hour
+
+),
+
+entity_buckets as (
+
+    select
+        entity_requests.entity_type,
+        entity_requests.entity_id,
+        case
+            when sub_hour_entities.entity_id is not null then entity_requests.started_at_local
+            else date_trunc('hour', entity_requests.started_at_local)
+        end as bucket_local,
+        {{ units_to_money('sum(entity_requests.spend_units)') }} as spend_usd,
+        count(*) as request_count,
+        min(entity_requests.started_at) as first_request_at,
+        max(entity_requests.started_at) as last_request_at
+    from entity_requests
+    left join sub_hour_entities
+        on
+            entity_requests.entity_type = sub_hour_entities.entity_type
+            and entity_requests.entity_id = sub_hour_entities.entity_id
+    group by
+        entity_requests.entity_type,
+        entity_requests.entity_id,
+        case
+            when sub_hour_entities.entity_id is not null then entity_requests.started_at_local
+            else date_trunc('hour', entity_requests.started_at_local)
+        end
+
+),
+
+budget_buckets as (
+
+    select
+        valid_budgets.entity_budget_id,
+        valid_budgets.period_kind,
+        valid_budgets.created_local,
+        case
+            when valid_budgets.period_kind <> 'open'
+                then {{ budget_period_start_local(
+                    'entity_buckets.bucket_local', 'valid_budgets.period_kind',
+                    'valid_budgets.step_days', 'valid_budgets.step_seconds',
+                    'valid_budgets.anchor_local',
+                ) }}
+        end as period_start_local,
+        date_trunc('hour', entity_buckets.bucket_local) as hour_local,
+        entity_buckets.spend_usd,
+        entity_buckets.request_count,
+        entity_buckets.first_request_at,
+        entity_buckets.last_request_at
+    from valid_budgets
+    inner join entity_buckets
+        on
+            valid_budgets.entity_type = entity_buckets.entity_type
+            and valid_budgets.entity_id = entity_buckets.entity_id
+
+),
+
+buckets as (
+
+    select
+        entity_budget_id,
+        period_kind,
+        created_local,
+        period_start_local,
+        hour_local,
+        sum(spend_usd) as spend_usd,
+        sum(request_count) as request_count,
+        min(first_request_at) as first_request_at,
+        max(last_request_at) as last_request_at
+    from budget_buckets
+    group by
+        entity_budget_id,
+        period_kind,
+        created_local,
+        period_start_local,
+        hour_local
+
+),
+
+first_hours as (
+
+    select
+        entity_budget_id,
+        min(hour_local) as first_hour_local
+    from buckets
+    group by entity_budget_id
+
+),
+
+periodized as (
+
+    select
+        buckets.entity_budget_id,
+        case
+            when buckets.period_kind = 'open'
+                then date_trunc(
+                    'day',
+                    case
+                        when buckets.created_local < first_hours.first_hour_local
+                            then buckets.created_local
+                        else first_hours.first_hour_local
+                    end
+                )
+            else buckets.period_start_local
+        end as period_start_local,
+        buckets.hour_local,
+        buckets.spend_usd,
+        buckets.request_count,
+        buckets.first_request_at,
+        buckets.last_request_at
+    from buckets
+    inner join first_hours
+        on buckets.entity_budget_id = first_hours.entity_budget_id
+
+),
+
+accumulated as (
+
+    select
+        entity_budget_id,
+        {{ local_to_utc('period_start_local') }} as period_start,
+        period_start_local,
+        hour_local,
+        cast(spend_usd as numeric(38, 10)) as spend_usd,
+        cast(request_count as bigint) as request_count,
+        first_request_at,
+        last_request_at,
+        cast(
+            sum(spend_usd) over (
+                partition by entity_budget_id, period_start_local
+                order by hour_local
+                rows between unbounded preceding and current row
+            ) as numeric(38, 10)
+        ) as cumulative_period_spend_usd
+    from periodized
+
+),
+
+final as (
+
+    select
+        entity_budget_id,
+        period_start,
+        period_start_local,
+        hour_local,
+        spend_usd,
+        request_count,
+        first_request_at,
+        last_request_at,
+        cast(cumulative_period_spend_usd - spend_usd as numeric(38, 10))
+            as spend_before_hour_usd,
+        cumulative_period_spend_usd
+    from accumulated
+
+)
+
+select * from final
