@@ -2,9 +2,10 @@
 
 Options: ``--rows N`` (default 1,000,000) or ``--sizes A,B`` (the scaling pair, each measured in
 full), ``--skip-dlt``, ``--skip-rollups``, ``--skip-postgres-target``, ``--keep`` (keep the
-databases and warehouses), ``--results-dir``, ``--no-results-md``. The server is
-``BENCH_DATABASE_URL`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``) or, when that
-does not answer, an embedded one.
+databases and warehouses), ``--reuse-source`` (keep the simulated databases and reuse them),
+``--results-dir``, ``--no-results-md``. The server is ``BENCH_DATABASE_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/postgres``) or, when that does not answer, an embedded
+one.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep", action="store_true", help="keep the benchmark databases and files")
     p.add_argument(
+        "--reuse-source",
+        action="store_true",
+        help="keep each size's simulated database and reuse it when a later run finds it",
+    )
+    p.add_argument(
         "--results-dir",
         type=Path,
         default=RESULTS_DIR,
@@ -79,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(
         server=server,
         keep=args.keep,
+        reuse_source=args.reuse_source,
         dlt=not args.skip_dlt,
         rollups=not args.skip_rollups,
         postgres_target=postgres_target,

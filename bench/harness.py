@@ -129,13 +129,14 @@ def resolve_server(url: str, work_dir: Path, say: Any = print) -> str:
 
 
 @contextmanager
-def bench_database(server: str, name: str, keep: bool) -> Iterator[str]:
-    """A fresh database ``name`` on ``server`` (dropped afterwards unless ``keep``)."""
-    url = create_database(server, name, drop=True)
+def bench_database(server: str, name: str, keep: bool, reuse: bool = False) -> Iterator[str]:
+    """Database ``name`` on ``server``: fresh, or as left by an earlier run when ``reuse`` and it
+    exists; dropped afterwards unless ``keep`` or ``reuse``."""
+    url = create_database(server, name, drop=not reuse)
     try:
         yield url
     finally:
-        if not keep:
+        if not (keep or reuse):
             drop_database(server, name)
 
 
@@ -234,6 +235,11 @@ def dbt_run_results(work_dir: Path, output: str) -> list[dict[str, Any]]:
         {"id": r["unique_id"], "status": r["status"], "seconds": r["execution_time"]}
         for r in data["results"]
     ]
+
+
+def dbt_elapsed(work_dir: Path) -> float:
+    """dbt's own elapsed time of its last invocation: the run phase, after start-up and parsing."""
+    return float(json.loads((work_dir / "target" / "run_results.json").read_text())["elapsed_time"])
 
 
 def temp_dir(prefix: str) -> Path:

@@ -53,6 +53,7 @@ POSITIVE_FIGURES = (
     "rollups.postgres_direct.seconds",
     "rollups.dbt_duckdb.seconds",
     "rollups.dbt_duckdb.models_seconds",
+    "rollups.dbt_duckdb.run_seconds",
     "rollups.dbt_duckdb.peak_rss_mb",
     "rollups.duckdb_vs_postgres_direct",
 )
