@@ -157,7 +157,7 @@ def open_instance(settings):
     """
     import dagster as dg
 
-    from dagster_project.commands.serve import dagster_home, prepare_dagster_home
+    from dagster_project.lib.dagster_instance import dagster_home, prepare_dagster_home
 
     if os.environ.get("DAGSTER_HOME"):
         return dg.DagsterInstance.get()

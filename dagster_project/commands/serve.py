@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from dagster_project.lib.dagster_instance import dagster_home, prepare_dagster_home
 from dagster_project.settings import (
     DBT_PROJECT_DIR,
     REPO_ROOT,
@@ -37,22 +38,6 @@ DEFAULT_UI_PORT = 3000
 DEFAULT_DOCS_PORT = 8080
 DOCS_LOCK_TIMEOUT_S = 120.0
 BUILD_PATH_ENV = "SPEND_WAREHOUSE_BUILD_PATH"  # the duckdb output's path in dbt/profiles.yml
-
-# The instance configuration written on first start (an existing file is never overwritten).
-# Every step that writes the build DuckDB declares the pool ``spend_warehouse_writer``.
-DAGSTER_YAML = """\
-# Written by 'spendwh ui' on first start; edit freely, it is not overwritten.
-concurrency:
-  pools:
-    # Steps that write the build DuckDB share the pool spend_warehouse_writer: one at a time.
-    default_limit: 1
-run_monitoring:
-  enabled: true
-  # A run killed while holding the writer pool's only slot must not block every later run.
-  free_slots_after_run_end_seconds: 30
-telemetry:
-  enabled: false
-"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -96,20 +81,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 # --- spendwh ui --------------------------------------------------------------------------------
-
-
-def dagster_home(settings: Settings) -> Path:
-    """The Dagster instance directory: runs, event logs, schedule and sensor state."""
-    return settings.state_dir / "dagster"
-
-
-def prepare_dagster_home(home: Path) -> Path:
-    """Create ``home`` with a ``dagster.yaml`` (pool limit) unless one exists; return it."""
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML)
-    return home
 
 
 def code_location_name(pyproject: Path = PYPROJECT) -> str:

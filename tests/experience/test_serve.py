@@ -19,6 +19,7 @@ from filelock import Timeout
 
 from dagster_project.cli import build_parser
 from dagster_project.commands import serve
+from dagster_project.lib import dagster_instance
 from dagster_project.lib.duckdb import writer_lock
 from dagster_project.settings import ConfigError, Settings, load_settings
 from tests.experience.processes import URL_PATTERN, start_spendwh, wait_until_answers
@@ -98,7 +99,7 @@ def test_workspace_registers_the_location_under_the_projects_name(tmp_path):
 
 def test_ui_environment_points_the_child_at_the_warehouse_source_and_venv(tmp_path):
     settings = settings_for(tmp_path, DATABASE_URL="postgresql://u:p@db:5432/litellm")
-    home = serve.dagster_home(settings)
+    home = dagster_instance.dagster_home(settings)
     env = serve.ui_environment(settings, {"PATH": "/bin", "DAGSTER_HOME": "/elsewhere"}, home)
     assert env["DAGSTER_HOME"] == str(tmp_path / "wh" / "state" / "dagster")
     assert env["SPEND_WAREHOUSE_DIR"] == str(tmp_path / "wh")
@@ -118,11 +119,11 @@ def test_url_for_shows_a_browsable_address():
 
 
 def test_dagster_home_config_is_what_dagster_reads(tmp_path):
-    home = serve.prepare_dagster_home(tmp_path / "dagster")
+    home = dagster_instance.prepare_dagster_home(tmp_path / "dagster")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    serve.prepare_dagster_home(home)  # an operator's edits are kept
+    dagster_instance.prepare_dagster_home(home)  # an operator's edits are kept
     assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
 
 
