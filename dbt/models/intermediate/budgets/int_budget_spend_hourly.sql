@@ -4,10 +4,10 @@
 -- Spend of every budget with a valid duration per budget period and local hour (in var
 -- budget_timezone), with the period's running spend before and through the hour. Period
 -- boundaries of every kind but sub-hour steps (Nm, Ns) fall on whole local hours, so those
--- budgets take their periods from the entity's hourly totals; the requests of an entity with a
--- sub-hour budget are placed in their periods one by one. The open-ended period of a budget
--- without duration starts at the local day the budget's owner was created, or of its first
--- request when earlier or unknown.
+-- budgets take their periods from the entity's hourly totals (int_entity_spend_buckets); the
+-- requests of an entity with a sub-hour budget are placed in their periods one by one. The
+-- open-ended period of a budget without duration starts at the local day the budget's owner
+-- was created, or of its first request when earlier or unknown.
 with
 
 budgets as (
@@ -22,55 +22,15 @@ durations as (
 
 ),
 
-entity_requests as (
+entity_buckets as (
 
-    select * from {{ ref('int_entity_requests') }}
+    select * from {{ ref('int_entity_spend_buckets') }}
 
 ),
 
 valid_budgets as (
 
     {{ budgets_with_valid_duration('budgets', 'durations') }}
-
-),
-
--- Entities with a sub-hour budget keep one bucket per request start; the others one per local
--- hour (one scan of the requests either way).
-sub_hour_entities as (
-
-    select distinct
-        entity_type,
-        entity_id
-    from valid_budgets
-    where is_sub_hour
-
-),
-
-entity_buckets as (
-
-    select
-        entity_requests.entity_type,
-        entity_requests.entity_id,
-        case
-            when sub_hour_entities.entity_id is not null then entity_requests.started_at_local
-            else date_trunc('hour', entity_requests.started_at_local)
-        end as bucket_local,
-        {{ units_to_money('sum(entity_requests.spend_units)') }} as spend_usd,
-        count(*) as request_count,
-        min(entity_requests.started_at) as first_request_at,
-        max(entity_requests.started_at) as last_request_at
-    from entity_requests
-    left join sub_hour_entities
-        on
-            entity_requests.entity_type = sub_hour_entities.entity_type
-            and entity_requests.entity_id = sub_hour_entities.entity_id
-    group by
-        entity_requests.entity_type,
-        entity_requests.entity_id,
-        case
-            when sub_hour_entities.entity_id is not null then entity_requests.started_at_local
-            else date_trunc('hour', entity_requests.started_at_local)
-        end
 
 ),
 
@@ -88,7 +48,7 @@ budget_buckets as (
                     'valid_budgets.anchor_local',
                 ) }}
         end as period_start_local,
-        date_trunc('hour', entity_buckets.bucket_local) as hour_local,
+        entity_buckets.hour_local,
         entity_buckets.spend_usd,
         entity_buckets.request_count,
         entity_buckets.first_request_at,

@@ -18,6 +18,12 @@ durations as (
 
 ),
 
+entity_buckets as (
+
+    select * from {{ ref('int_entity_spend_buckets') }}
+
+),
+
 entity_requests as (
 
     select * from {{ ref('int_entity_requests') }}
@@ -60,24 +66,98 @@ windows as (
 
 ),
 
-log_spend as (
+-- Log spend in each window: whole buckets (int_entity_spend_buckets) inside it, plus the
+-- requests, one by one, of the few hourly buckets that straddle a window boundary.
+window_buckets as (
 
     select
         windows.entity_type,
         windows.entity_id,
-        {{ units_to_money('sum(entity_requests.spend_units)') }} as log_spend_usd,
-        count(*) as request_count
+        windows.window_start,
+        windows.as_of_at,
+        entity_buckets.bucket_local,
+        entity_buckets.hour_local,
+        entity_buckets.spend_usd,
+        entity_buckets.request_count,
+        (
+            windows.window_start is null
+            or windows.window_start <= entity_buckets.first_request_at
+        )
+        and windows.as_of_at >= entity_buckets.last_request_at as is_inside
     from windows
+    inner join entity_buckets
+        on
+            windows.entity_type = entity_buckets.entity_type
+            and windows.entity_id = entity_buckets.entity_id
+    where
+        windows.comparison_window is not null
+        and windows.as_of_at >= entity_buckets.first_request_at
+        and (
+            windows.window_start is null
+            or windows.window_start <= entity_buckets.last_request_at
+        )
+
+),
+
+straddling_requests as (
+
+    select
+        window_buckets.entity_type,
+        window_buckets.entity_id,
+        {{ units_to_money('sum(entity_requests.spend_units)') }} as spend_usd,
+        count(*) as request_count
+    from window_buckets
     inner join entity_requests
         on
-            windows.entity_type = entity_requests.entity_type
-            and windows.entity_id = entity_requests.entity_id
-            and windows.as_of_at >= entity_requests.started_at
-            and (windows.window_start is null or windows.window_start <= entity_requests.started_at)
-    where windows.comparison_window is not null
+            window_buckets.entity_type = entity_requests.entity_type
+            and window_buckets.entity_id = entity_requests.entity_id
+            and window_buckets.hour_local = date_trunc('hour', entity_requests.started_at_local)
+    where
+        not window_buckets.is_inside
+        and window_buckets.bucket_local = window_buckets.hour_local
+        and window_buckets.as_of_at >= entity_requests.started_at
+        and (
+            window_buckets.window_start is null
+            or window_buckets.window_start <= entity_requests.started_at
+        )
     group by
-        windows.entity_type,
-        windows.entity_id
+        window_buckets.entity_type,
+        window_buckets.entity_id
+
+),
+
+window_parts as (
+
+    select
+        entity_type,
+        entity_id,
+        spend_usd,
+        request_count
+    from window_buckets
+    where is_inside
+
+    union all
+
+    select
+        entity_type,
+        entity_id,
+        spend_usd,
+        request_count
+    from straddling_requests
+
+),
+
+log_spend as (
+
+    select
+        entity_type,
+        entity_id,
+        sum(spend_usd) as log_spend_usd,
+        sum(request_count) as request_count
+    from window_parts
+    group by
+        entity_type,
+        entity_id
 
 ),
 

@@ -28,8 +28,8 @@ late_errors as (
 
 late_spend as (
 
-    select spend_date
-    from {{ ref('int_spend_logs_attributed') }}
+    select cast(started_at as date) as spend_date
+    from {{ ref('stg_proxy__spend_logs') }}
     where extracted_at > (
         select max(built.last_extracted_at) as watermark from {{ this }} as built
     )
@@ -57,9 +57,22 @@ error_logs as (
 
 ),
 
+-- The spend logs as staged: the error rate needs no attribution through keys.
+logged_requests as (
+
+    select
+        cast(started_at as date) as spend_date,
+        model_group,
+        provider,
+        is_failure,
+        extracted_at
+    from {{ ref('stg_proxy__spend_logs') }}
+
+),
+
 spend_logs as (
 
-    select * from {{ ref('int_spend_logs_attributed') }}
+    select * from logged_requests
     {% if is_incremental() %}
     where
         spend_date >= (
