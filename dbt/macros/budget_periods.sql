@@ -49,27 +49,3 @@
         + cast(floor(extract(second from {{ ts }})) as integer)
     )
 {% endmacro %}
-
-{#- Select of the budgets whose duration parses, with their alignment (period_kind, step_days,
-    step_seconds; is_sub_hour when Nm / Ns steps put period boundaries inside local hours) and,
-    as wall-clock time in var budget_timezone, the period anchor (1970-01-01 when unknown) and
-    the owner's creation time. budgets and durations name relations shaped like
-    int_budgets_resolved and int_budget_durations_parsed. -#}
-{% macro budgets_with_valid_duration(budgets, durations) %}
-    select
-        {{ budgets }}.*,
-        {{ durations }}.period_kind,
-        {{ durations }}.step_days,
-        {{ durations }}.step_seconds,
-        coalesce(
-            {{ durations }}.period_kind = 'seconds' and {{ durations }}.step_seconds % 3600 <> 0,
-            false
-        ) as is_sub_hour,
-        {{ utc_to_local('coalesce(' ~ budgets ~ '.anchor_at, cast(\'1970-01-01\' as timestamp))') }}
-            as anchor_local,
-        {{ utc_to_local(budgets ~ '.anchor_at') }} as created_local
-    from {{ budgets }}
-    inner join {{ durations }}
-        on coalesce({{ budgets }}.budget_duration, '<none>') = {{ durations }}.duration_key
-    where {{ durations }}.is_valid
-{%- endmacro %}

@@ -9,15 +9,9 @@
 -- one, starting from the spend before the hour.
 with
 
-budgets as (
+valid_budgets as (
 
-    select * from {{ ref('int_budgets_resolved') }}
-
-),
-
-durations as (
-
-    select * from {{ ref('int_budget_durations_parsed') }}
+    select * from {{ ref('int_budgets_aligned') }}
 
 ),
 
@@ -30,12 +24,6 @@ budget_hours as (
 entity_requests as (
 
     select * from {{ ref('int_entity_requests') }}
-
-),
-
-valid_budgets as (
-
-    {{ budgets_with_valid_duration('budgets', 'durations') }}
 
 ),
 

@@ -10,27 +10,15 @@
 -- was created, or of its first request when earlier or unknown.
 with
 
-budgets as (
+valid_budgets as (
 
-    select * from {{ ref('int_budgets_resolved') }}
-
-),
-
-durations as (
-
-    select * from {{ ref('int_budget_durations_parsed') }}
+    select * from {{ ref('int_budgets_aligned') }}
 
 ),
 
 entity_buckets as (
 
     select * from {{ ref('int_entity_spend_buckets') }}
-
-),
-
-valid_budgets as (
-
-    {{ budgets_with_valid_duration('budgets', 'durations') }}
 
 ),
 

@@ -6,27 +6,15 @@
 -- bucket per request start instead, so that their requests can be placed in their periods.
 with
 
-budgets as (
+valid_budgets as (
 
-    select * from {{ ref('int_budgets_resolved') }}
-
-),
-
-durations as (
-
-    select * from {{ ref('int_budget_durations_parsed') }}
+    select * from {{ ref('int_budgets_aligned') }}
 
 ),
 
 entity_requests as (
 
     select * from {{ ref('int_entity_requests') }}
-
-),
-
-valid_budgets as (
-
-    {{ budgets_with_valid_duration('budgets', 'durations') }}
 
 ),
 

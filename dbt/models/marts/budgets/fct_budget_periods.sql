@@ -11,15 +11,9 @@
 -- elapsed time x period length).
 with
 
-budgets as (
+valid_budgets as (
 
-    select * from {{ ref('int_budgets_resolved') }}
-
-),
-
-durations as (
-
-    select * from {{ ref('int_budget_durations_parsed') }}
+    select * from {{ ref('int_budgets_aligned') }}
 
 ),
 
@@ -42,12 +36,6 @@ evaluation as (
         {{ utc_to_local(as_of_utc()) }} as as_of_local,
         date_trunc('hour', {{ utc_to_local(as_of_utc()) }}) as as_of_hour_local,
         date_trunc('day', {{ utc_to_local(as_of_utc()) }}) as as_of_day_local
-
-),
-
-valid_budgets as (
-
-    {{ budgets_with_valid_duration('budgets', 'durations') }}
 
 ),
 
