@@ -22,11 +22,14 @@
 {%- endmacro %}
 
 {% macro _scaled_units(value, decimals) %}
-    {%- set scale = 10 ** decimals -%}
-    cast(
-        cast(floor({{ value }} * cast({{ scale }} as double precision) + cast(0.5 as double precision)) as bigint)
-        as numeric(38, 0)
-    ) * cast({{ '1' if decimals == 0 else '0.' ~ '0' * (decimals - 1) ~ '1' }} as numeric(38, 10))
+    cast(cast({{ _half_up_scaled(value, decimals) }} as bigint) as numeric(38, 0))
+    * cast({{ '1' if decimals == 0 else '0.' ~ '0' * (decimals - 1) ~ '1' }} as numeric(38, 10))
+{%- endmacro %}
+
+{#- value x 10^decimals rounded half up, as a (whole) double: the one rounding step of
+    to_money and to_money_units. -#}
+{% macro _half_up_scaled(value, decimals) %}
+    floor({{ value }} * cast({{ 10 ** decimals }} as double precision) + cast(0.5 as double precision))
 {%- endmacro %}
 
 {#- A request's float8 USD spend as bigint units of 1e-10 USD: to_money's value without the
@@ -36,10 +39,8 @@
     {%- set value = 'cast(' ~ expression ~ ' as double precision)' -%}
     cast(
         case
-            when abs({{ value }}) < 100000
-                then floor({{ value }} * cast(10000000000 as double precision) + cast(0.5 as double precision))
-            else floor({{ value }} * cast(10000 as double precision) + cast(0.5 as double precision))
-                * cast(1000000 as double precision)
+            when abs({{ value }}) < 100000 then {{ _half_up_scaled(value, 10) }}
+            else {{ _half_up_scaled(value, 4) }} * cast(1000000 as double precision)
         end
         as bigint
     )
