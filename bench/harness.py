@@ -222,8 +222,9 @@ def dbt_command(args: list[str], work_dir: Path) -> list[str]:
     ]
 
 
-def dbt_run_results(work_dir: Path, output: str) -> list[dict[str, Any]]:
-    """Node id, status and execution seconds of the last dbt invocation (``run_results.json``).
+def dbt_run_results(work_dir: Path, output: str) -> tuple[list[dict[str, Any]], float]:
+    """Node id, status and execution seconds of the last dbt invocation (``run_results.json``),
+    and dbt's own elapsed time: the run phase, after start-up and parsing.
 
     Raises ``RuntimeError`` with dbt's output when there is none (dbt failed before running).
     """
@@ -231,15 +232,11 @@ def dbt_run_results(work_dir: Path, output: str) -> list[dict[str, Any]]:
     if not path.exists():
         raise RuntimeError(f"dbt wrote no run_results.json; its output:\n{output[-3000:]}")
     data = json.loads(path.read_text())
-    return [
+    nodes = [
         {"id": r["unique_id"], "status": r["status"], "seconds": r["execution_time"]}
         for r in data["results"]
     ]
-
-
-def dbt_elapsed(work_dir: Path) -> float:
-    """dbt's own elapsed time of its last invocation: the run phase, after start-up and parsing."""
-    return float(json.loads((work_dir / "target" / "run_results.json").read_text())["elapsed_time"])
+    return nodes, float(data["elapsed_time"])
 
 
 def temp_dir(prefix: str) -> Path:

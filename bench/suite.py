@@ -24,7 +24,6 @@ from bench.harness import (
     Measured,
     bench_database,
     dbt_command,
-    dbt_elapsed,
     dbt_run_results,
     measure,
     measure_copy,
@@ -316,11 +315,11 @@ def dbt_build(work: Path, env: dict[str, str]) -> dict[str, Any]:
     environment = {**os.environ, **env}
     measure(dbt_command(["parse"], work), env=environment, json_out=False)
     m = measure(dbt_command(build_args(), work), env=environment, json_out=False, check=False)
-    nodes = dbt_run_results(work, m.result["stdout"])
+    nodes, run_seconds = dbt_run_results(work, m.result["stdout"])
     models = {n["id"]: n["seconds"] for n in nodes if n["id"].startswith("model.")}
     return {
         "seconds": m.seconds,
-        "run_seconds": dbt_elapsed(work),
+        "run_seconds": run_seconds,
         "models_seconds": sum(models.values()),
         "marts_seconds": sum(v for k, v in models.items() if ".fct_" in k or ".dim_" in k),
         "tests_seconds": sum(n["seconds"] for n in nodes if not n["id"].startswith("model.")),
