@@ -54,25 +54,40 @@ crossed_limits as (
 
 ),
 
+period_totals as (
+
+    select
+        entity_budget_id,
+        period_start_local,
+        period_start,
+        sum(spend_usd) as period_spend_usd,
+        sum(request_count) as request_count,
+        min(first_request_at) as first_request_at,
+        max(last_request_at) as last_request_at
+    from budget_hours
+    group by
+        entity_budget_id,
+        period_start_local,
+        period_start
+
+),
+
 periods_with_spend as (
 
     select
-        budget_hours.entity_budget_id,
-        budget_hours.period_start_local,
-        sum(budget_hours.spend_usd) as period_spend_usd,
-        sum(budget_hours.request_count) as request_count,
-        min(crossed_limits.soft_budget_crossed_at) as soft_budget_crossed_at,
-        min(crossed_limits.max_budget_crossed_at) as max_budget_crossed_at,
-        min(budget_hours.first_request_at) as first_request_at,
-        max(budget_hours.last_request_at) as last_request_at
-    from budget_hours
+        period_totals.entity_budget_id,
+        period_totals.period_start_local,
+        period_totals.period_spend_usd,
+        period_totals.request_count,
+        crossed_limits.soft_budget_crossed_at,
+        crossed_limits.max_budget_crossed_at,
+        period_totals.first_request_at,
+        period_totals.last_request_at
+    from period_totals
     left join crossed_limits
         on
-            budget_hours.entity_budget_id = crossed_limits.entity_budget_id
-            and budget_hours.period_start = crossed_limits.period_start
-    group by
-        budget_hours.entity_budget_id,
-        budget_hours.period_start_local
+            period_totals.entity_budget_id = crossed_limits.entity_budget_id
+            and period_totals.period_start = crossed_limits.period_start
 
 ),
 
