@@ -5,8 +5,9 @@
 -- percentage of the max budget): the request that took the period's cumulative spend to the
 -- limit or beyond (requests ordered by startTime, then request_id), when it happened. The hour
 -- of the crossing comes from int_budget_spend_hourly (the first hour whose running spend reaches
--- the limit; spend is never negative); only that hour's requests are then accumulated one by
--- one, starting from the spend before the hour.
+-- the limit; spend is never negative); within it, the first minute whose running spend reaches
+-- it; only that minute's requests are then accumulated one by one, starting from the spend
+-- before the minute.
 with
 
 valid_budgets as (
@@ -112,7 +113,14 @@ crossing_hours as (
                     'reached_hours.period_start_local', 'valid_budgets.period_kind',
                     'valid_budgets.step_days', 'valid_budgets.step_seconds',
                 ) }}
-        end as period_end_local
+        end as period_end_local,
+        row_number() over (
+            order by
+                reached_hours.entity_budget_id,
+                reached_hours.crossing_type,
+                reached_hours.threshold_pct,
+                reached_hours.period_start_local
+        ) as crossing_number
     from reached_hours
     inner join valid_budgets
         on reached_hours.entity_budget_id = valid_budgets.entity_budget_id
@@ -120,25 +128,15 @@ crossing_hours as (
 
 ),
 
--- The requests of each crossing hour (within the period, for sub-hour budgets), accumulated.
+-- The requests of each crossing hour (within the period, for sub-hour budgets).
 hour_requests as (
 
     select
-        crossing_hours.entity_budget_id,
-        crossing_hours.crossing_type,
-        crossing_hours.threshold_pct,
-        crossing_hours.threshold_usd,
-        crossing_hours.period_start,
+        crossing_hours.crossing_number,
+        entity_requests.request_id,
+        entity_requests.spend_usd,
         entity_requests.started_at,
-        crossing_hours.spend_before_hour_usd + sum(entity_requests.spend_usd) over (
-            partition by
-                crossing_hours.entity_budget_id,
-                crossing_hours.crossing_type,
-                crossing_hours.threshold_pct,
-                crossing_hours.period_start_local
-            order by entity_requests.started_at, entity_requests.request_id
-            rows between unbounded preceding and current row
-        ) as cumulative_period_spend_usd
+        date_trunc('minute', entity_requests.started_at) as started_minute
     from crossing_hours
     inner join entity_requests
         on
@@ -155,24 +153,105 @@ hour_requests as (
 
 ),
 
+-- Their spend per minute, accumulated from the spend before the hour: the crossing minute is
+-- the first whose running spend reaches the limit.
+minute_spend as (
+
+    select
+        crossing_number,
+        started_minute,
+        sum(spend_usd) as minute_spend_usd
+    from hour_requests
+    group by crossing_number, started_minute
+
+),
+
+minute_running as (
+
+    select
+        crossing_number,
+        started_minute,
+        minute_spend_usd,
+        sum(minute_spend_usd) over (
+            partition by crossing_number
+            order by started_minute
+            rows between unbounded preceding and current row
+        ) as hour_spend_through_minute_usd
+    from minute_spend
+
+),
+
+reached_minutes as (
+
+    select
+        minute_running.crossing_number,
+        minute_running.started_minute,
+        crossing_hours.threshold_usd,
+        crossing_hours.spend_before_hour_usd
+        + minute_running.hour_spend_through_minute_usd
+        - minute_running.minute_spend_usd as spend_before_minute_usd,
+        crossing_hours.spend_before_hour_usd
+        + minute_running.hour_spend_through_minute_usd as spend_through_minute_usd
+    from minute_running
+    inner join crossing_hours
+        on minute_running.crossing_number = crossing_hours.crossing_number
+
+),
+
+crossing_minutes as (
+
+    select
+        crossing_number,
+        min(started_minute) as started_minute
+    from reached_minutes
+    where spend_through_minute_usd >= threshold_usd
+    group by crossing_number
+
+),
+
+-- The requests of the crossing minute, accumulated one by one from the spend before it.
+minute_requests as (
+
+    select
+        hour_requests.crossing_number,
+        hour_requests.started_at,
+        reached_minutes.spend_before_minute_usd + sum(hour_requests.spend_usd) over (
+            partition by hour_requests.crossing_number
+            order by hour_requests.started_at, hour_requests.request_id
+            rows between unbounded preceding and current row
+        ) as cumulative_period_spend_usd
+    from crossing_minutes
+    inner join reached_minutes
+        on
+            crossing_minutes.crossing_number = reached_minutes.crossing_number
+            and crossing_minutes.started_minute = reached_minutes.started_minute
+    inner join hour_requests
+        on
+            crossing_minutes.crossing_number = hour_requests.crossing_number
+            and crossing_minutes.started_minute = hour_requests.started_minute
+
+),
+
 crossings as (
 
     select
-        entity_budget_id,
-        crossing_type,
-        threshold_pct,
-        threshold_usd,
-        period_start,
-        min(started_at) as crossed_at,
-        min(cumulative_period_spend_usd) as period_spend_at_crossing_usd
-    from hour_requests
-    where cumulative_period_spend_usd >= threshold_usd
+        crossing_hours.entity_budget_id,
+        crossing_hours.crossing_type,
+        crossing_hours.threshold_pct,
+        crossing_hours.threshold_usd,
+        crossing_hours.period_start,
+        min(minute_requests.started_at) as crossed_at,
+        min(minute_requests.cumulative_period_spend_usd) as period_spend_at_crossing_usd
+    from minute_requests
+    inner join crossing_hours
+        on minute_requests.crossing_number = crossing_hours.crossing_number
+    where minute_requests.cumulative_period_spend_usd >= crossing_hours.threshold_usd
     group by
-        entity_budget_id,
-        crossing_type,
-        threshold_pct,
-        threshold_usd,
-        period_start
+        crossing_hours.entity_budget_id,
+        crossing_hours.crossing_type,
+        crossing_hours.threshold_pct,
+        crossing_hours.threshold_usd,
+        crossing_hours.period_start
 
 ),
 
