@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import duckdb
 import pytest
 
 from dagster_project.defs.dbt import assets as dbt_defs
-from dagster_project.defs.dbt.project import manifest_is_stale, project_files
+from dagster_project.defs.dbt.project import dbt_project, manifest_is_stale, project_files
 from dagster_project.defs.dbt.resources import (
     applied_environment,
     dbt_environment,
@@ -110,7 +111,14 @@ def test_sources_share_the_raw_asset_keys_and_tests_are_checks():
     assert dg.AssetKey(["fct_budget_threshold_crossings"]) in assets.keys
     check_names = {check.name for check in assets.check_specs}
     assert "unique_fct_budget_periods_budget_period_id" in check_names
-    assert len(check_names) > 100
+    manifest = json.loads(dbt_project().manifest_path.read_text())
+    data_tests = {
+        node["name"]
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "test" and node.get("attached_node")
+    }
+    assert len(data_tests) > 80
+    assert check_names == data_tests
 
 
 def _warehouse(
