@@ -1,3 +1,6 @@
+-- A table: four budget models read it.
+{{ config(materialized='table') }}
+
 -- Every budget whose duration parses, with its period alignment (int_budget_durations_parsed:
 -- period_kind, step_days, step_seconds; is_sub_hour when Nm / Ns steps put period boundaries
 -- inside local hours) and, as wall-clock time in var budget_timezone, the anchor of N-day
