@@ -117,7 +117,7 @@ def test_sources_share_the_raw_asset_keys_and_tests_are_checks():
         for node in manifest["nodes"].values()
         if node["resource_type"] == "test" and node.get("attached_node")
     }
-    assert len(data_tests) > 80
+    assert len(data_tests) > 40
     assert check_names == data_tests
 
 
@@ -188,7 +188,7 @@ def test_failing_upstream_test_stops_downstream_marts(tmp_path, monkeypatch):
     )
     assert not result.success
     failed = {c.check_name for c in result.get_asset_check_evaluations() if not c.passed}
-    assert "unique_stg_proxy__spend_logs_request_id" in failed
+    assert "primary_key_stg_proxy__spend_logs_request_id" in failed
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert dg.AssetKey(["staging", "stg_proxy__spend_logs"]) in materialized
     assert dg.AssetKey(["fct_spend_daily"]) not in materialized
