@@ -140,6 +140,16 @@ def bench_database(server: str, name: str, keep: bool, reuse: bool = False) -> I
             drop_database(server, name)
 
 
+def settle_server(url: str) -> float:
+    """Flush PostgreSQL's dirty pages (``CHECKPOINT``) so that the next measurement does not share
+    the machine with writes left by earlier steps (hint bits set by the extraction's scans, the
+    reuse clean-up); return the seconds it took. Needs a superuser or ``pg_checkpoint``."""
+    started = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+    return time.perf_counter() - started
+
+
 def server_version(url: str) -> str:
     """The PostgreSQL server's version string."""
     with psycopg.connect(url) as conn:

@@ -28,6 +28,7 @@ from bench.harness import (
     measure,
     measure_copy,
     measure_task,
+    settle_server,
     temp_dir,
 )
 from dagster_project.lib.extract import PAYLOAD_COLUMNS, SPEND_LOGS, SourceSession
@@ -332,7 +333,9 @@ def dbt_build(work: Path, env: dict[str, str]) -> dict[str, Any]:
 
 
 def measure_rollups(url: str, root: Path, opts: Options, say: Say) -> dict[str, Any]:
-    """dbt build on DuckDB vs the same rollups on the proxy's PostgreSQL vs the postgres target."""
+    """dbt build on DuckDB vs the same rollups on the proxy's PostgreSQL vs the postgres target;
+    each side starts from a settled server (``settle_server``)."""
+    settled = settle_server(url)
     pg = measure_task("pg_rollups", url=url, prefix=PREFIX)
     figures: dict[str, Any] = {
         "postgres_direct": {
@@ -345,6 +348,8 @@ def measure_rollups(url: str, root: Path, opts: Options, say: Say) -> dict[str, 
     say(f"  rollups on the proxy's PostgreSQL: {pg.result['seconds']:.1f} s")
     work = temp_dir("bench-dbt-")
     try:
+        settled += settle_server(url)
+        figures["checkpoint_seconds"] = settled
         duck = dbt_build(
             work / "duckdb",
             {"DBT_TARGET": "duckdb", "SPEND_WAREHOUSE_BUILD_PATH": str(root / "build.duckdb")},

@@ -56,6 +56,7 @@ POSITIVE_FIGURES = (
     "rollups.dbt_duckdb.run_seconds",
     "rollups.dbt_duckdb.peak_rss_mb",
     "rollups.duckdb_vs_postgres_direct",
+    "rollups.checkpoint_seconds",
 )
 
 
