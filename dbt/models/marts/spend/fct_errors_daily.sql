@@ -16,23 +16,27 @@
 with
 
 {% if is_incremental() %}
-late_errors as (
+built as (
 
-    select cast(started_at as date) as error_date
-    from {{ ref('stg_proxy__error_logs') }}
-    where extracted_at > (
-        select max(built.last_extracted_at) as watermark from {{ this }} as built
-    )
+    select
+        {{ add_days('max(error_date)', '-' ~ var('incremental_rebuild_days')) }} as rebuild_from,
+        max(last_extracted_at) as watermark
+    from {{ this }}
 
 ),
 
-late_spend as (
+-- Days before rebuild_from with error or spend rows extracted since the last build (late rows).
+late_days as (
 
-    select cast(started_at as date) as spend_date
+    select cast(started_at as date) as late_date
+    from {{ ref('stg_proxy__error_logs') }}
+    where extracted_at > (select built.watermark from built)
+
+    union
+
+    select cast(started_at as date) as late_date
     from {{ ref('stg_proxy__spend_logs') }}
-    where extracted_at > (
-        select max(built.last_extracted_at) as watermark from {{ this }} as built
-    )
+    where extracted_at > (select built.watermark from built)
 
 ),
 {% endif %}
@@ -42,17 +46,8 @@ error_logs as (
     select * from {{ ref('stg_proxy__error_logs') }}
     {% if is_incremental() %}
     where
-        cast(started_at as date) >= (
-            select {{ add_days('max(error_date)', '-' ~ var('incremental_rebuild_days')) }}
-            from {{ this }}
-        )
-        or cast(started_at as date) in (
-            select late_errors.error_date
-            from late_errors
-            union
-            select late_spend.spend_date
-            from late_spend
-        )
+        cast(started_at as date) >= (select built.rebuild_from from built)
+        or cast(started_at as date) in (select late_days.late_date from late_days)
     {% endif %}
 
 ),
@@ -75,17 +70,8 @@ spend_logs as (
     select * from logged_requests
     {% if is_incremental() %}
     where
-        spend_date >= (
-            select {{ add_days('max(error_date)', '-' ~ var('incremental_rebuild_days')) }}
-            from {{ this }}
-        )
-        or spend_date in (
-            select late_errors.error_date
-            from late_errors
-            union
-            select late_spend.spend_date
-            from late_spend
-        )
+        spend_date >= (select built.rebuild_from from built)
+        or spend_date in (select late_days.late_date from late_days)
     {% endif %}
 
 ),
