@@ -252,10 +252,12 @@ def build_database_guard(
 
 
 def generate_docs(settings: Settings, target_path: Path) -> Path:
-    """Run ``dbt docs generate`` into ``target_path``; return the site's ``index.html``."""
-    from dbt.cli.main import dbtRunner
+    """Run ``dbt docs generate`` into ``target_path``; return the site's ``index.html``.
 
-    from dagster_project.defs.dbt.resources import applied_environment, dbt_environment
+    dbt runs as a child process, as the pipeline runs it, so the long-lived docs server carries
+    none of dbt's threads, adapters or exit handlers (Ctrl-C then stops it at once).
+    """
+    from dagster_project.defs.dbt.resources import dbt_environment, dbt_executable
 
     env = dbt_environment(settings, os.environ)
     with build_database_guard(settings) as has_catalog:
@@ -266,14 +268,14 @@ def generate_docs(settings: Settings, target_path: Path) -> Path:
                 file=sys.stderr,
             )
             env[BUILD_PATH_ENV] = ":memory:"  # dbt-duckdb connects even for an empty catalog
-        with applied_environment(env):
-            result = dbtRunner().invoke(
-                docs_generate_args(settings, target_path, empty_catalog=not has_catalog)
-            )
+        args = docs_generate_args(settings, target_path, empty_catalog=not has_catalog)
+        result = subprocess.run([dbt_executable(), *args], env={**os.environ, **env}, check=False)
     index = target_path / "index.html"
-    if not result.success or not index.is_file():
-        reason = result.exception or "see the dbt output above"
-        raise ConfigError(f"dbt docs generate failed ({reason}); fix the dbt project and rerun.")
+    if result.returncode != 0 or not index.is_file():
+        raise ConfigError(
+            f"dbt docs generate failed (exit code {result.returncode}; see the dbt output "
+            "above); fix the dbt project and rerun."
+        )
     return index
 
 

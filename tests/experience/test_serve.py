@@ -183,6 +183,21 @@ def test_docs_server_serves_the_site_on_a_free_port(tmp_path):
     assert url.startswith("http://127.0.0.1:")
 
 
+def test_docs_server_stops_despite_an_idle_browser_connection(tmp_path):
+    """Browsers open connections they never send a request on; Ctrl-C must not wait for them."""
+    (tmp_path / "index.html").write_text("<html>spend warehouse</html>")
+    server = serve.docs_server(tmp_path, "127.0.0.1", 0)
+    announced: list[str] = []
+    thread = threading.Thread(target=serve.serve_forever, args=(server, announced.append))
+    thread.start()
+    wait_for_announcement(announced)
+    with socket.create_connection(server.server_address[:2]):  # preconnected, never used
+        time.sleep(0.2)  # the server has accepted it and a handler thread waits for a request
+        server.shutdown()
+        thread.join(timeout=5)
+        assert not thread.is_alive(), "serve_forever did not return while a connection was idle"
+
+
 def wait_for_announcement(announced: list[str]) -> str:
     for _ in range(100):
         if announced:
