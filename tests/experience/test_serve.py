@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import urllib.request
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
@@ -168,14 +169,19 @@ def test_cli_has_the_ui_and_docs_commands():
     assert parser.parse_args(["docs", "--no-generate"]).func is serve.run_docs
 
 
-def test_docs_server_serves_the_site_on_a_free_port(tmp_path):
-    (tmp_path / "index.html").write_text("<html>spend warehouse</html>")
-    server = serve.docs_server(tmp_path, "127.0.0.1", 0)
+def serve_site(directory: Path) -> tuple[ThreadingHTTPServer, threading.Thread, str]:
+    """A one-page site served by ``serve.serve_forever`` in a thread, and its announced URL."""
+    (directory / "index.html").write_text("<html>spend warehouse</html>")
+    server = serve.docs_server(directory, "127.0.0.1", 0)
     announced: list[str] = []
     thread = threading.Thread(target=serve.serve_forever, args=(server, announced.append))
     thread.start()
+    return server, thread, wait_for_announcement(announced)
+
+
+def test_docs_server_serves_the_site_on_a_free_port(tmp_path):
+    server, thread, url = serve_site(tmp_path)
     try:
-        url = wait_for_announcement(announced)
         assert b"spend warehouse" in wait_until_answers(url + "/", timeout=10)
     finally:
         server.shutdown()
@@ -185,12 +191,7 @@ def test_docs_server_serves_the_site_on_a_free_port(tmp_path):
 
 def test_docs_server_stops_despite_an_idle_browser_connection(tmp_path):
     """Browsers open connections they never send a request on; Ctrl-C must not wait for them."""
-    (tmp_path / "index.html").write_text("<html>spend warehouse</html>")
-    server = serve.docs_server(tmp_path, "127.0.0.1", 0)
-    announced: list[str] = []
-    thread = threading.Thread(target=serve.serve_forever, args=(server, announced.append))
-    thread.start()
-    wait_for_announcement(announced)
+    server, thread, _ = serve_site(tmp_path)
     with socket.create_connection(server.server_address[:2]):  # preconnected, never used
         time.sleep(0.2)  # the server has accepted it and a handler thread waits for a request
         server.shutdown()
