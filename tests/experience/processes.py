@@ -65,6 +65,16 @@ class Command:
         return self.process.wait()
 
 
+def _interruptible() -> None:
+    """In the child before exec: Ctrl-C (SIGINT) back to its default action.
+
+    A command started in the background by a non-interactive shell (`make test &`, a CI runner)
+    inherits SIGINT ignored, and Python keeps an inherited SIG_IGN: the command would never see
+    the Ctrl-C that ``Command.stop`` sends. A terminal's foreground process has the default.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_spendwh(*args: str, env: dict[str, str], cwd: Path) -> Command:
     """Start ``spendwh <args>`` like a user's shell would, reading its output in a thread."""
     process = subprocess.Popen(
@@ -75,6 +85,7 @@ def start_spendwh(*args: str, env: dict[str, str], cwd: Path) -> Command:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=_interruptible,
     )
     command = Command(process)
 
