@@ -19,7 +19,8 @@ from tests.models.checks import (
     check_tag_allocation,
     check_threshold_crossings,
 )
-from tests.models.conftest import AS_OF, read_mart
+from tests.models.conftest import AS_OF, DbtFailedError, duckdb_env, read_mart, run_dbt
+from tests.models.raw_data import make_dataset, write_raw_layer
 from tests.models.reference import attributed_requests, is_valid_duration, money, resolved_budgets
 
 pytestmark = pytest.mark.integration
@@ -132,3 +133,17 @@ def test_marts_enforce_their_contract_constraints(built_duckdb, tmp_path, change
         conn.execute(f"update bad set {change}")
         with pytest.raises(duckdb.ConstraintException, match=violated):
             conn.execute("insert into main.fct_budget_periods select * from bad")
+
+
+@pytest.mark.parametrize("broken", ["duplicate", "null"])
+def test_primary_key_test_fails_on_a_duplicate_or_null_key(tmp_path, broken):
+    data = make_dataset(requests=50)
+    rows = data.rows("spend_logs")
+    if broken == "duplicate":
+        rows.append(dict(rows[0]))
+    else:
+        rows[0]["request_id"] = None
+    path = tmp_path / "build.duckdb"
+    write_raw_layer(path, data)
+    with pytest.raises(DbtFailedError, match="primary_key_stg_proxy__spend_logs_request_id"):
+        run_dbt(["build", "--select", "stg_proxy__spend_logs"], tmp_path, duckdb_env(path))
