@@ -34,6 +34,7 @@ from dagster_project.lib.postgres import (
     redact,
     start_embedded_server,
 )
+from dagster_project.settings import DBT_PROJECT_DIR
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -215,16 +216,16 @@ class LoadSampler:
 
 
 def dbt_command(args: list[str], work_dir: Path) -> list[str]:
-    """The dbt CLI of this environment on the project, with target and logs under ``work_dir``."""
-    dbt = Path(sys.executable).with_name("dbt")
-    project = REPO / "dbt"
+    """The dbt CLI the pipeline runs, on the project, with target and logs under ``work_dir``."""
+    from dagster_project.defs.dbt.resources import dbt_executable  # imports dagster-dbt
+
     return [
-        str(dbt),
+        dbt_executable(),
         *args,
         "--project-dir",
-        str(project),
+        str(DBT_PROJECT_DIR),
         "--profiles-dir",
-        str(project),
+        str(DBT_PROJECT_DIR),
         "--target-path",
         str(work_dir / "target"),
         "--log-path",
