@@ -1,4 +1,15 @@
-"""The persistent Dagster instance that ``spendwh run`` and ``spendwh ui`` share."""
+"""The persistent Dagster instance: ``dagster.yaml`` for local use and for a production server.
+
+- Local (``spendwh run``, ``spendwh ui``): runs, event logs and schedules in SQLite files under
+  ``DAGSTER_HOME`` (Dagster's default), written on first start and never overwritten.
+- Production (``spendwh deploy``): the same instance, with its storage in PostgreSQL
+  (dagster-postgres) so that the webserver and the daemon, two services, share it safely.
+
+Both launch runs with :class:`dagster_project.lib.run_launcher.LocalRunLauncher` (a run worker
+process per run, whose health run monitoring checks) and enable run monitoring: a run whose
+worker died (an OOM kill) is marked failed, and the slots it held in the writer pool are freed,
+so the next scheduled run proceeds instead of waiting forever.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +17,54 @@ from pathlib import Path
 
 from dagster_project.settings import Settings
 
-# The instance configuration written on first start (an existing file is never overwritten).
-# Every step that writes the build DuckDB declares the pool ``spend_warehouse_writer``.
-DAGSTER_YAML = """\
-# Written by spendwh on first start; edit freely, it is not overwritten.
+DEFAULT_POSTGRES_URL_ENV = "DAGSTER_POSTGRES_URL"
+RUN_LAUNCHER_MODULE = "dagster_project.lib.run_launcher"
+RUN_LAUNCHER_CLASS = "LocalRunLauncher"
+
+_HEADER = "# Written by spendwh {written_by}; edit freely, it is not overwritten.\n"
+
+_POSTGRES_STORAGE = """\
+# Runs, event logs, schedule and sensor state in PostgreSQL (dagster-postgres); the URL comes
+# from the environment (the .env file of the systemd units), never from this file.
+storage:
+  postgres:
+    postgres_url:
+      env: {url_env}
+"""
+
+_COMMON = f"""\
 concurrency:
+  runs:
+    # One pipeline run at a time; a scheduled run that comes due meanwhile waits in the queue.
+    max_concurrent_runs: 1
   pools:
     # Steps that write the build DuckDB share the pool spend_warehouse_writer: one at a time.
     default_limit: 1
+run_launcher:
+  # One run worker process per run, whose health run monitoring can check.
+  module: {RUN_LAUNCHER_MODULE}
+  class: {RUN_LAUNCHER_CLASS}
 run_monitoring:
   enabled: true
-  # A run killed while holding the writer pool's only slot must not block every later run.
+  # A run that does not start, or does not stop when cancelled, within 3 minutes is failed.
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  # A run whose worker died (killed, out of memory) is marked failed, not resumed: the next
+  # scheduled run starts over from the last committed watermark.
+  max_resume_run_attempts: 0
+  poll_interval_seconds: 20
+  # ... and the writer pool slot it held is freed, so it does not block every later run.
   free_slots_after_run_end_seconds: 30
 telemetry:
   enabled: false
 """
+
+
+def instance_yaml(postgres_url_env: str | None = None, written_by: str = "on first start") -> str:
+    """The ``dagster.yaml`` text: SQLite storage under ``DAGSTER_HOME`` when
+    ``postgres_url_env`` is None, else PostgreSQL storage at the URL in that variable."""
+    storage = "" if postgres_url_env is None else _POSTGRES_STORAGE.format(url_env=postgres_url_env)
+    return _HEADER.format(written_by=written_by) + storage + _COMMON
 
 
 def dagster_home(settings: Settings) -> Path:
@@ -29,9 +73,9 @@ def dagster_home(settings: Settings) -> Path:
 
 
 def prepare_dagster_home(home: Path) -> Path:
-    """Create ``home`` with a ``dagster.yaml`` (pool limit) unless one exists; return it."""
+    """Create ``home`` with a local ``dagster.yaml`` unless one exists; return it."""
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text(DAGSTER_YAML)
+        config.write_text(instance_yaml())
     return home
