@@ -37,7 +37,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_UI_PORT = 3000
 DEFAULT_DOCS_PORT = 8080
 DOCS_LOCK_TIMEOUT_S = 120.0
-BUILD_PATH_ENV = "SPEND_WAREHOUSE_BUILD_PATH"  # the duckdb output's path in dbt/profiles.yml
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -93,10 +92,14 @@ def code_location_name(pyproject: Path = PYPROJECT) -> str:
     return project.get("code_location_name") or pyproject.parent.name
 
 
-def workspace_yaml(location_name: str, working_directory: Path = REPO_ROOT) -> str:
+def workspace_yaml(
+    location_name: str,
+    working_directory: Path = REPO_ROOT,
+    written_by: str = "'spendwh ui' on every start",
+) -> str:
     """A Dagster workspace holding the project's one code location."""
     return (
-        "# Written by 'spendwh ui' on every start.\n"
+        f"# Written by {written_by}.\n"
         "load_from:\n"
         "  - python_module:\n"
         f"      module_name: {CODE_LOCATION_MODULE}\n"
@@ -200,19 +203,24 @@ def docs_dir(settings: Settings) -> Path:
     return settings.state_dir / "dbt-docs"
 
 
-def docs_generate_args(settings: Settings, target_path: Path, empty_catalog: bool) -> list[str]:
+def docs_generate_args(
+    settings: Settings, target_path: Path, profiles_dir: Path, empty_catalog: bool
+) -> list[str]:
     """Arguments of ``dbt docs generate`` for the configured target, into ``target_path``."""
+    from dagster_project.defs.dbt.resources import vars_args
+
     return [
         "docs",
         "generate",
         "--project-dir",
         str(DBT_PROJECT_DIR),
         "--profiles-dir",
-        str(DBT_PROJECT_DIR),
+        str(profiles_dir),
         "--target",
         settings.dbt_target,
         "--target-path",
         str(target_path),
+        *vars_args(settings),
         *(["--empty-catalog"] if empty_catalog else []),
     ]
 
@@ -257,9 +265,8 @@ def generate_docs(settings: Settings, target_path: Path) -> Path:
     dbt runs as a child process, as the pipeline runs it, so the long-lived docs server carries
     none of dbt's threads, adapters or exit handlers (Ctrl-C then stops it at once).
     """
-    from dagster_project.defs.dbt.resources import dbt_environment, dbt_executable
+    from dagster_project.defs.dbt.resources import dbt_executable, write_profiles
 
-    env = dbt_environment(settings, os.environ)
     with build_database_guard(settings) as has_catalog:
         if not has_catalog:
             print(
@@ -267,9 +274,16 @@ def generate_docs(settings: Settings, target_path: Path) -> Path:
                 "site without table statistics (run 'spendwh run' for them)",
                 file=sys.stderr,
             )
-            env[BUILD_PATH_ENV] = ":memory:"  # dbt-duckdb connects even for an empty catalog
-        args = docs_generate_args(settings, target_path, empty_catalog=not has_catalog)
-        result = subprocess.run([dbt_executable(), *args], env={**os.environ, **env}, check=False)
+        profiles_dir = write_profiles(
+            settings,
+            settings.state_dir / "dbt-docs-profile",
+            # dbt-duckdb connects even for an empty catalog: give it a database that is no file
+            duckdb_path=None if has_catalog else ":memory:",
+        )
+        args = docs_generate_args(
+            settings, target_path, profiles_dir, empty_catalog=not has_catalog
+        )
+        result = subprocess.run([dbt_executable(), *args], check=False)
     index = target_path / "index.html"
     if result.returncode != 0 or not index.is_file():
         raise ConfigError(
