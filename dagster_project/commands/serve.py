@@ -37,6 +37,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_UI_PORT = 3000
 DEFAULT_DOCS_PORT = 8080
 DOCS_LOCK_TIMEOUT_S = 120.0
+BUILD_PATH_ENV = "SPEND_WAREHOUSE_BUILD_PATH"  # the duckdb output's path in dbt/profiles.yml
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -203,24 +204,19 @@ def docs_dir(settings: Settings) -> Path:
     return settings.state_dir / "dbt-docs"
 
 
-def docs_generate_args(
-    settings: Settings, target_path: Path, profiles_dir: Path, empty_catalog: bool
-) -> list[str]:
+def docs_generate_args(settings: Settings, target_path: Path, empty_catalog: bool) -> list[str]:
     """Arguments of ``dbt docs generate`` for the configured target, into ``target_path``."""
-    from dagster_project.defs.dbt.resources import vars_args
-
     return [
         "docs",
         "generate",
         "--project-dir",
         str(DBT_PROJECT_DIR),
         "--profiles-dir",
-        str(profiles_dir),
+        str(DBT_PROJECT_DIR),
         "--target",
         settings.dbt_target,
         "--target-path",
         str(target_path),
-        *vars_args(settings),
         *(["--empty-catalog"] if empty_catalog else []),
     ]
 
@@ -265,8 +261,9 @@ def generate_docs(settings: Settings, target_path: Path) -> Path:
     dbt runs as a child process, as the pipeline runs it, so the long-lived docs server carries
     none of dbt's threads, adapters or exit handlers (Ctrl-C then stops it at once).
     """
-    from dagster_project.defs.dbt.resources import dbt_executable, write_profiles
+    from dagster_project.defs.dbt.resources import dbt_environment, dbt_executable
 
+    env = dbt_environment(settings, os.environ)
     with build_database_guard(settings) as has_catalog:
         if not has_catalog:
             print(
@@ -274,16 +271,9 @@ def generate_docs(settings: Settings, target_path: Path) -> Path:
                 "site without table statistics (run 'spendwh run' for them)",
                 file=sys.stderr,
             )
-        profiles_dir = write_profiles(
-            settings,
-            settings.state_dir / "dbt-docs-profile",
-            # dbt-duckdb connects even for an empty catalog: give it a database that is no file
-            duckdb_path=None if has_catalog else ":memory:",
-        )
-        args = docs_generate_args(
-            settings, target_path, profiles_dir, empty_catalog=not has_catalog
-        )
-        result = subprocess.run([dbt_executable(), *args], check=False)
+            env[BUILD_PATH_ENV] = ":memory:"  # dbt-duckdb connects even for an empty catalog
+        args = docs_generate_args(settings, target_path, empty_catalog=not has_catalog)
+        result = subprocess.run([dbt_executable(), *args], env={**os.environ, **env}, check=False)
     index = target_path / "index.html"
     if result.returncode != 0 or not index.is_file():
         raise ConfigError(
