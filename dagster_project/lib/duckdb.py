@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,13 +53,62 @@ def quarantine(path: Path) -> Path:
     return target
 
 
+# DuckDB's wording (an IOException) when another process has the file open: 'Could not set lock on
+# file "<path>": Conflicting lock is held in <program> (PID <n>)'. Matched by these phrases, not by
+# "lock" alone: the checksum error of a corrupt file says "... in block at location <n>".
+LOCK_CONFLICT_PHRASES = ("could not set lock on file", "conflicting lock is held")
+# Failures that say nothing about the file's content: moving it aside would lose a good database.
+ENVIRONMENT_PHRASES = (
+    "permission denied",
+    "no space left on device",
+    "too many open files",
+    "read-only file system",
+)
+# DuckDB's wording when a block read from the file fails its checksum.
+CHECKSUM_PHRASE = "corrupt database file"
+
+
+class CorruptDatabaseError(RuntimeError):
+    """The build database failed a checksum while in use; it was moved aside for a rebuild."""
+
+
+def is_lock_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` is DuckDB refusing the file because another process holds its lock."""
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.IOException) and any(p in text for p in LOCK_CONFLICT_PHRASES)
+
+
+def is_corrupt_file(exc: BaseException) -> bool:
+    """Whether ``exc``, raised while opening a DuckDB file, means the file itself is unusable.
+
+    Everything DuckDB raises on open counts (bad checksums, not a DuckDB file, a truncated file,
+    a WAL that cannot be replayed) except a lock held by another process, running out of memory
+    and errors of the file system (permissions, a full disk).
+    """
+    if not isinstance(exc, duckdb.Error) or isinstance(exc, duckdb.OutOfMemoryException):
+        return False
+    text = str(exc).lower()
+    return not is_lock_conflict(exc) and not any(p in text for p in ENVIRONMENT_PHRASES)
+
+
+def _busy(path: Path, exc: BaseException | None) -> WarehouseBusyError:
+    """The error for ``path`` held open by another process, naming it when DuckDB says which."""
+    holder = re.search(r"held in (.+?) \(PID (\d+)\)", str(exc))
+    who = f"process {holder[2]} ({holder[1]})" if holder else "another process"
+    return WarehouseBusyError(
+        f"{path} is open in {who}; wait for it to finish or stop it, then run again"
+    )
+
+
 def _open_or_recover(path: Path, recover_corrupt: bool) -> duckdb.DuckDBPyConnection:
     try:
         conn = duckdb.connect(str(path), config=WRITER_CONFIG)
         conn.execute("SELECT 1").fetchall()
         return conn
     except duckdb.Error as exc:
-        if not recover_corrupt or "lock" in str(exc).lower():
+        if is_lock_conflict(exc):
+            raise _busy(path, exc) from exc
+        if not recover_corrupt or not is_corrupt_file(exc):
             raise
         moved = quarantine(path)
         log.warning(
@@ -76,8 +126,11 @@ def connect_writer(
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the warehouse read-write under the writer lock; checkpoint on success.
 
-    With ``recover_corrupt`` a database that fails to open (e.g. a WAL that cannot be replayed
-    after a kill) is moved aside and an empty one is returned, for the caller to rebuild.
+    With ``recover_corrupt`` a database that fails to open (a block that fails its checksum, a
+    WAL that cannot be replayed after a kill) is moved aside and an empty one is returned, for
+    the caller to rebuild; a block that fails its checksum while the caller reads it moves the
+    file aside too and raises :class:`CorruptDatabaseError`, so the next run rebuilds it. A file
+    another process holds open raises :class:`WarehouseBusyError` and is never moved.
     """
     lock = writer_lock(path, timeout)
     try:
@@ -92,6 +145,15 @@ def connect_writer(
         try:
             yield conn
             conn.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            if not (recover_corrupt and CHECKSUM_PHRASE in str(exc).lower()):
+                raise
+            conn.close()
+            moved = quarantine(path)
+            raise CorruptDatabaseError(
+                f"{path} failed a checksum ({exc}); it was moved to {moved} and the next run "
+                "rebuilds it from the lake"
+            ) from exc
         finally:
             conn.close()
     finally:
@@ -111,7 +173,9 @@ def connect_reader(
     for _ in range(retries):
         try:
             conn = duckdb.connect(str(path), read_only=True)
-        except duckdb.IOException as exc:  # lock held by the writer
+        except duckdb.IOException as exc:
+            if not is_lock_conflict(exc):
+                raise
             last = exc
             time.sleep(wait_s)
             continue
@@ -120,7 +184,7 @@ def connect_reader(
         finally:
             conn.close()
         return
-    raise WarehouseBusyError(f"the warehouse {path} stayed locked by a writer: {last}")
+    raise _busy(path, last)
 
 
 def publish(build_path: Path, warehouse_path: Path) -> Path:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
+import duckdb
 import pytest
 
 from dagster_project.lib.extract import WindowOptions
+from tests.duckdb_files import corrupt_block, metadata_block
 from tests.ingest.helpers import Warehouse, insert_spend, ms, spend_row, utcnow
 
 pytestmark = pytest.mark.integration
@@ -208,7 +210,9 @@ def test_corrupt_build_database_is_rebuilt_identically(make_source, wh):
     insert_spend(source, [spend_row(f"r{i}", utcnow() - timedelta(hours=i)) for i in range(30)])
     wh.extract(source)
     before = wh.rows()
-    wh.build.write_bytes(b"this is not a duckdb file" * 100)
+    corrupt_block(wh.build, metadata_block(wh.build))  # fails its checksum when opened
+    with pytest.raises(duckdb.Error, match=r"Corrupt database file.*checksum"):
+        wh.rows()
     wh.extract(source)
     assert wh.rows() == before
     assert list(wh.build.parent.glob("build.duckdb.corrupt-*"))
