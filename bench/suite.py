@@ -373,13 +373,18 @@ def measure_rollups(url: str, root: Path, opts: Options, say: Say) -> dict[str, 
 
 def measure_postgres_target(url: str, root: Path, work: Path, say: Say) -> dict[str, Any]:
     """Copy the raw layer into PostgreSQL, then ``dbt build`` with the postgres target."""
-    from dagster_project.defs.dbt.resources import postgres_env_from_url
+    from dagster_project.settings import postgres_target
 
     copy = measure_task(
         "pg_raw", build_path=str(root / "build.duckdb"), url=url, schema=PG_RAW_SCHEMA
     )
-    env = {
-        **postgres_env_from_url(url),
+    target = postgres_target({"WAREHOUSE_POSTGRES_URL": url})
+    env = {  # the variables of the committed dbt/profiles.yml, which this hand run uses
+        "DBT_POSTGRES_HOST": target.host,
+        "DBT_POSTGRES_PORT": str(target.port),
+        "DBT_POSTGRES_USER": target.user,
+        "DBT_POSTGRES_PASSWORD": target.password,
+        "DBT_POSTGRES_DBNAME": target.dbname,
         "DBT_TARGET": "postgres",
         "DBT_POSTGRES_SCHEMA": PG_MARTS_SCHEMA,
         "DBT_RAW_SCHEMA": PG_RAW_SCHEMA,

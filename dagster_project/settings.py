@@ -1,12 +1,12 @@
-"""One place for the project's configuration: environment variables, optionally from `.env`.
+"""One place for the project's configuration: environment variables, optionally from ``.env``.
 
-The contract (README "Configuration"):
+The contract (README "Configuration"): every variable the README lists is read here, by
+:func:`load_settings`, and nowhere else. The pipeline gets the result through the ``settings``
+resource (:mod:`dagster_project.defs.resources`); commands call :func:`load_settings` once.
+Nothing writes ``os.environ`` to pass configuration on.
 
-- ``DATABASE_URL``: the proxy's PostgreSQL (source, read-only use). Unset = demo mode.
-- ``PROXY_TABLE_PREFIX``: table-name prefix, default ``Dheera AI_`` (upstream: ``LiteLLM_``).
-- ``SPEND_WAREHOUSE_DIR``: where the Parquet lake and the DuckDB file live, default ``./data``.
-
-Everything is read lazily through :func:`load_settings`, never at import time.
+The ``.env`` file is ``$SPEND_WAREHOUSE_ENV_FILE`` when that is set, else ``./.env``; variables
+set in the process environment win over it, as with docker-compose and dbt.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt"
@@ -25,6 +25,15 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 DEFAULT_TABLE_PREFIX = "Dheera AI_"
 UPSTREAM_TABLE_PREFIX = "LiteLLM_"
 WAREHOUSE_FILE_NAME = "warehouse.duckdb"
+ENV_FILE_ENV = "SPEND_WAREHOUSE_ENV_FILE"
+SLACK_WEBHOOK_ENV = "SPEND_ALERTS_SLACK_WEBHOOK_URL"
+WEBHOOK_ENV = "SPEND_ALERTS_WEBHOOK_URL"
+WAREHOUSE_POSTGRES_URL_ENV = "WAREHOUSE_POSTGRES_URL"
+SCHEDULE_ENV = "SPEND_WAREHOUSE_SCHEDULE"
+ROLLBACK_SCHEDULE_ENV = "SPEND_WAREHOUSE_ROLLBACK_SCHEDULE"
+DEFAULT_SCHEDULE = "*/15 * * * *"
+DEFAULT_ROLLBACK_SCHEDULE = "30 3 * * *"
+DEFAULT_POSTGRES_SCHEMA = "spend_warehouse"
 
 _PREFIX_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9 _-]{0,40}$")
 
@@ -34,15 +43,49 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class PostgresTarget:
+    """Where ``DBT_TARGET=postgres`` builds the marts (never the proxy's own database)."""
+
+    host: str = "127.0.0.1"
+    port: int = 5432
+    user: str = "postgres"
+    password: str = field(default="", repr=False)
+    dbname: str = "postgres"
+    schema: str = DEFAULT_POSTGRES_SCHEMA
+    raw_schema: str = f"{DEFAULT_POSTGRES_SCHEMA}_raw"
+
+    @property
+    def url(self) -> str:
+        """The libpq connection string of the target database."""
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(
+            host=self.host,
+            port=str(self.port),
+            user=self.user,
+            password=self.password or None,
+            dbname=self.dbname,
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Validated configuration of one process."""
 
-    database_url: str | None
+    database_url: str | None = field(default=None, repr=False)
     table_prefix: str = DEFAULT_TABLE_PREFIX
     warehouse_dir: Path = field(default_factory=lambda: Path("data"))
     dbt_target: str = "duckdb"
     budget_timezone: str = "UTC"
     include_payload_columns: bool = False
+    schedule: str = DEFAULT_SCHEDULE
+    rollback_schedule: str = DEFAULT_ROLLBACK_SCHEDULE
+    reconcile_days: int = 3
+    freshness_minutes: int = 30
+    slack_webhook_url: str | None = field(default=None, repr=False)
+    webhook_url: str | None = field(default=None, repr=False)
+    alert_retry_base_seconds: float = 30.0
+    postgres: PostgresTarget = field(default_factory=PostgresTarget)
 
     @property
     def warehouse_path(self) -> Path:
@@ -111,15 +154,123 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
+def validate_webhook_url(name: str, url: str | None) -> str | None:
+    """An alert destination URL, or None when unset; the value is never echoed (a secret)."""
+    url = (url or "").strip()
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(
+            f"{name} is not an http(s) URL (value not shown: it is a secret); set it to the "
+            "webhook URL, e.g. https://hooks.slack.com/services/..."
+        )
+    return url
+
+
+def validate_cron(name: str, value: str) -> str:
+    """A cron expression Dagster accepts, else :class:`ConfigError`."""
+    from croniter import croniter
+
+    if not croniter.is_valid(value) or len(value.split()) != 5:
+        raise ConfigError(
+            f"{name} {value!r} is not a five-field cron expression; use e.g. '*/15 * * * *'."
+        )
+    return value
+
+
+def schedules_from(values: Mapping[str, str]) -> tuple[str, str]:
+    """The cron expressions of the pipeline schedule and of the daily rollback."""
+    return (
+        validate_cron(SCHEDULE_ENV, values.get(SCHEDULE_ENV) or DEFAULT_SCHEDULE),
+        validate_cron(
+            ROLLBACK_SCHEDULE_ENV, values.get(ROLLBACK_SCHEDULE_ENV) or DEFAULT_ROLLBACK_SCHEDULE
+        ),
+    )
+
+
+def _positive_number(values: Mapping[str, str], name: str, default: float, kind=int):
+    raw = (values.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        number = kind(raw)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise ConfigError(f"{name}={raw!r} is not a positive number; set e.g. {name}={default}.")
+    return number
+
+
+def postgres_target(values: Mapping[str, str]) -> PostgresTarget:
+    """The postgres target from ``WAREHOUSE_POSTGRES_URL`` and/or ``DBT_POSTGRES_*``.
+
+    Explicit ``DBT_POSTGRES_*`` variables win over the parts of the URL.
+    """
+    from_url: dict[str, str] = {}
+    url = values.get(WAREHOUSE_POSTGRES_URL_ENV)
+    if url:
+        parts = urlsplit(url)
+        host = parts.hostname or parse_qs(parts.query).get("host", [None])[0]  # socket dir
+        if parts.scheme not in {"postgresql", "postgres"} or not host:
+            raise ConfigError(
+                f"{WAREHOUSE_POSTGRES_URL_ENV} must look like "
+                f"postgresql://user:password@host:5432/db (got scheme {parts.scheme!r}); fix it "
+                "or unset it and set DBT_POSTGRES_HOST etc."
+            )
+        from_url = {
+            "HOST": host,
+            "PORT": str(parts.port or 5432),
+            "USER": unquote(parts.username or "postgres"),
+            "PASSWORD": unquote(parts.password or ""),
+            "DBNAME": parts.path.lstrip("/") or "postgres",
+        }
+
+    def pick(name: str, default: str) -> str:
+        return values.get(f"DBT_POSTGRES_{name}") or from_url.get(name) or default
+
+    port = pick("PORT", "5432")
+    if not port.isdigit():
+        raise ConfigError(f"DBT_POSTGRES_PORT {port!r} is not a port number; use e.g. 5432.")
+    schema = pick("SCHEMA", DEFAULT_POSTGRES_SCHEMA)
+    return PostgresTarget(
+        host=pick("HOST", "127.0.0.1"),
+        port=int(port),
+        user=pick("USER", "postgres"),
+        password=pick("PASSWORD", ""),
+        dbname=pick("DBNAME", "postgres"),
+        schema=schema,
+        raw_schema=values.get("DBT_RAW_SCHEMA") or f"{schema}_raw",
+    )
+
+
+def env_file_path(env: Mapping[str, str]) -> Path:
+    """The ``.env`` file: ``$SPEND_WAREHOUSE_ENV_FILE``, else ``./.env``."""
+    configured = (env.get(ENV_FILE_ENV) or "").strip()
+    return Path(configured).expanduser() if configured else Path.cwd() / ".env"
+
+
+def config_values(
+    env: Mapping[str, str] | None = None, dotenv_path: Path | None = None
+) -> dict[str, str]:
+    """The raw variables: the ``.env`` file overlaid with the process environment."""
+    environ = os.environ if env is None else env
+    path = dotenv_path or env_file_path(environ)
+    if dotenv_path is None and (environ.get(ENV_FILE_ENV) or "").strip() and not path.is_file():
+        raise ConfigError(
+            f"{ENV_FILE_ENV} points at {path}, which is not a file; create it (see .env.example) "
+            f"or unset {ENV_FILE_ENV}."
+        )
+    values = _read_dotenv(path)
+    values.update(environ)
+    return values
+
+
 def load_settings(
     env: Mapping[str, str] | None = None, dotenv_path: Path | None = None
 ) -> Settings:
-    """Read and validate settings from ``env`` (default: the process environment) and ``.env``.
-
-    Process variables win over the ``.env`` file, like docker-compose and dbt do.
-    """
-    values: dict[str, str] = _read_dotenv(dotenv_path or Path.cwd() / ".env")
-    values.update(os.environ if env is None else env)
+    """Read and validate settings from ``env`` (default: the process environment) and ``.env``."""
+    values = config_values(env, dotenv_path)
 
     url = values.get("DATABASE_URL") or None
     if url is not None:
@@ -137,6 +288,7 @@ def load_settings(
         raise ConfigError(
             f"BUDGET_TIMEZONE {tz!r} is not an IANA time zone; use e.g. 'UTC' or 'Europe/Berlin'."
         ) from exc
+    schedule, rollback_schedule = schedules_from(values)
     return Settings(
         database_url=url,
         table_prefix=prefix,
@@ -144,4 +296,14 @@ def load_settings(
         dbt_target=target,
         budget_timezone=tz,
         include_payload_columns=_truthy(values.get("SPEND_WAREHOUSE_INCLUDE_PAYLOADS")),
+        schedule=schedule,
+        rollback_schedule=rollback_schedule,
+        reconcile_days=_positive_number(values, "SPEND_WAREHOUSE_RECONCILE_DAYS", 3),
+        freshness_minutes=_positive_number(values, "SPEND_WAREHOUSE_FRESHNESS_MINUTES", 30),
+        slack_webhook_url=validate_webhook_url(SLACK_WEBHOOK_ENV, values.get(SLACK_WEBHOOK_ENV)),
+        webhook_url=validate_webhook_url(WEBHOOK_ENV, values.get(WEBHOOK_ENV)),
+        alert_retry_base_seconds=_positive_number(
+            values, "SPEND_ALERTS_RETRY_BASE_SECONDS", 30.0, float
+        ),
+        postgres=postgres_target(values) if target == "postgres" else PostgresTarget(),
     )

@@ -8,7 +8,6 @@ traffic (only the first time), runs the whole pipeline once and prints a summary
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -66,7 +65,6 @@ def run(args: argparse.Namespace) -> int:
                 f"  wrote {result.spend_logs:,} spend logs and {result.error_logs:,} error logs "
                 f"({result.rows_per_second:,.0f} rows/s)"
             )
-        os.environ["DATABASE_URL"] = demo.url
     else:
         _step(f"Using your proxy database {redact(settings.database_url)} (read-only)")
 

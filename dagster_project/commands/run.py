@@ -1,8 +1,11 @@
-"""``spendwh run``: run the whole pipeline once, in this process, then publish the warehouse.
+"""``spendwh run``: run the pipeline's job once, in this process, and print its progress.
 
-Validates the configuration and the source first (one-line errors), runs
-``spend_warehouse_job`` with an ephemeral Dagster instance, prints one line per asset and check
-as they complete, and on success copies the build database to ``warehouse.duckdb``.
+Validates the configuration and the source first (one-line errors), then runs
+``spend_warehouse_job`` (the job the schedule runs, with the same assets, checks, hooks and
+resources: it extracts, builds, alerts and publishes ``warehouse.duckdb``) on the persistent
+Dagster instance the UI and the daemon use, printing one line per asset and check as they
+complete. It does nothing the job does not: a run from here, the UI or the schedule leaves the
+same warehouse and alert ledger.
 """
 
 from __future__ import annotations
@@ -100,8 +103,6 @@ def run(args: argparse.Namespace) -> int:
             "(or run 'make demo' for a simulated proxy)."
         )
     inspect_source(settings.database_url, settings.table_prefix)
-    # Assets read their settings from the environment: point them at the resolved source.
-    os.environ["DATABASE_URL"] = settings.database_url
     print(
         f"spendwh run: source {redact(settings.database_url)}, warehouse {settings.warehouse_dir}"
     )
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from dagster_project.definitions import defs
-    from dagster_project.lib.duckdb import publish
+    from dagster_project.lib.run_launcher import in_process_run_tags
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # instance set-up chatter
     logging.getLogger("dagster").setLevel(logging.WARNING)  # progress is printed here instead
@@ -133,20 +134,24 @@ def run(args: argparse.Namespace) -> int:
             run_id=run_id,
             raise_on_error=False,
             run_config=run_config(args),
+            tags=in_process_run_tags(),
         )
     elapsed = time.monotonic() - started
     print(summary(result))
     if not result.success:
         failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-        _record_failure(settings, job.name, failed)
         print(
             f"spendwh run: FAILED after {elapsed:.1f} s (failed: {', '.join(failed) or 'run'}); "
-            f"{settings.warehouse_path} was not updated",
+            f"{settings.warehouse_path} was not updated; a pipeline-health alert was recorded",
             file=sys.stderr,
         )
         return 1
-    publish(settings.build_path, settings.warehouse_path)
-    print(f"spendwh run: done in {elapsed:.1f} s; published {settings.warehouse_path}")
+    outcome = (
+        f"raw layer only, {settings.warehouse_path} not republished"
+        if job_name(args) == EXTRACT_JOB
+        else f"published {settings.warehouse_path}"
+    )
+    print(f"spendwh run: done in {elapsed:.1f} s; {outcome}")
     return 0
 
 
@@ -165,27 +170,9 @@ def open_instance(settings):
     return dg.DagsterInstance.from_config(str(home))
 
 
-def _record_failure(settings, job: str, failed_steps: list[str]) -> None:
-    """A failed in-process run is never silent: open a pipeline-health alert for it."""
-    from datetime import UTC, datetime
-
-    from dagster_project.lib.alert_ledger import ledger_path, record_run_failure
-    from dagster_project.lib.delivery import destinations_from_env
-
-    problem = record_run_failure(
-        ledger_path(settings.state_dir),
-        job_name=job,
-        failed_steps=failed_steps,
-        reason="spendwh run failed",
-        destinations=[d.name for d in destinations_from_env(os.environ)],
-        now=datetime.now(UTC),
-    )
-    print(f"spendwh run: pipeline-health alert recorded: {problem.message}", file=sys.stderr)
-
-
 def run_config(args: argparse.Namespace) -> dict[str, Any]:
     """Quiet Dagster's console logger (progress is printed here) plus the job's own config."""
-    from dagster_project.defs.ingest.schedules import rollback_run_config
+    from dagster_project.defs.pipeline.schedules import rollback_run_config
 
     config: dict[str, Any] = rollback_run_config() if args.rollback else {}
     config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}

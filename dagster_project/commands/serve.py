@@ -25,9 +25,11 @@ from pathlib import Path
 from dagster_project.lib.dagster_instance import dagster_home, prepare_dagster_home
 from dagster_project.settings import (
     DBT_PROJECT_DIR,
+    ENV_FILE_ENV,
     REPO_ROOT,
     ConfigError,
     Settings,
+    env_file_path,
     load_settings,
 )
 
@@ -37,7 +39,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_UI_PORT = 3000
 DEFAULT_DOCS_PORT = 8080
 DOCS_LOCK_TIMEOUT_S = 120.0
-BUILD_PATH_ENV = "SPEND_WAREHOUSE_BUILD_PATH"  # the duckdb output's path in dbt/profiles.yml
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -133,17 +134,17 @@ def ui_command(workspace: Path, host: str, port: int) -> list[str]:
 
 
 def ui_environment(settings: Settings, environ: Mapping[str, str], home: Path) -> dict[str, str]:
-    """The child's environment: ``environ`` plus the instance home, the warehouse directory
-    (absolute, so the code server finds it from any working directory), the source URL, and
-    this interpreter's scripts first on ``PATH`` (the dbt assets run the ``dbt`` executable,
-    which a virtual environment that is not activated would not provide)."""
+    """The child's environment: ``environ`` plus the instance home, and where this command found
+    its configuration: the ``.env`` file and the warehouse directory as absolute paths, because
+    the code server runs in the project directory, not in this one. The code server loads the
+    settings itself, from the same file (:class:`~dagster_project.defs.resources.SettingsResource`).
+    """
     env = dict(environ)
-    path = [str(Path(sys.executable).parent), *env.get("PATH", "").split(os.pathsep)]
-    env["PATH"] = os.pathsep.join(p for p in path if p)
     env["DAGSTER_HOME"] = str(home)
     env["SPEND_WAREHOUSE_DIR"] = str(settings.warehouse_dir)
-    if settings.database_url is not None:
-        env["DATABASE_URL"] = settings.database_url
+    dotenv = env_file_path(environ)
+    if dotenv.is_file():
+        env[ENV_FILE_ENV] = str(dotenv.resolve())
     return env
 
 
@@ -204,19 +205,24 @@ def docs_dir(settings: Settings) -> Path:
     return settings.state_dir / "dbt-docs"
 
 
-def docs_generate_args(settings: Settings, target_path: Path, empty_catalog: bool) -> list[str]:
+def docs_generate_args(
+    settings: Settings, target_path: Path, profiles_dir: Path, empty_catalog: bool
+) -> list[str]:
     """Arguments of ``dbt docs generate`` for the configured target, into ``target_path``."""
+    from dagster_project.defs.dbt.resources import vars_args
+
     return [
         "docs",
         "generate",
         "--project-dir",
         str(DBT_PROJECT_DIR),
         "--profiles-dir",
-        str(DBT_PROJECT_DIR),
+        str(profiles_dir),
         "--target",
         settings.dbt_target,
         "--target-path",
         str(target_path),
+        *vars_args(settings),
         *(["--empty-catalog"] if empty_catalog else []),
     ]
 
@@ -261,9 +267,8 @@ def generate_docs(settings: Settings, target_path: Path) -> Path:
     dbt runs as a child process, as the pipeline runs it, so the long-lived docs server carries
     none of dbt's threads, adapters or exit handlers (Ctrl-C then stops it at once).
     """
-    from dagster_project.defs.dbt.resources import dbt_environment, dbt_executable
+    from dagster_project.defs.dbt.resources import dbt_executable, write_profiles
 
-    env = dbt_environment(settings, os.environ)
     with build_database_guard(settings) as has_catalog:
         if not has_catalog:
             print(
@@ -271,9 +276,16 @@ def generate_docs(settings: Settings, target_path: Path) -> Path:
                 "site without table statistics (run 'spendwh run' for them)",
                 file=sys.stderr,
             )
-            env[BUILD_PATH_ENV] = ":memory:"  # dbt-duckdb connects even for an empty catalog
-        args = docs_generate_args(settings, target_path, empty_catalog=not has_catalog)
-        result = subprocess.run([dbt_executable(), *args], env={**os.environ, **env}, check=False)
+        profiles_dir = write_profiles(
+            settings,
+            settings.state_dir / "dbt-docs-profile",
+            # dbt-duckdb connects even for an empty catalog: give it a database that is no file
+            duckdb_path=None if has_catalog else ":memory:",
+        )
+        args = docs_generate_args(
+            settings, target_path, profiles_dir, empty_catalog=not has_catalog
+        )
+        result = subprocess.run([dbt_executable(), *args], check=False)
     index = target_path / "index.html"
     if result.returncode != 0 or not index.is_file():
         raise ConfigError(

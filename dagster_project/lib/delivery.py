@@ -14,7 +14,7 @@ lost. A crash after the receiver got the request but before step 3 makes the nex
 again with the same idempotency key, which the receiver uses to drop the copy (at least once plus
 idempotent, like SNS). A row marked ``sent`` is never sent again, also after a restart.
 
-Webhook URLs are secrets: they come from the environment, are never stored in the ledger (only
+Webhook URLs are secrets: they come from the settings, are never stored in the ledger (only
 the destination's name is) and are redacted from every error text.
 """
 
@@ -43,10 +43,8 @@ from dagster_project.lib.alerts import (
     redact,
     slack_payload,
 )
-from dagster_project.settings import ConfigError
+from dagster_project.settings import Settings
 
-SLACK_ENV = "SPEND_ALERTS_SLACK_WEBHOOK_URL"
-WEBHOOK_ENV = "SPEND_ALERTS_WEBHOOK_URL"
 USER_AGENT = "spendwh-alerts/1"
 
 
@@ -63,21 +61,10 @@ class Destination:
         return urlsplit(self.url).hostname or "?"
 
 
-def destinations_from_env(env: Mapping[str, str]) -> list[Destination]:
-    """The destinations configured in ``env`` (none is fine: alerts are still recorded)."""
-    found = []
-    for name, var in (("slack", SLACK_ENV), ("webhook", WEBHOOK_ENV)):
-        url = (env.get(var) or "").strip()
-        if not url:
-            continue
-        parts = urlsplit(url)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ConfigError(
-                f"{var} is not an http(s) URL (value not shown: it is a secret); set it to the "
-                "webhook URL, e.g. https://hooks.slack.com/services/..."
-            )
-        found.append(Destination(name, url))
-    return found
+def configured_destinations(settings: Settings) -> list[Destination]:
+    """The destinations the settings name (none is fine: alerts are still recorded)."""
+    found = (("slack", settings.slack_webhook_url), ("webhook", settings.webhook_url))
+    return [Destination(name, url) for name, url in found if url]
 
 
 @dataclass(frozen=True)

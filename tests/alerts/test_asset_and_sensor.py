@@ -18,6 +18,7 @@ from dagster_project.defs.alerts.assets import fct_budget_alerts
 from dagster_project.defs.alerts.checks import mirror_matches_ledger, no_failed_deliveries
 from dagster_project.defs.alerts.resources import AlertDestinationsResource
 from dagster_project.defs.alerts.sensors import alert_on_pipeline_failure, deliver_budget_alerts
+from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.alert_ledger import connect_ledger, ledger_path, load_alerts
 from dagster_project.lib.alert_store import ALERTS_COLUMNS
 from dagster_project.lib.alerts import iso
@@ -30,7 +31,7 @@ from tests.alerts.conftest import (
     write_marts,
 )
 
-RESOURCES = {"alert_destinations": AlertDestinationsResource()}
+RESOURCES = {"settings": SettingsResource(), "alert_destinations": AlertDestinationsResource()}
 
 
 @pytest.fixture
@@ -202,7 +203,10 @@ def test_missing_marts_fail_with_a_fix(settings, instance):
 
 def _tick(instance, max_evaluation_age_minutes: float = 1e9):
     resource = AlertDestinationsResource(max_evaluation_age_minutes=max_evaluation_age_minutes)
-    context = dg.build_sensor_context(instance=instance, resources={"alert_destinations": resource})
+    context = dg.build_sensor_context(
+        instance=instance,
+        resources={"settings": SettingsResource(), "alert_destinations": resource},
+    )
     return deliver_budget_alerts(context)
 
 

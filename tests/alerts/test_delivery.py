@@ -23,12 +23,12 @@ from dagster_project.lib.delivery import (
     Destination,
     RetryPolicy,
     classify_http_status,
+    configured_destinations,
     deliver_due,
     deliver_pending,
-    destinations_from_env,
     post,
 )
-from dagster_project.settings import ConfigError
+from dagster_project.settings import ConfigError, load_settings
 from tests.alerts.conftest import EXPECTED, NOW
 from tests.alerts.test_ledger import _decide
 
@@ -205,18 +205,18 @@ def test_backoff_schedule():
     ]
 
 
-def test_destinations_from_env_validates_without_echoing_the_secret():
-    assert destinations_from_env({}) == []
-    found = destinations_from_env(
-        {
-            "SPEND_ALERTS_SLACK_WEBHOOK_URL": "https://hooks.slack.com/x",
-            "SPEND_ALERTS_WEBHOOK_URL": "",
-        }
+def test_destinations_come_from_the_settings_without_echoing_the_secret(tmp_path):
+    def destinations(**env):
+        return configured_destinations(load_settings(env, dotenv_path=tmp_path / "none"))
+
+    assert destinations() == []
+    found = destinations(
+        SPEND_ALERTS_SLACK_WEBHOOK_URL="https://hooks.slack.com/x", SPEND_ALERTS_WEBHOOK_URL=""
     )
     assert [d.name for d in found] == ["slack"]
     assert "hooks.slack.com/x" not in repr(found[0])
     with pytest.raises(ConfigError, match="SPEND_ALERTS_WEBHOOK_URL") as info:
-        destinations_from_env({"SPEND_ALERTS_WEBHOOK_URL": "ftp://SECRETHOST/x"})
+        destinations(SPEND_ALERTS_WEBHOOK_URL="ftp://SECRETHOST/x")
     assert "SECRETHOST" not in str(info.value)
 
 

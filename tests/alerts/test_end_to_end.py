@@ -22,6 +22,7 @@ import pytest
 from dagster_project.definitions import defs as load_defs
 from dagster_project.defs.alerts.resources import AlertDestinationsResource
 from dagster_project.defs.alerts.sensors import alert_on_pipeline_failure, deliver_budget_alerts
+from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.alert_ledger import connect_ledger, ledger_path, load_alerts
 from dagster_project.lib.alerts import decimal_text
 from dagster_project.lib.budget_periods import parse_duration, period_bounds
@@ -135,6 +136,9 @@ def _identities(alerts: Counter) -> set[tuple]:
     return {key[:6] for key in alerts}
 
 
+RESOURCES = {"settings": SettingsResource(), "alert_destinations": AlertDestinationsResource()}
+
+
 def _run(instance) -> dg.ExecuteInProcessResult:
     job = load_defs().resolve_job_def(JOB)
     return job.execute_in_process(instance=instance, raise_on_error=False)
@@ -246,7 +250,7 @@ def test_pipeline_alerts_exactly_once(pipeline_env, receiver):
         assert _mirror_ids(settings.build_path) == sorted(a.alert_id for a in after)
 
         # Delivery: each alert queued once arrives once.
-        resources = {"alert_destinations": AlertDestinationsResource()}
+        resources = RESOURCES
         context = dg.build_sensor_context(instance=instance, resources=resources)
         deliver_budget_alerts(context)
         deliver_budget_alerts(dg.build_sensor_context(instance=instance, resources=resources))
@@ -277,15 +281,10 @@ def test_failed_blocking_check_stops_alerts_and_opens_a_health_alert(pipeline_en
             dagster_event=failure,
             dagster_instance=instance,
             dagster_run=result.dagster_run,
-            resources={"alert_destinations": AlertDestinationsResource()},
+            resources=RESOURCES,
         ).for_run_failure()
         alert_on_pipeline_failure(context)
-        deliver_budget_alerts(
-            dg.build_sensor_context(
-                instance=instance,
-                resources={"alert_destinations": AlertDestinationsResource()},
-            )
-        )
+        deliver_budget_alerts(dg.build_sensor_context(instance=instance, resources=RESOURCES))
     [health] = [r["body"] for r in receiver.requests]
     assert health["event"] == "pipeline_health"
     assert f"run of {JOB} failed" in health["message"]

@@ -15,6 +15,7 @@ import pytest
 from dagster_project.defs.alerts.assets import fct_budget_alerts
 from dagster_project.defs.alerts.checks import mirror_matches_ledger
 from dagster_project.defs.alerts.resources import AlertDestinationsResource
+from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.alert_ledger import connect_ledger, ledger_path, load_alerts
 from dagster_project.lib.alert_store import ALERTS_COLUMNS
 from dagster_project.lib.postgres import create_database, drop_database
@@ -71,7 +72,10 @@ def test_alerts_from_postgres_marts(marts_db):
     assert load_settings().dbt_target == "postgres"
     defs = dg.Definitions(
         assets=[fct_budget_alerts, mirror_matches_ledger],
-        resources={"alert_destinations": AlertDestinationsResource()},
+        resources={
+            "settings": SettingsResource(),
+            "alert_destinations": AlertDestinationsResource(),
+        },
     )
     with dg.instance_for_test() as instance:
         job = defs.resolve_implicit_global_asset_job_def()

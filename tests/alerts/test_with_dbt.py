@@ -16,6 +16,7 @@ import pytest
 from dagster_project.defs.alerts.assets import fct_budget_alerts
 from dagster_project.defs.alerts.checks import mirror_matches_ledger
 from dagster_project.defs.alerts.resources import AlertDestinationsResource
+from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.alert_ledger import connect_ledger, ledger_path, load_alerts
 from tests.alerts.conftest import alert_signature
 from tests.models.conftest import duckdb_env, run_dbt
@@ -152,7 +153,10 @@ def _build(path, work, data: RawDataset) -> None:
 def _evaluate(instance) -> dg.ExecuteInProcessResult:
     defs = dg.Definitions(
         assets=[fct_budget_alerts, mirror_matches_ledger],
-        resources={"alert_destinations": AlertDestinationsResource()},
+        resources={
+            "settings": SettingsResource(),
+            "alert_destinations": AlertDestinationsResource(),
+        },
     )
     return defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
 

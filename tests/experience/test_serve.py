@@ -98,20 +98,28 @@ def test_workspace_registers_the_location_under_the_projects_name(tmp_path):
     assert serve.code_location_name(tmp_path / "pyproject.toml") == tmp_path.name
 
 
-def test_ui_environment_points_the_child_at_the_warehouse_source_and_venv(tmp_path):
-    settings = settings_for(tmp_path, DATABASE_URL="postgresql://u:p@db:5432/litellm")
+def test_ui_environment_points_the_child_at_this_configuration(tmp_path, monkeypatch):
+    """The code server runs in the project directory: it gets the absolute .env path and
+    warehouse directory, and reads the settings itself (no value passed through the env)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("DATABASE_URL=postgresql://u:p@db:5432/litellm\n")
+    settings = settings_for(tmp_path)
     home = dagster_instance.dagster_home(settings)
     env = serve.ui_environment(settings, {"PATH": "/bin", "DAGSTER_HOME": "/elsewhere"}, home)
     assert env["DAGSTER_HOME"] == str(tmp_path / "wh" / "state" / "dagster")
     assert env["SPEND_WAREHOUSE_DIR"] == str(tmp_path / "wh")
-    assert env["DATABASE_URL"] == "postgresql://u:p@db:5432/litellm"
-    assert env["PATH"].split(os.pathsep) == [str(Path(sys.executable).parent), "/bin"]
+    assert env["SPEND_WAREHOUSE_ENV_FILE"] == str(tmp_path / ".env")
+    assert "DATABASE_URL" not in env
+    assert env["PATH"] == "/bin"
 
 
-def test_ui_without_source_or_demo_keeps_the_url_unset(tmp_path):
+def test_ui_without_source_or_demo_keeps_the_url_unset(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     settings = settings_for(tmp_path)
     assert serve.resolve_ui_source(settings).database_url is None
-    assert "DATABASE_URL" not in serve.ui_environment(settings, {}, tmp_path)
+    env = serve.ui_environment(settings, {}, tmp_path)
+    assert "DATABASE_URL" not in env
+    assert "SPEND_WAREHOUSE_ENV_FILE" not in env
 
 
 def test_url_for_shows_a_browsable_address():
@@ -133,12 +141,16 @@ def test_dagster_home_config_is_what_dagster_reads(tmp_path):
 
 def test_docs_generate_args(tmp_path):
     settings = settings_for(tmp_path)
-    args = serve.docs_generate_args(settings, tmp_path / "site", empty_catalog=False)
+    profiles = tmp_path / "profile"
+    args = serve.docs_generate_args(settings, tmp_path / "site", profiles, empty_catalog=False)
     assert args[:2] == ["docs", "generate"]
     assert args[args.index("--target") + 1] == "duckdb"
     assert args[args.index("--target-path") + 1] == str(tmp_path / "site")
+    assert args[args.index("--profiles-dir") + 1] == str(profiles)
+    assert '"budget_timezone": "UTC"' in args[args.index("--vars") + 1]
     assert "--empty-catalog" not in args
-    assert "--empty-catalog" in serve.docs_generate_args(settings, tmp_path, empty_catalog=True)
+    empty = serve.docs_generate_args(settings, tmp_path, profiles, empty_catalog=True)
+    assert "--empty-catalog" in empty
     assert serve.docs_dir(settings) == tmp_path / "wh" / "state" / "dbt-docs"
 
 

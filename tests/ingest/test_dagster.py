@@ -9,18 +9,21 @@ import pytest
 
 from dagster_project.defs.ingest import checks
 from dagster_project.defs.ingest.assets import raw_error_logs, raw_snapshots, raw_spend_logs
-from dagster_project.defs.ingest.schedules import (
-    DEFAULT_SCHEDULE,
-    extract_job,
-    rollback_run_config,
-    schedules,
-)
+from dagster_project.defs.pipeline.schedules import extract_job, rollback_run_config, schedules
+from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.extract import SPEND_LOGS
+from dagster_project.settings import DEFAULT_SCHEDULE
 from tests.ingest.helpers import Warehouse, insert_spend, ms, spend_row, utcnow
 
 pytestmark = pytest.mark.integration
 
 RAW_ASSETS = [raw_spend_logs, raw_error_logs, raw_snapshots, checks.raw_fact_checks]
+RESOURCES = {"settings": SettingsResource()}
+
+
+def materialize(assets=RAW_ASSETS, **kwargs) -> dg.ExecuteInProcessResult:
+    """A real in-process run of ``assets`` with the pipeline's resources."""
+    return dg.materialize(assets, resources=RESOURCES, **kwargs)
 
 
 def freshness_now(source):
@@ -30,7 +33,7 @@ def freshness_now(source):
 
     settings = load_settings()
     with SourceSession(source.url, source.prefix) as session:
-        return checks.freshness(SPEND_LOGS, session, settings.lake_dir)
+        return checks.freshness(SPEND_LOGS, session, settings)
 
 
 @pytest.fixture
@@ -56,7 +59,7 @@ def test_late_row_beyond_the_window_fails_reconciliation_and_rollback_repairs(en
     now = ms(utcnow())
     yesterday = now - timedelta(days=1)
     insert_spend(source, [spend_row(f"r{i}", yesterday + timedelta(minutes=i)) for i in range(5)])
-    first = dg.materialize(RAW_ASSETS)
+    first = materialize()
     assert first.success
     evaluations = check_results(first)
     assert evaluations["spend_logs:reconciliation"].passed
@@ -68,7 +71,7 @@ def test_late_row_beyond_the_window_fails_reconciliation_and_rollback_repairs(en
         "lost", yesterday, spend=7.0, created_at=now - timedelta(hours=2), updated_at=now
     )
     insert_spend(source, [lost])
-    second = dg.materialize(RAW_ASSETS, raise_on_error=False)
+    second = materialize(raise_on_error=False)
     assert not second.success  # a blocking check failed
     evaluation = check_results(second)["spend_logs:reconciliation"]
     assert not evaluation.passed
@@ -76,7 +79,7 @@ def test_late_row_beyond_the_window_fails_reconciliation_and_rollback_repairs(en
     assert evaluation.metadata["mismatched_days"].value == yesterday.date().isoformat()
     assert wh.manifest().state["watermark"] == wm
 
-    repaired = dg.materialize(RAW_ASSETS, run_config=rollback_run_config())
+    repaired = materialize(run_config=rollback_run_config())
     assert repaired.success
     assert check_results(repaired)["spend_logs:reconciliation"].passed
     assert ("lost", 7.0) in wh.query("SELECT request_id, spend FROM raw.spend_logs")
@@ -85,7 +88,7 @@ def test_late_row_beyond_the_window_fails_reconciliation_and_rollback_repairs(en
 def test_materializations_carry_extraction_metadata(env):
     source, _ = env
     insert_spend(source, [spend_row("m1", utcnow() - timedelta(hours=1))])
-    result = dg.materialize(RAW_ASSETS)
+    result = materialize()
     mats = {
         m.asset_key.to_user_string(): m.metadata
         for m in result.get_asset_materialization_events()
@@ -105,10 +108,10 @@ def test_quiet_proxy_is_fresh_and_a_lagging_lake_is_stale(env, monkeypatch):
     source, _ = env
     old = ms(utcnow() - timedelta(hours=5))
     insert_spend(source, [spend_row("old", old, created_at=old, updated_at=old)])
-    assert dg.materialize(RAW_ASSETS).success
+    assert materialize().success
     assert freshness_now(source).passed  # hours since the last request: still fresh
 
-    monkeypatch.setenv(checks.FRESHNESS_ENV, "5")
+    monkeypatch.setenv("SPEND_WAREHOUSE_FRESHNESS_MINUTES", "5")
     newer = old + timedelta(minutes=20)
     insert_spend(source, [spend_row("new", newer, created_at=newer, updated_at=newer)])
     stale = freshness_now(source)  # not extracted yet: 20 minutes behind
@@ -121,7 +124,7 @@ def test_new_source_column_is_a_warning_check_not_a_failure(env):
     with source.connect() as conn:
         conn.execute(f"ALTER TABLE {source.table('SpendLogs')} ADD COLUMN flat_cost float8")
     insert_spend(source, [spend_row("d1", utcnow() - timedelta(hours=1), flat_cost=0.5)])
-    result = dg.materialize(RAW_ASSETS)
+    result = materialize()
     assert result.success  # drift does not break extraction
     evaluation = check_results(result)["spend_logs:schema_drift"]
     assert not evaluation.passed
@@ -134,7 +137,7 @@ def test_absent_spend_logs_fail_freshness(env):
     source, _ = env
     with source.connect() as conn:
         conn.execute(f"DROP TABLE {source.table('SpendLogs')}")
-    result = dg.materialize(RAW_ASSETS, raise_on_error=False)
+    result = materialize(raise_on_error=False)
     evaluations = check_results(result)
     assert not evaluations["spend_logs:freshness"].passed
     assert "absent" in evaluations["spend_logs:freshness"].description
@@ -145,7 +148,7 @@ def test_terminal_errors_are_not_retried(env):
     source, _ = env
     with source.connect() as conn:
         conn.execute(f'ALTER TABLE {source.table("SpendLogs")} RENAME COLUMN "startTime" TO st')
-    result = dg.materialize([raw_spend_logs], raise_on_error=False)
+    result = materialize([raw_spend_logs], raise_on_error=False)
     assert not result.success
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert retries == []

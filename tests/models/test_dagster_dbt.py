@@ -10,64 +10,71 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+import yaml
 
 from dagster_project.defs.dbt import assets as dbt_defs
 from dagster_project.defs.dbt.project import dbt_project, manifest_is_stale, project_files
-from dagster_project.defs.dbt.resources import (
-    applied_environment,
-    dbt_environment,
-    postgres_env_from_url,
-)
+from dagster_project.defs.dbt.resources import dbt_vars, profile, write_profiles
+from dagster_project.defs.resources import SettingsResource
 from dagster_project.settings import DBT_PROJECT_DIR, ConfigError, load_settings
 from tests.models.raw_data import make_dataset, write_raw_layer
 
+RESOURCES = {"settings": SettingsResource()}
 
-def test_dbt_environment_points_dbt_at_the_build_database(tmp_path):
+
+def test_profile_points_dbt_at_the_build_database(tmp_path):
     settings = load_settings(
         {"SPEND_WAREHOUSE_DIR": str(tmp_path), "BUDGET_TIMEZONE": "Europe/Berlin"},
         dotenv_path=tmp_path / "none.env",
     )
-    env = dbt_environment(settings, {})
-    assert env == {
-        "DBT_TARGET": "duckdb",
-        "SPEND_WAREHOUSE_BUILD_PATH": str(tmp_path / "state" / "build.duckdb"),
-        "BUDGET_TIMEZONE": "Europe/Berlin",
-    }
+    rendered = profile(settings)["spend_warehouse"]
+    assert rendered["target"] == "duckdb"
+    assert rendered["outputs"]["duckdb"]["path"] == str(tmp_path / "state" / "build.duckdb")
+    assert dbt_vars(settings) == {"budget_timezone": "Europe/Berlin", "raw_schema": "raw"}
 
 
-def test_dbt_environment_for_postgres_derives_connection_from_url(tmp_path):
+def test_profile_for_postgres_derives_connection_from_url(tmp_path):
     settings = load_settings(
-        {"SPEND_WAREHOUSE_DIR": str(tmp_path), "DBT_TARGET": "postgres"},
+        {
+            "SPEND_WAREHOUSE_DIR": str(tmp_path),
+            "DBT_TARGET": "postgres",
+            "WAREHOUSE_POSTGRES_URL": "postgresql://an%40alyst:s3cret@db.internal:6543/analytics",
+            "DBT_POSTGRES_SCHEMA": "finance",
+            "DBT_POSTGRES_HOST": "override-host",
+        },
         dotenv_path=tmp_path / "none.env",
     )
-    environ = {
-        "WAREHOUSE_POSTGRES_URL": "postgresql://an%40alyst:s3cret@db.internal:6543/analytics",
-        "DBT_POSTGRES_SCHEMA": "finance",
-        "DBT_POSTGRES_HOST": "override-host",
-    }
-    env = dbt_environment(settings, environ)
-    assert env["DBT_POSTGRES_HOST"] == "override-host"
-    assert env["DBT_POSTGRES_PORT"] == "6543"
-    assert env["DBT_POSTGRES_USER"] == "an@alyst"
-    assert env["DBT_POSTGRES_PASSWORD"] == "s3cret"
-    assert env["DBT_POSTGRES_DBNAME"] == "analytics"
-    assert env["DBT_POSTGRES_SCHEMA"] == "finance"
-    assert env["DBT_RAW_SCHEMA"] == "finance_raw"
+    output = profile(settings)["spend_warehouse"]["outputs"]["postgres"]
+    assert output["host"] == "override-host"
+    assert output["port"] == 6543
+    assert output["user"] == "an@alyst"
+    assert output["password"] == "s3cret"
+    assert output["dbname"] == "analytics"
+    assert output["schema"] == "finance"
+    assert dbt_vars(settings)["raw_schema"] == "finance_raw"
+    assert "s3cret" not in repr(settings)
 
 
-def test_bad_warehouse_postgres_url_is_a_clear_error():
+def test_bad_warehouse_postgres_url_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="WAREHOUSE_POSTGRES_URL"):
-        postgres_env_from_url("mysql://x@y/z")
+        load_settings(
+            {"DBT_TARGET": "postgres", "WAREHOUSE_POSTGRES_URL": "mysql://x@y/z"},
+            dotenv_path=tmp_path / "none.env",
+        )
 
 
-def test_applied_environment_restores_previous_values(monkeypatch):
-    monkeypatch.setenv("SPENDWH_TEST_A", "before")
-    monkeypatch.delenv("SPENDWH_TEST_B", raising=False)
-    with applied_environment({"SPENDWH_TEST_A": "during", "SPENDWH_TEST_B": "new"}):
-        assert os.environ["SPENDWH_TEST_A"] == "during"
-        assert os.environ["SPENDWH_TEST_B"] == "new"
-    assert os.environ["SPENDWH_TEST_A"] == "before"
-    assert "SPENDWH_TEST_B" not in os.environ
+def test_written_profile_is_private_and_has_the_committed_profiles_shape(tmp_path):
+    """The pipeline's profile and the committed dbt/profiles.yml (for hand runs) stay alike."""
+    settings = load_settings({"SPEND_WAREHOUSE_DIR": str(tmp_path)}, dotenv_path=tmp_path / "x")
+    directory = write_profiles(settings, tmp_path / "profile")
+    written = yaml.safe_load((directory / "profiles.yml").read_text())
+    assert (directory / "profiles.yml").stat().st_mode & 0o777 == 0o600
+    committed = yaml.safe_load((DBT_PROJECT_DIR / "profiles.yml").read_text())
+    assert written.keys() == committed.keys()
+    for name, output in committed["spend_warehouse"]["outputs"].items():
+        mine = written["spend_warehouse"]["outputs"][name]
+        assert mine.keys() == output.keys(), name
+        assert (mine["type"], mine["threads"]) == (output["type"], output["threads"]), name
 
 
 def test_manifest_is_stale_when_missing_or_older(tmp_path):
@@ -103,7 +110,9 @@ def _dbt_assets() -> dg.AssetsDefinition:
 def test_sources_share_the_raw_asset_keys_and_tests_are_checks():
     definitions = dbt_defs.defs()
     assets = next(iter(definitions.assets))
-    graph = definitions.resolve_asset_graph()
+    graph = dg.Definitions.merge(
+        definitions, dg.Definitions(resources=RESOURCES)
+    ).resolve_asset_graph()
     upstream = {key for key in graph.get_all_asset_keys() if key not in assets.keys}
     assert dg.AssetKey(["raw", "spend_logs"]) in upstream
     assert dg.AssetKey(["raw", "verification_tokens"]) in upstream
@@ -142,7 +151,7 @@ OPTIONAL_ABSENT = frozenset({"organizations", "deleted_verification_tokens", "de
 def test_materialize_builds_marts_in_the_build_database(tmp_path, monkeypatch):
     build_path = _warehouse(tmp_path, monkeypatch, omit=OPTIONAL_ABSENT)
     assets = _dbt_assets()
-    result = dg.materialize([assets], resources=dbt_defs.defs().resources)
+    result = dg.materialize([assets], resources=RESOURCES)
     assert result.success
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert dg.AssetKey(["fct_spend_daily"]) in materialized
@@ -183,7 +192,7 @@ def test_failing_upstream_test_stops_downstream_marts(tmp_path, monkeypatch):
     result = dg.materialize(
         [assets],
         selection=selection,
-        resources=dbt_defs.defs().resources,
+        resources=RESOURCES,
         raise_on_error=False,
     )
     assert not result.success

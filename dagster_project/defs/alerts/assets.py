@@ -14,7 +14,6 @@ would look like "within budget".
 """
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -23,9 +22,8 @@ import dagster as dg
 import psycopg
 from dagster_shared.check import CheckError
 
-from dagster_project.defs.alerts.resources import AlertDestinationsResource
-from dagster_project.defs.dbt.resources import dbt_environment, postgres_url_from_env
 from dagster_project.defs.ingest.assets import WRITER_POOL
+from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.alert_ledger import (
     connect_ledger,
     ledger_path,
@@ -52,8 +50,9 @@ from dagster_project.lib.alerts import (
     failed_check_problems,
     health_message,
 )
+from dagster_project.lib.delivery import configured_destinations
 from dagster_project.lib.duckdb import connect_writer
-from dagster_project.settings import Settings, load_settings
+from dagster_project.settings import Settings
 
 ALERTS_KEY = dg.AssetKey([ALERTS_TABLE])
 Marts = tuple[Any, str, Callable[..., int]]  # connection, schema, mirror writer
@@ -148,13 +147,9 @@ def open_marts(settings: Settings) -> Iterator[Marts]:
     """
     with contextlib.ExitStack() as stack:
         if settings.dbt_target == "postgres":
-            env = dbt_environment(settings, os.environ)
-            url = postgres_url_from_env(env)
-            conn = stack.enter_context(psycopg.connect(url, autocommit=True))
-            where, mirror = (
-                f"the PostgreSQL target ({env['DBT_POSTGRES_SCHEMA']})",
-                mirror_to_postgres,
-            )
+            target = settings.postgres
+            conn = stack.enter_context(psycopg.connect(target.url, autocommit=True))
+            where, mirror = f"the PostgreSQL target ({target.schema})", mirror_to_postgres
         else:
             conn = stack.enter_context(connect_writer(settings.build_path))
             where, mirror = f"the build database {settings.build_path}", mirror_to_duckdb
@@ -183,7 +178,7 @@ def evaluation_time(configured: str | None, periods: list[dict[str, Any]]) -> da
 
 def refuse_untrusted_data(
     problems: list[HealthProblem],
-    alert_destinations: AlertDestinationsResource,
+    settings: Settings,
     now: datetime,
     context: dg.AssetExecutionContext,
 ) -> None:
@@ -191,9 +186,9 @@ def refuse_untrusted_data(
     if not problems:
         return
     message = health_message(problems)
-    conn = connect_ledger(ledger_path(load_settings().state_dir))
+    conn = connect_ledger(ledger_path(settings.state_dir))
     try:
-        destinations = [d.name for d in alert_destinations.destinations()]
+        destinations = [d.name for d in configured_destinations(settings)]
         opened = record_health_problems(conn, problems, message, destinations, now)
     finally:
         conn.close()
@@ -216,15 +211,13 @@ def refuse_untrusted_data(
     ),
 )
 def fct_budget_alerts(
-    context: dg.AssetExecutionContext,
-    config: AlertsConfig,
-    alert_destinations: AlertDestinationsResource,
+    context: dg.AssetExecutionContext, config: AlertsConfig, settings: SettingsResource
 ) -> dg.MaterializeResult:
     """Decide, record and mirror budget alerts from checked, fresh marts."""
-    settings = load_settings()
+    settings = settings.get()
     problems = failed_check_problems(upstream_check_evaluations(context))
-    refuse_untrusted_data(problems, alert_destinations, datetime.now(UTC), context)
-    destinations = [d.name for d in alert_destinations.destinations()]
+    refuse_untrusted_data(problems, settings, datetime.now(UTC), context)
+    destinations = [d.name for d in configured_destinations(settings)]
     with open_marts(settings) as (conn, schema, mirror):
         crossings, periods = read_marts(conn, schema)
         now = evaluation_time(config.evaluated_at, periods)

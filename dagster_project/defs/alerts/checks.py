@@ -5,15 +5,15 @@ from __future__ import annotations
 import dagster as dg
 
 from dagster_project.defs.alerts.assets import ALERTS_KEY, open_marts
+from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.alert_ledger import connect_ledger_readonly, ledger_path
 from dagster_project.lib.alert_store import ALERTS_TABLE
-from dagster_project.settings import load_settings
 
 
 @dg.asset_check(asset=ALERTS_KEY, description="The DuckDB mirror holds exactly the ledger's ids.")
-def mirror_matches_ledger() -> dg.AssetCheckResult:
+def mirror_matches_ledger(settings: SettingsResource) -> dg.AssetCheckResult:
     """Same alert_id set in ``fct_budget_alerts`` and the ledger, and no id twice."""
-    settings = load_settings()
+    settings = settings.get()
     ledger = connect_ledger_readonly(ledger_path(settings.state_dir))
     try:
         ledger_ids = {row[0] for row in ledger.execute("select alert_id from alerts")}
@@ -40,9 +40,9 @@ def mirror_matches_ledger() -> dg.AssetCheckResult:
     asset=ALERTS_KEY,
     description="No alert has exhausted its delivery attempts (or hit a permanent 4xx).",
 )
-def no_failed_deliveries() -> dg.AssetCheckResult:
+def no_failed_deliveries(settings: SettingsResource) -> dg.AssetCheckResult:
     """Warn about outbox rows in state ``failed``; they stay in the ledger for an operator."""
-    ledger = connect_ledger_readonly(ledger_path(load_settings().state_dir))
+    ledger = connect_ledger_readonly(ledger_path(settings.get().state_dir))
     try:
         rows = ledger.execute(
             "select message_id, destination, attempts, last_error from outbox "

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from dagster_project.defs.alerts.resources import AlertDestinationsResource
+from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.alert_ledger import (
     connect_ledger,
     get_meta,
@@ -26,8 +27,7 @@ from dagster_project.lib.alert_ledger import (
     record_run_failure,
 )
 from dagster_project.lib.alerts import HealthProblem, health_message, iso, parse_iso
-from dagster_project.lib.delivery import deliver_pending
-from dagster_project.settings import load_settings
+from dagster_project.lib.delivery import configured_destinations, deliver_pending
 
 
 def stale_evaluation_problem(
@@ -53,13 +53,16 @@ def stale_evaluation_problem(
     description="Send new budget alerts to Slack / the JSON webhook, exactly once each.",
 )
 def deliver_budget_alerts(
-    context: dg.SensorEvaluationContext, alert_destinations: AlertDestinationsResource
+    context: dg.SensorEvaluationContext,
+    settings: SettingsResource,
+    alert_destinations: AlertDestinationsResource,
 ) -> dg.SkipReason:
     """Deliver due outbox rows; the tick's skip reason is the delivery summary."""
-    ledger = ledger_path(load_settings().state_dir)
+    config = settings.get()
+    ledger = ledger_path(config.state_dir)
     if not ledger.exists():
         return dg.SkipReason(f"no alert ledger yet at {ledger}: alerts have not been evaluated")
-    destinations = alert_destinations.destinations()
+    destinations = configured_destinations(config)
     now = datetime.now(UTC)
     conn = connect_ledger(ledger)
     try:
@@ -81,7 +84,7 @@ def deliver_budget_alerts(
             "fct_budget_alerts but not sent (set SPEND_ALERTS_SLACK_WEBHOOK_URL and/or "
             "SPEND_ALERTS_WEBHOOK_URL)"
         )
-    report = deliver_pending(ledger, destinations, policy=alert_destinations.retry_policy())
+    report = deliver_pending(ledger, destinations, policy=alert_destinations.retry_policy(config))
     for error in report.errors:
         context.log.warning(error)
     return dg.SkipReason(report.summary())
@@ -93,16 +96,17 @@ def deliver_budget_alerts(
     description="A failed pipeline run opens a pipeline-health alert (sent by the outbox).",
 )
 def alert_on_pipeline_failure(
-    context: dg.RunFailureSensorContext, alert_destinations: AlertDestinationsResource
+    context: dg.RunFailureSensorContext, settings: SettingsResource
 ) -> None:
     """Record a pipeline-health event for the failed run; delivery happens on the next tick."""
+    config = settings.get()
     failed_steps = sorted({e.step_key for e in context.get_step_failure_events() if e.step_key})
     problem = record_run_failure(
-        ledger_path(load_settings().state_dir),
+        ledger_path(config.state_dir),
         job_name=context.dagster_run.job_name,
         failed_steps=failed_steps,
         reason=context.failure_event.message or "run failed",
-        destinations=[d.name for d in alert_destinations.destinations()],
+        destinations=[d.name for d in configured_destinations(config)],
         now=datetime.now(UTC),
     )
     context.log.error(problem.message)

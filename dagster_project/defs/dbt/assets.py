@@ -8,31 +8,21 @@ UI shows one lineage graph. The build holds the build database's writer lock; fo
 target the raw tables are copied to PostgreSQL first.
 """
 
-import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import (
-    DagsterDbtTranslator,
-    DagsterDbtTranslatorSettings,
-    DbtCliResource,
-    dbt_assets,
-)
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
 
 from dagster_project.defs.dbt.project import dbt_project
-from dagster_project.defs.dbt.resources import (
-    applied_environment,
-    dbt_environment,
-    dbt_resource,
-    postgres_url_from_env,
-)
+from dagster_project.defs.dbt.resources import dbt_cli, vars_args
+from dagster_project.defs.ingest.assets import WRITER_POOL
+from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.duckdb import writer_lock
 from dagster_project.lib.pg_raw import load_raw_to_postgres
-from dagster_project.settings import ConfigError, load_settings
 
-WRITER_POOL = "spend_warehouse_writer"
 DBT_ASSETS_NAME = "spend_warehouse_dbt"
+MARTS_GROUP = "marts"
 
 
 class SpendWarehouseTranslator(DagsterDbtTranslator):
@@ -51,7 +41,10 @@ def layer_group(dbt_resource_props: Mapping[str, Any]) -> str | None:
 
 
 def build_args(full_refresh: bool = False) -> list[str]:
-    """The dbt command the assets run: models and data tests (unit tests run in CI, not here)."""
+    """The dbt command the assets run: models and data tests (unit tests run in CI, not here).
+
+    The settings' ``--vars`` are added by the asset (:func:`vars_args`).
+    """
     return [
         "build",
         "--exclude-resource-type",
@@ -65,6 +58,21 @@ class DbtBuildConfig(dg.Config):
 
     full_refresh: bool = False
     """Rebuild the incremental facts from scratch instead of their recent days."""
+
+
+def mart_keys(manifest_path, translator: DagsterDbtTranslator) -> list[dg.AssetKey]:
+    """The asset keys of every model in the marts layer (what analysts read)."""
+    import json
+
+    nodes = json.loads(manifest_path.read_text())["nodes"].values()
+    return sorted(
+        (
+            translator.get_asset_key(node)
+            for node in nodes
+            if node["resource_type"] == "model" and layer_group(node) == MARTS_GROUP
+        ),
+        key=lambda key: key.to_user_string(),
+    )
 
 
 def table_relations(manifest_path, translator: DagsterDbtTranslator) -> dict[dg.AssetKey, str]:
@@ -107,13 +115,16 @@ def with_row_counts(
     return counted
 
 
+def dbt_translator() -> SpendWarehouseTranslator:
+    """The translator of the project's dbt assets (dbt tests as asset checks)."""
+    return SpendWarehouseTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     """The dbt assets; built in a factory so the manifest is parsed at load time if missing."""
     project = dbt_project()
-    translator = SpendWarehouseTranslator(
-        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
-    )
+    translator = dbt_translator()
 
     @dbt_assets(
         manifest=project.manifest_path,
@@ -124,20 +135,18 @@ def defs() -> dg.Definitions:
         backfill_policy=dg.BackfillPolicy.single_run(),
     )
     def spend_warehouse_dbt(
-        context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig
+        context: dg.AssetExecutionContext, settings: SettingsResource, config: DbtBuildConfig
     ) -> Iterator[Any]:
-        try:
-            settings = load_settings()
-            env = dbt_environment(settings, os.environ)
-        except ConfigError as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        with writer_lock(settings.build_path), applied_environment(env):
+        settings = settings.get()
+        dbt = dbt_cli(project, settings)
+        with writer_lock(settings.build_path):
             if settings.dbt_target == "postgres":
-                copied = load_raw_to_postgres(
-                    settings.build_path, postgres_url_from_env(env), env["DBT_RAW_SCHEMA"]
-                )
+                target = settings.postgres
+                copied = load_raw_to_postgres(settings.build_path, target.url, target.raw_schema)
                 context.log.info(f"copied raw tables to PostgreSQL: {copied}")
-            invocation = dbt.cli(build_args(config.full_refresh), context=context)
+            invocation = dbt.cli(
+                [*build_args(config.full_refresh), *vars_args(settings)], context=context
+            )
             events: list[Any] = []
             try:
                 events.extend(invocation.stream())
@@ -156,4 +165,4 @@ def defs() -> dg.Definitions:
                 )
             yield from events
 
-    return dg.Definitions(assets=[spend_warehouse_dbt], resources={"dbt": dbt_resource(project)})
+    return dg.Definitions(assets=[spend_warehouse_dbt])

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib import raw_contract as rc
 from dagster_project.lib.duckdb import connect_writer
 from dagster_project.lib.extract import (
@@ -25,7 +26,7 @@ from dagster_project.lib.extract import (
     is_transient,
 )
 from dagster_project.lib.ingest import FactResult, extract_fact, extract_snapshots
-from dagster_project.settings import ConfigError, Settings, load_settings
+from dagster_project.settings import ConfigError, Settings
 
 WRITER_POOL = "spend_warehouse_writer"
 RAW_GROUP = "raw"
@@ -64,15 +65,23 @@ class ExtractConfig(dg.Config):
         )
 
 
-def source_settings() -> Settings:
-    """Settings with a source configured, else a terminal failure naming the fix."""
+def source_settings(resource: SettingsResource) -> Settings:
+    """The run's settings with a source: ``DATABASE_URL``, else the demo proxy if one exists.
+
+    Without either, a terminal failure naming the fix.
+    """
+    from dagster_project.lib.demo import resolve_source
+
     try:
-        settings = load_settings()
+        settings = resolve_source(resource.get())
     except ConfigError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     if settings.database_url is None:
         raise dg.Failure(
-            description="DATABASE_URL is not set; set it to the proxy's PostgreSQL URL.",
+            description=(
+                "DATABASE_URL is not set; set it to the proxy's PostgreSQL URL "
+                "(in the environment or .env), or run 'make demo' for a simulated proxy."
+            ),
             allow_retries=False,
         )
     return settings
@@ -99,10 +108,13 @@ def fact_materialization(result: FactResult) -> dg.MaterializeResult:
 
 
 def run_fact(
-    context: dg.AssetExecutionContext, config: ExtractConfig, fact: FactTable
+    context: dg.AssetExecutionContext,
+    config: ExtractConfig,
+    settings: SettingsResource,
+    fact: FactTable,
 ) -> dg.MaterializeResult:
     """Extract one fact table into the lake and ``raw.<table>``."""
-    settings = source_settings()
+    settings = source_settings(settings)
     with (
         classified_errors(),
         SourceSession(settings.database_url, settings.table_prefix) as session,
@@ -139,8 +151,10 @@ def fact_asset(fact: FactTable) -> dg.AssetsDefinition:
             f"({rc.RAW_SCHEMA}.{fact.raw_table})."
         ),
     )
-    def raw_fact(context: dg.AssetExecutionContext, config: ExtractConfig) -> dg.MaterializeResult:
-        return run_fact(context, config, fact)
+    def raw_fact(
+        context: dg.AssetExecutionContext, config: ExtractConfig, settings: SettingsResource
+    ) -> dg.MaterializeResult:
+        return run_fact(context, config, settings, fact)
 
     return raw_fact
 
@@ -169,9 +183,11 @@ def snapshot_specs() -> list[dg.AssetSpec]:
     retry_policy=DB_RETRY,
     can_subset=False,
 )
-def raw_snapshots(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+def raw_snapshots(
+    context: dg.AssetExecutionContext, settings: SettingsResource
+) -> Iterator[dg.MaterializeResult]:
     """Snapshot every entity and budget table; absent optional tables are recorded as absent."""
-    settings = source_settings()
+    settings = source_settings(settings)
     with (
         classified_errors(),
         SourceSession(settings.database_url, settings.table_prefix) as session,

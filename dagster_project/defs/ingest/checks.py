@@ -4,20 +4,19 @@ Both are ``blocking``: when either fails, downstream rollups and budget alerts i
 do not materialize, so no alert is ever computed from stale or incomplete data. The
 reconciliation names the day(s) that differ; the daily rollback job re-reads those days.
 
-Tunables (environment, read when the check runs):
+Tunables (settings):
 
 - ``SPEND_WAREHOUSE_RECONCILE_DAYS`` (default 3): how many recent UTC days are compared;
 - ``SPEND_WAREHOUSE_FRESHNESS_MINUTES`` (default 30): the largest acceptable lag.
 """
 
-import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import dagster as dg
 
 from dagster_project.defs.ingest.assets import classified_errors, raw_key, source_settings
+from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.extract import (
     ERROR_LOGS,
     SPEND_LOGS,
@@ -33,21 +32,11 @@ from dagster_project.lib.reconcile import (
     source_days,
     source_lag,
 )
+from dagster_project.settings import Settings
 
-RECONCILE_DAYS_ENV = "SPEND_WAREHOUSE_RECONCILE_DAYS"
-FRESHNESS_ENV = "SPEND_WAREHOUSE_FRESHNESS_MINUTES"
 # Bounds the freshness scan through the startTime index; very late rows are reconciliation's job.
 FRESHNESS_HORIZON = timedelta(days=1)
 FACTS = (SPEND_LOGS, ERROR_LOGS)
-
-
-def _int_env(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    if not value.isdigit() or int(value) < 1:
-        raise dg.Failure(f"{name}={value!r} is not a positive whole number", allow_retries=False)
-    return int(value)
 
 
 def absent_result(fact: FactTable, prefix: str) -> dg.AssetCheckResult:
@@ -59,10 +48,10 @@ def absent_result(fact: FactTable, prefix: str) -> dg.AssetCheckResult:
     )
 
 
-def reconcile(fact: FactTable, s: SourceSession, lake_dir: Path) -> dg.AssetCheckResult:
+def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.AssetCheckResult:
     """Compare the last days of ``fact`` between source and lake."""
-    days = _int_env(RECONCILE_DAYS_ENV, 3)
-    lake = LakeTable(lake_dir, fact.raw_table)
+    days = settings.reconcile_days
+    lake = LakeTable(settings.lake_dir, fact.raw_table)
     columns = s.columns(fact.source)
     if columns is None:
         return absent_result(fact, s.prefix)
@@ -96,10 +85,10 @@ def reconcile(fact: FactTable, s: SourceSession, lake_dir: Path) -> dg.AssetChec
     return dg.AssetCheckResult(passed=True, metadata=metadata)
 
 
-def freshness(fact: FactTable, s: SourceSession, lake_dir: Path) -> dg.AssetCheckResult:
+def freshness(fact: FactTable, s: SourceSession, settings: Settings) -> dg.AssetCheckResult:
     """The lake's watermark must not lag the source's newest row by more than the limit."""
-    limit = timedelta(minutes=_int_env(FRESHNESS_ENV, 30))
-    lake = LakeTable(lake_dir, fact.raw_table)
+    limit = timedelta(minutes=settings.freshness_minutes)
+    lake = LakeTable(settings.lake_dir, fact.raw_table)
     state = lake.read_manifest().state
     watermark = datetime.fromisoformat(state["watermark"]) if state.get("watermark") else None
     columns = s.columns(fact.source)
@@ -125,7 +114,7 @@ def freshness(fact: FactTable, s: SourceSession, lake_dir: Path) -> dg.AssetChec
     )
 
 
-def schema_drift(fact: FactTable, s: SourceSession, lake_dir: Path) -> dg.AssetCheckResult:
+def schema_drift(fact: FactTable, s: SourceSession, settings: Settings) -> dg.AssetCheckResult:
     """Informational: source columns the raw contract does not land (a proxy upgrade)."""
     columns = s.columns(fact.source)
     extra = drift(fact, columns) if columns is not None else []
@@ -161,13 +150,13 @@ def check_specs() -> list[dg.AssetCheckSpec]:
 
 
 @dg.multi_asset_check(specs=check_specs(), name="raw_fact_checks")
-def raw_fact_checks() -> Iterator[dg.AssetCheckResult]:
+def raw_fact_checks(settings: SettingsResource) -> Iterator[dg.AssetCheckResult]:
     """Freshness, reconciliation and drift of SpendLogs and ErrorLogs, in one source snapshot."""
-    settings = source_settings()
+    settings = source_settings(settings)
     with classified_errors(), SourceSession(settings.database_url, settings.table_prefix) as s:
         for fact in FACTS:
             for name, check in CHECKS.items():
-                result = check(fact, s, settings.lake_dir)
+                result = check(fact, s, settings)
                 yield dg.AssetCheckResult(
                     asset_key=raw_key(fact.raw_table),
                     check_name=name,

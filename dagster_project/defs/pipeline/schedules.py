@@ -1,24 +1,36 @@
-"""Jobs and schedules of the pipeline.
+"""Jobs and schedules of the whole pipeline.
 
-- ``spend_warehouse_job``: every asset of the project (raw layer, dbt models, alerts added by
-  other modules join automatically), every 15 minutes by default (``SPEND_WAREHOUSE_SCHEDULE``);
+- ``spend_warehouse_job``: every asset of the project (raw layer, dbt models, alerts, the
+  published warehouse), every 15 minutes by default (``SPEND_WAREHOUSE_SCHEDULE``);
 - ``extract_job``: only the raw layer;
 - ``spend_warehouse_rollback_job``: the whole pipeline with a wider re-read of the last days
   (``rollback_days``), daily: repairs rows that arrived later than the incremental window, which
   the reconciliation check reports (Fivetran-style rollback sync).
+
+Every job carries the failure hook :func:`record_failed_step`, so a failed step opens a
+pipeline-health alert however the run was started (schedule, UI, ``spendwh run``); runs that die
+without running hooks (a killed worker) are caught by the run-failure sensor once run
+monitoring has marked them failed. A schedule tick is skipped while a run of its job is still
+queued or in progress, so slow runs never pile up behind each other.
 """
 
-import os
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from dagster_project.defs.ingest.assets import RAW_GROUP, raw_error_logs, raw_spend_logs
+from dagster_project.lib.alert_ledger import ledger_path, record_run_failure
+from dagster_project.lib.delivery import configured_destinations
+from dagster_project.settings import config_values, schedules_from
 
-SCHEDULE_ENV = "SPEND_WAREHOUSE_SCHEDULE"
-DEFAULT_SCHEDULE = "*/15 * * * *"
-ROLLBACK_SCHEDULE_ENV = "SPEND_WAREHOUSE_ROLLBACK_SCHEDULE"
-DEFAULT_ROLLBACK_SCHEDULE = "30 3 * * *"
 ROLLBACK_DAYS = 3
+IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 
 def rollback_run_config(days: int = ROLLBACK_DAYS) -> dict:
@@ -27,16 +39,34 @@ def rollback_run_config(days: int = ROLLBACK_DAYS) -> dict:
     return {"ops": {op.op.name: config for op in (raw_spend_logs, raw_error_logs)}}
 
 
+@dg.failure_hook(required_resource_keys={"settings"})
+def record_failed_step(context: dg.HookContext) -> None:
+    """Open a pipeline-health alert for the run of the failed step (one open per job)."""
+    settings = context.resources.settings.get()
+    error = context.op_exception
+    problem = record_run_failure(
+        ledger_path(settings.state_dir),
+        job_name=context.job_name,
+        failed_steps=[context.step_key],
+        reason=f"{type(error).__name__}: {error}" if error else "step failed",
+        destinations=[d.name for d in configured_destinations(settings)],
+        now=datetime.now(UTC),
+    )
+    context.log.error(f"pipeline-health alert recorded: {problem.message}")
+
+
 spend_warehouse_job = dg.define_asset_job(
     name="spend_warehouse_job",
     selection=dg.AssetSelection.all(),
-    description="The whole pipeline: extract, model, alert.",
+    description="The whole pipeline: extract, model, alert, publish.",
+    hooks={record_failed_step},
 )
 
 extract_job = dg.define_asset_job(
     name="extract_job",
     selection=dg.AssetSelection.groups(RAW_GROUP),
     description="Only the raw layer: SpendLogs, ErrorLogs and entity snapshots.",
+    hooks={record_failed_step},
 )
 
 spend_warehouse_rollback_job = dg.define_asset_job(
@@ -44,28 +74,47 @@ spend_warehouse_rollback_job = dg.define_asset_job(
     selection=dg.AssetSelection.all(),
     config=rollback_run_config(),
     description=f"The whole pipeline, re-reading the last {ROLLBACK_DAYS} days of spend logs.",
+    hooks={record_failed_step},
 )
+
+
+def in_progress_run(instance: dg.DagsterInstance, job_name: str) -> str | None:
+    """The id of a queued or running run of ``job_name``, if any."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=job_name, statuses=IN_PROGRESS), limit=1
+    )
+    return records[0].dagster_run.run_id if records else None
+
+
+def pipeline_schedule(name: str, job, cron: str) -> dg.ScheduleDefinition:
+    """A running-by-default schedule of ``job`` that skips while a run of it is in progress."""
+
+    @dg.schedule(
+        name=name,
+        job=job,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext):
+        running = in_progress_run(context.instance, job.name)
+        if running is not None:
+            return dg.SkipReason(f"run {running} of {job.name} is still in progress")
+        return dg.RunRequest()
+
+    return _schedule
 
 
 @dg.definitions
 def schedules() -> dg.Definitions:
-    """The schedules, with cron expressions from the environment (read at load time)."""
+    """The jobs and schedules; the cron expressions are settings, read when definitions load."""
+    cron, rollback_cron = schedules_from(config_values())
     return dg.Definitions(
         jobs=[spend_warehouse_job, extract_job, spend_warehouse_rollback_job],
         schedules=[
-            dg.ScheduleDefinition(
-                name="spend_warehouse_schedule",
-                job=spend_warehouse_job,
-                cron_schedule=os.environ.get(SCHEDULE_ENV) or DEFAULT_SCHEDULE,
-                execution_timezone="UTC",
-                default_status=dg.DefaultScheduleStatus.RUNNING,
-            ),
-            dg.ScheduleDefinition(
-                name="spend_warehouse_rollback_schedule",
-                job=spend_warehouse_rollback_job,
-                cron_schedule=os.environ.get(ROLLBACK_SCHEDULE_ENV) or DEFAULT_ROLLBACK_SCHEDULE,
-                execution_timezone="UTC",
-                default_status=dg.DefaultScheduleStatus.RUNNING,
+            pipeline_schedule("spend_warehouse_schedule", spend_warehouse_job, cron),
+            pipeline_schedule(
+                "spend_warehouse_rollback_schedule", spend_warehouse_rollback_job, rollback_cron
             ),
         ],
     )
