@@ -3,6 +3,8 @@
 The manifest is produced at definitions load time when it is missing or older than the project's
 files (a fresh clone, or SQL edited since the last parse), so
 ``dagster definitions validate -m dagster_project.definitions`` works without a separate step.
+The parse runs the ``dbt`` installed beside this Python, so ``.venv/bin/spendwh`` started by cron
+or systemd (the virtualenv not on ``PATH``) works on a fresh clone too.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
-from dagster_dbt import DbtProject
+from dagster_dbt import DbtCliResource, DbtProject
+from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
+from dagster_shared.record import replace
 
+from dagster_project.defs.dbt.resources import dbt_executable
 from dagster_project.settings import DBT_PROJECT_DIR, load_settings
 
 # What a parse reads: a change to any of these makes the manifest stale.
@@ -39,6 +44,35 @@ def manifest_is_stale(manifest_path: Path, files: Iterable[Path]) -> bool:
     return any(f.stat().st_mtime > built for f in files)
 
 
+class LocalDbtPreparer(DagsterDbtProjectPreparer):
+    """dagster-dbt's preparer (``dbt deps`` if needed, ``dbt parse``) with this Python's ``dbt``.
+
+    The default one runs the first ``dbt`` on ``PATH``, which fails when the virtualenv is not
+    activated. Only the two steps that start dbt are replaced; the lock against concurrent parses
+    (the webserver and the daemon load the code location at the same time) is dagster-dbt's.
+    """
+
+    def _dbt(self, project: DbtProject, args: list[str]) -> None:
+        cli = DbtCliResource(project_dir=project, dbt_executable=dbt_executable())
+        cli.cli(args, target_path=project.target_path).wait()
+
+    def _prepare_packages(self, project: DbtProject) -> None:
+        self._dbt(project, ["deps", "--quiet"])
+
+    def _prepare_manifest(self, project: DbtProject) -> None:
+        self._dbt(project, list(self._prepare_project_cli_args))
+        self._invalidate_seeds_in_partial_parse(project)
+
+
+def prepared(project: DbtProject) -> DbtProject:
+    """``project`` with :class:`LocalDbtPreparer`, its manifest parsed when missing or stale."""
+    project = replace(project, preparer=LocalDbtPreparer())
+    project.prepare_if_dev()
+    if manifest_is_stale(project.manifest_path, project_files(Path(project.project_dir))):
+        project.preparer.prepare(project)
+    return project
+
+
 @cache
 def dbt_project() -> DbtProject:
     """The project for the configured target (``DBT_TARGET``), parsed if needed."""
@@ -47,7 +81,4 @@ def dbt_project() -> DbtProject:
         profiles_dir=DBT_PROJECT_DIR,
         target=load_settings().dbt_target,
     )
-    project.prepare_if_dev()
-    if manifest_is_stale(project.manifest_path, project_files(Path(project.project_dir))):
-        project.preparer.prepare(project)
-    return project
+    return prepared(project)
