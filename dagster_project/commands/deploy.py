@@ -22,6 +22,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dagster_project.commands.serve import (
     DEFAULT_DOCS_PORT,
@@ -31,7 +32,11 @@ from dagster_project.commands.serve import (
     url_for,
     workspace_yaml,
 )
-from dagster_project.lib.dagster_instance import DEFAULT_POSTGRES_URL_ENV, instance_yaml
+from dagster_project.lib.dagster_instance import (
+    DEFAULT_POSTGRES_URL_ENV,
+    POSTGRES_URL_SCHEME,
+    instance_yaml,
+)
 from dagster_project.settings import ENV_FILE_ENV, REPO_ROOT, ConfigError
 
 UNIT_TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "unit.service"
@@ -155,6 +160,21 @@ def validate(deployment: Deployment) -> Deployment:
     return deployment
 
 
+def check_env_file(deployment: Deployment) -> None:
+    """Refuse an instance URL in the ``.env`` that dagster-postgres cannot use (if it is there)."""
+    if not deployment.env_file.is_file():
+        return  # written later; next_steps says what goes in
+    from dotenv import dotenv_values
+
+    url = dotenv_values(deployment.env_file).get(deployment.postgres_url_env)
+    if url and urlsplit(url).scheme != POSTGRES_URL_SCHEME:
+        raise ConfigError(
+            f"{deployment.postgres_url_env} in {deployment.env_file} must start with "
+            f"{POSTGRES_URL_SCHEME}:// (dagster-postgres runs on psycopg2), not "
+            f"{urlsplit(url).scheme}://; change its scheme."
+        )
+
+
 def exec_arg(arg: str) -> str:
     """``arg`` as one word of a systemd ``ExecStart=`` (quoted; ``%`` and ``$`` literal)."""
     escaped = arg.replace("%", "%%")
@@ -204,6 +224,7 @@ def render_unit(deployment: Deployment, unit: str) -> str:
 def write_deployment(deployment: Deployment, force: bool = False) -> list[Path]:
     """Write every file of ``deployment``; return their paths."""
     validate(deployment)
+    check_env_file(deployment)
     config = deployment.home / "dagster.yaml"
     if config.exists() and not force:
         raise ConfigError(
@@ -235,7 +256,8 @@ def next_steps(deployment: Deployment) -> str:
         [
             "next steps:",
             f"  1. in {env}{missing}, set DATABASE_URL (a read-only role on the proxy), "
-            f"{deployment.postgres_url_env} (an empty database for Dagster), "
+            f"{deployment.postgres_url_env} (an empty database for Dagster, "
+            f"{POSTGRES_URL_SCHEME}://user:password@host:5432/dagster), "
             "SPEND_WAREHOUSE_DIR and the alert webhooks;",
             f"  2. sudo install -m 644 {deployment.home / 'systemd'}/*.service "
             "/etc/systemd/system/",

@@ -18,6 +18,9 @@ from pathlib import Path
 from dagster_project.settings import Settings
 
 DEFAULT_POSTGRES_URL_ENV = "DAGSTER_POSTGRES_URL"
+# dagster-postgres is built on psycopg2; SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3,
+# on which its NOTIFY statements fail, so the instance URL names the driver.
+POSTGRES_URL_SCHEME = "postgresql+psycopg2"
 RUN_LAUNCHER_MODULE = "dagster_project.lib.run_launcher"
 RUN_LAUNCHER_CLASS = "LocalRunLauncher"
 
@@ -25,7 +28,8 @@ _HEADER = "# Written by spendwh {written_by}; edit freely, it is not overwritten
 
 _POSTGRES_STORAGE = """\
 # Runs, event logs, schedule and sensor state in PostgreSQL (dagster-postgres); the URL comes
-# from the environment (the .env file of the systemd units), never from this file.
+# from the environment (the .env file of the systemd units), never from this file, and starts
+# with {scheme}:// (dagster-postgres needs psycopg2; postgresql:// would mean psycopg 3).
 storage:
   postgres:
     postgres_url:
@@ -63,7 +67,11 @@ telemetry:
 def instance_yaml(postgres_url_env: str | None = None, written_by: str = "on first start") -> str:
     """The ``dagster.yaml`` text: SQLite storage under ``DAGSTER_HOME`` when
     ``postgres_url_env`` is None, else PostgreSQL storage at the URL in that variable."""
-    storage = "" if postgres_url_env is None else _POSTGRES_STORAGE.format(url_env=postgres_url_env)
+    storage = (
+        ""
+        if postgres_url_env is None
+        else _POSTGRES_STORAGE.format(url_env=postgres_url_env, scheme=POSTGRES_URL_SCHEME)
+    )
     return _HEADER.format(written_by=written_by) + storage + _COMMON
 
 

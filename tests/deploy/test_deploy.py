@@ -147,3 +147,13 @@ def test_deploy_rejects_what_cannot_work(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         deploy.write_deployment(deployment(tmp_path, **change))
     assert not (tmp_path / "home" / "dagster.yaml").exists()
+
+
+def test_deploy_refuses_an_instance_url_without_the_psycopg2_driver(tmp_path):
+    """SQLAlchemy 2.1 reads postgresql:// as psycopg 3, on which dagster-postgres fails."""
+    env = tmp_path / "spendwh.env"
+    env.write_text("DAGSTER_POSTGRES_URL=postgresql://dagster@db:5432/dagster\n")
+    with pytest.raises(ConfigError, match=r"must start with postgresql\+psycopg2://"):
+        deploy.write_deployment(deployment(tmp_path))
+    env.write_text("DAGSTER_POSTGRES_URL=postgresql+psycopg2://dagster@db:5432/dagster\n")
+    assert deploy.write_deployment(deployment(tmp_path))

@@ -53,4 +53,7 @@ def test_production_instance_keeps_everything_in_postgres(
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
         run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job())
         assert instance.get_run_by_id(run.run_id).job_name == "noop"
+        instance.report_engine_event("stored in PostgreSQL", run)  # NOTIFY: needs psycopg2
+        [event] = instance.all_logs(run.run_id)
+        assert event.dagster_event.message == "stored in PostgreSQL"
     assert dagster_postgres_url not in (tmp_path / "dagster.yaml").read_text()  # env, not file
