@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -70,3 +74,29 @@ def flip_bytes(path: Path, offset: int, count: int = 16) -> None:
 def corrupt_block(path: Path, block_id: int) -> None:
     """Damage the payload of block ``block_id`` so that reading it fails its checksum."""
     flip_bytes(path, block_offset(path, block_id) + 100)
+
+
+_HOLD = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1])
+con.execute("SELECT 1").fetchall()
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def held_open(path: Path) -> Iterator[int]:
+    """``path`` opened read-write by another live process (yields its PID) until the block ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        yield holder.pid
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)

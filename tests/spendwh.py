@@ -14,11 +14,19 @@ PLAIN_PATH = "/usr/bin:/bin"
 
 
 def run_spendwh(
-    args: list[str], cwd: Path, env: Mapping[str, str], timeout: float = 300
+    args: list[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout: float = 300,
+    python: Path | None = None,
 ) -> subprocess.CompletedProcess:
-    """``spendwh <args>`` in ``cwd`` with only ``env`` (plus a plain PATH and HOME) set."""
+    """``spendwh <args>`` in ``cwd`` with only ``env`` (plus a plain PATH and HOME) set.
+
+    With ``python``, the same entry point run by that interpreter (another environment).
+    """
+    program = [str(python), "-m", "dagster_project.cli"] if python else [str(SPENDWH)]
     return subprocess.run(
-        [str(SPENDWH), *args],
+        [*program, *args],
         env={"PATH": PLAIN_PATH, "HOME": str(cwd), **env},
         cwd=cwd,
         capture_output=True,
@@ -26,3 +34,17 @@ def run_spendwh(
         timeout=timeout,
         check=False,
     )
+
+
+def assert_one_sentence(result: subprocess.CompletedProcess, code: int, *fragments: str) -> str:
+    """``result`` failed with ``code`` and one ``spendwh: ...`` line on stderr holding
+    ``fragments``; return that line."""
+    assert "Traceback" not in result.stderr, result.stderr[-4000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-4000:]
+    assert result.returncode == code, result.stderr
+    [line] = lines
+    assert line.startswith("spendwh: "), line
+    for fragment in fragments:
+        assert fragment in line
+    return line

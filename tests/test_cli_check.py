@@ -1,51 +1,84 @@
-"""`spendwh check` validates the source at start-up with one clear sentence, not a traceback."""
+"""`spendwh check` validates the source and the warehouse with one clear sentence, not a traceback.
+
+Each case runs the installed ``spendwh`` script with a service manager's PATH.
+"""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+
+from dagster_project.cli import EXIT_CONFIG, EXIT_TRY_AGAIN
+from tests.duckdb_files import build_database, held_open
+from tests.spendwh import assert_one_sentence, run_spendwh
 
 pytestmark = pytest.mark.integration
 
 
-def _check(env: dict[str, str], tmp_path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dagster_project.cli", "check"],
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **env},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def _check(env: dict[str, str], tmp_path):
+    return run_spendwh(["check"], cwd=tmp_path, env=env, timeout=120)
+
+
+def _source_env(source, tmp_path) -> dict[str, str]:
+    return {
+        "DATABASE_URL": source.url,
+        "PROXY_TABLE_PREFIX": source.prefix,
+        "SPEND_WAREHOUSE_DIR": str(tmp_path / "wh"),
+    }
 
 
 def test_check_accepts_a_proxy_database(source, tmp_path):
-    result = _check({"DATABASE_URL": source.url, "PROXY_TABLE_PREFIX": source.prefix}, tmp_path)
+    result = _check(_source_env(source, tmp_path), tmp_path)
     assert result.returncode == 0, result.stderr
     assert "SpendLogs present" in result.stdout
+    assert "not built yet ('spendwh run' builds it)" in result.stdout
+
+
+def test_check_reports_the_published_warehouse(make_source, tmp_path):
+    env = _source_env(make_source(), tmp_path)
+    build_database(tmp_path / "wh" / "warehouse.duckdb", rows=1234)
+    result = _check(env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "warehouse.duckdb, 1,234 spend logs" in result.stdout
 
 
 def test_wrong_prefix_names_the_prefix_that_exists(make_source, tmp_path):
     src = make_source(prefix="LiteLLM_")
     result = _check({"DATABASE_URL": src.url, "PROXY_TABLE_PREFIX": "Dheera AI_"}, tmp_path)
-    assert result.returncode == 2
-    assert "set PROXY_TABLE_PREFIX to that" in result.stderr
-    assert "'LiteLLM_'" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_sentence(result, EXIT_CONFIG, "set PROXY_TABLE_PREFIX to that", "'LiteLLM_'")
+
+
+def test_missing_spend_logs_table_is_one_sentence(make_source, tmp_path):
+    source = make_source()
+    with source.connect() as conn:
+        conn.execute(f"DROP TABLE {source.table('SpendLogs')}")
+    result = _check(_source_env(source, tmp_path), tmp_path)
+    assert_one_sentence(
+        result, EXIT_CONFIG, f"no '{source.prefix}SpendLogs'", "run the proxy's database migrations"
+    )
 
 
 def test_unreachable_database_is_one_sentence(tmp_path):
     result = _check({"DATABASE_URL": "postgresql://u:secret@127.0.0.1:1/proxy"}, tmp_path)
-    assert result.returncode == 2
-    assert "Cannot connect to DATABASE_URL" in result.stderr
-    assert "secret" not in result.stderr
-    assert "Traceback" not in result.stderr
+    line = assert_one_sentence(result, EXIT_CONFIG, "Cannot connect to DATABASE_URL")
+    assert "secret" not in line
+
+
+def test_unknown_host_is_one_sentence(tmp_path):
+    result = _check({"DATABASE_URL": "postgresql://u@proxy-db.invalid:5432/proxy"}, tmp_path)
+    assert_one_sentence(result, EXIT_CONFIG, "Cannot connect to DATABASE_URL", "proxy-db.invalid")
 
 
 def test_malformed_url(tmp_path):
     result = _check({"DATABASE_URL": "not a url"}, tmp_path)
-    assert result.returncode == 2
-    assert "DATABASE_URL must start with postgresql://" in result.stderr
+    assert_one_sentence(result, EXIT_CONFIG, "DATABASE_URL must start with postgresql://")
+
+
+def test_warehouse_held_by_another_process_is_one_sentence(make_source, tmp_path):
+    env = _source_env(make_source(), tmp_path)
+    warehouse = tmp_path / "wh" / "warehouse.duckdb"
+    build_database(warehouse, rows=10)
+    with held_open(warehouse) as pid:
+        result = _check(env, tmp_path)
+    assert_one_sentence(
+        result, EXIT_TRY_AGAIN, f"{warehouse} is open in process {pid}", "wait for it to finish"
+    )

@@ -6,8 +6,6 @@ matches), and a real second process holding a file open.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -20,7 +18,13 @@ from dagster_project.lib.duckdb import (
     connect_writer,
     is_corrupt_file,
 )
-from tests.duckdb_files import build_database, corrupt_block, data_blocks, metadata_block
+from tests.duckdb_files import (
+    build_database,
+    corrupt_block,
+    data_blocks,
+    held_open,
+    metadata_block,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -129,30 +133,11 @@ def test_a_file_that_is_no_database_is_quarantined(tmp_path, content):
     _assert_usable_and_empty(path)
 
 
-HOLD = """
-import sys, duckdb
-con = duckdb.connect(sys.argv[1])
-con.execute("SELECT count(*) FROM raw.spend_logs").fetchall()
-print("holding", flush=True)
-sys.stdin.read()
-"""
-
-
 @pytest.fixture
 def held(build):
     """``build`` opened read-write by another live process, until the test ends."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(build)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "holding"
-        yield build, holder.pid
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
+    with held_open(build) as pid:
+        yield build, pid
 
 
 def test_a_file_held_by_another_process_is_busy_and_never_moved(held):

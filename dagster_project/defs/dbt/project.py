@@ -9,6 +9,8 @@ or systemd (the virtualenv not on ``PATH``) works on a fresh clone too.
 
 from __future__ import annotations
 
+import errno
+import shutil
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -53,7 +55,10 @@ class LocalDbtPreparer(DagsterDbtProjectPreparer):
     """
 
     def _dbt(self, project: DbtProject, args: list[str]) -> None:
-        cli = DbtCliResource(project_dir=project, dbt_executable=dbt_executable())
+        executable = dbt_executable()
+        if shutil.which(executable) is None:  # the error spendwh turns into "run make install"
+            raise FileNotFoundError(errno.ENOENT, "dbt is not installed", executable)
+        cli = DbtCliResource(project_dir=project, dbt_executable=executable)
         cli.cli(args, target_path=project.target_path).wait()
 
     def _prepare_packages(self, project: DbtProject) -> None:
