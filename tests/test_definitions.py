@@ -16,6 +16,9 @@ from dagster_project.defs.dbt.project import dbt_project
 from dagster_project.lib.raw_contract import SNAPSHOT_TABLES
 from tests.models.conftest import MARTS
 
+# Loading the definitions reads the dbt manifest and runs `dbt parse` when it is stale.
+pytestmark = pytest.mark.integration
+
 RAW_FACTS = {"raw/spend_logs", "raw/error_logs"}
 ALERTS = "fct_budget_alerts"
 JOBS = {"spend_warehouse_job", "extract_job", "spend_warehouse_rollback_job"}
@@ -188,3 +191,28 @@ def test_code_location_validates_from_a_plain_shell(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "Validation successful" in output
+
+
+def definitions_outline(repository: dg.RepositoryDefinition) -> dict[str, object]:
+    """Every asset, asset check, job, schedule (with its cron) and sensor, by name."""
+    graph = repository.asset_graph
+    return {
+        "assets": sorted(key.to_user_string() for key in graph.get_all_asset_keys()),
+        "asset_checks": sorted(
+            f"{key.asset_key.to_user_string()}:{key.name}" for key in graph.asset_check_keys
+        ),
+        "jobs": sorted(  # not Dagster's implicit asset job
+            job.name for job in repository.get_all_jobs() if not job.name.startswith("__")
+        ),
+        "schedules": {s.name: s.cron_schedule for s in repository.schedule_defs},
+        "sensors": sorted(sensor.name for sensor in repository.sensor_defs),
+    }
+
+
+def test_definitions_match_the_snapshot(repository, snapshot):
+    """A renamed, lost or added asset, check, job, schedule or sensor shows here.
+
+    After a deliberate change to the graph: ``pytest tests/test_definitions.py
+    --snapshot-update`` and commit ``tests/__snapshots__/test_definitions.ambr`` with it.
+    """
+    assert definitions_outline(repository) == snapshot
