@@ -279,3 +279,13 @@ def test_labels_for_people():
     assert budget_label("key_budget", "b-1") == "the key's budget b-1"
     assert budget_label("team", "team-1") == "the team's limits"
     assert budget_label(None, None) == ""
+
+
+def test_evaluation_time_prefers_config_then_marts_then_now():
+    from dagster_project.defs.alerts.assets import evaluation_time
+
+    marts = [{"evaluated_at": datetime(2026, 11, 20, 12)}, {"evaluated_at": None}]
+    assert evaluation_time("2026-11-21T08:00:00Z", marts) == datetime(2026, 11, 21, 8, tzinfo=UTC)
+    assert evaluation_time(None, marts) == datetime(2026, 11, 20, 12, tzinfo=UTC)
+    before = datetime.now(UTC)
+    assert before <= evaluation_time(None, []) <= datetime.now(UTC)

@@ -31,6 +31,8 @@ from tests.alerts.conftest import (
     write_marts,
 )
 
+pytestmark = pytest.mark.integration
+
 RESOURCES = {"settings": SettingsResource(), "alert_destinations": AlertDestinationsResource()}
 
 
@@ -311,13 +313,3 @@ def test_failed_run_opens_one_health_alert_until_a_healthy_evaluation(
         == 0
     )
     conn.close()
-
-
-def test_evaluation_time_prefers_config_then_marts_then_now():
-    from dagster_project.defs.alerts.assets import evaluation_time
-
-    marts = [{"evaluated_at": datetime(2026, 11, 20, 12)}, {"evaluated_at": None}]
-    assert evaluation_time("2026-11-21T08:00:00Z", marts) == datetime(2026, 11, 21, 8, tzinfo=UTC)
-    assert evaluation_time(None, marts) == datetime(2026, 11, 20, 12, tzinfo=UTC)
-    before = datetime.now(UTC)
-    assert before <= evaluation_time(None, []) <= datetime.now(UTC)

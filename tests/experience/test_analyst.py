@@ -35,6 +35,7 @@ def test_missing_warehouse_says_how_to_build_it(repo):
         open_warehouse(analyst_settings(repo))
 
 
+@pytest.mark.integration
 def test_the_warehouse_is_opened_read_only(repo):
     settings = analyst_settings(repo)
     settings.warehouse_dir.mkdir()

@@ -127,6 +127,7 @@ def test_url_for_shows_a_browsable_address():
     assert serve.url_for("0.0.0.0", 8080) == "http://127.0.0.1:8080"
 
 
+@pytest.mark.integration
 def test_dagster_home_config_is_what_dagster_reads(tmp_path):
     home = dagster_instance.prepare_dagster_home(tmp_path / "dagster")
     with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -191,6 +192,7 @@ def serve_site(directory: Path) -> tuple[ThreadingHTTPServer, threading.Thread, 
     return server, thread, wait_for_announcement(announced)
 
 
+@pytest.mark.integration
 def test_docs_server_serves_the_site_on_a_free_port(tmp_path):
     server, thread, url = serve_site(tmp_path)
     try:
@@ -201,6 +203,7 @@ def test_docs_server_serves_the_site_on_a_free_port(tmp_path):
     assert url.startswith("http://127.0.0.1:")
 
 
+@pytest.mark.integration
 def test_docs_server_stops_despite_an_idle_browser_connection(tmp_path):
     """Browsers open connections they never send a request on; Ctrl-C must not wait for them."""
     server, thread, _ = serve_site(tmp_path)
@@ -219,6 +222,7 @@ def wait_for_announcement(announced: list[str]) -> str:
     raise AssertionError("the server never announced its URL")
 
 
+@pytest.mark.integration
 def test_docs_no_generate_without_a_site_is_a_clean_error(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "dagster_project.cli", "docs", "--no-generate"],
@@ -234,6 +238,7 @@ def test_docs_no_generate_without_a_site_is_a_clean_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.integration
 def test_docs_on_a_busy_port_fails_before_running_dbt(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -216,6 +216,7 @@ def test_aborted_writer_leaves_nothing(tmp_path):
     assert list(lake.dir.rglob("*.parquet")) == []
 
 
+@pytest.mark.integration
 def test_compaction_dedups_with_the_deterministic_winner(tmp_path):
     lake = LakeTable(tmp_path, "spend_logs")
     rule = raw_load.dedup_rule(SPEND_LOGS)
@@ -232,6 +233,7 @@ def test_compaction_dedups_with_the_deterministic_winner(tmp_path):
     assert pq.read_table(lake.absolute(file)).column("spend").to_pylist() == [2.0]  # latest end
 
 
+@pytest.mark.integration
 def test_merge_winner_does_not_depend_on_load_order(tmp_path):
     versions = [_spend_batch(["a", "b"], [T0, T0], [s, 1.0]) for s in (5.0, 7.0)]
     results = []

@@ -107,6 +107,7 @@ def _dbt_assets() -> dg.AssetsDefinition:
     return next(iter(definitions.assets))
 
 
+@pytest.mark.integration
 def test_sources_share_the_raw_asset_keys_and_tests_are_checks():
     definitions = dbt_defs.defs()
     assets = next(iter(definitions.assets))
