@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         open(log_path, "w", encoding="utf-8") as log_file,
         contextlib.redirect_stdout(log_file),
     ):
+        recover_runs(instance, settings, console)
         instance.add_event_listener(
             run_id, lambda event: _echo(format_event(event), console, log_file)
         )
@@ -168,6 +169,32 @@ def open_instance(settings):
         return dg.DagsterInstance.get()
     home = prepare_dagster_home(dagster_home(settings))
     return dg.DagsterInstance.from_config(str(home))
+
+
+def recover_runs(instance, settings, console) -> None:
+    """Fail runs whose process died and free their pool slots, as the daemon would.
+
+    Without a daemon (a laptop, cron) nothing else does it, and a killed run would hold the
+    writer pool's slot forever; each recovered run opens a pipeline-health alert, because the
+    run-failure sensor that would open it runs in the daemon too.
+    """
+    from datetime import UTC, datetime
+
+    from dagster_project.lib.alert_ledger import ledger_path, record_run_failure
+    from dagster_project.lib.delivery import configured_destinations
+    from dagster_project.lib.run_launcher import recover_dead_runs
+
+    for dead in recover_dead_runs(instance):
+        run = instance.get_run_by_id(dead)
+        problem = record_run_failure(
+            ledger_path(settings.state_dir),
+            job_name=run.job_name,
+            failed_steps=[],
+            reason=f"run {dead} died (its process was killed) and was marked failed",
+            destinations=[d.name for d in configured_destinations(settings)],
+            now=datetime.now(UTC),
+        )
+        _echo(f"note  {problem.message}", console)
 
 
 def run_config(args: argparse.Namespace) -> dict[str, Any]:

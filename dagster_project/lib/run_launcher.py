@@ -111,3 +111,40 @@ class LocalRunLauncher(dg.DefaultRunLauncher):
 def in_process_run_tags() -> dict[str, str]:
     """Tags that let run monitoring check an in-process run (``spendwh run``) like a worker."""
     return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """What the daemon's run monitoring does, for a machine where no daemon runs.
+
+    Marks failed every ``STARTED`` run whose worker is dead, and frees the concurrency-pool
+    slots still claimed by runs that have ended, so a killed ``spendwh run`` never blocks the
+    next one. Returns the ids of the runs marked failed. A run whose worker lives is untouched.
+    """
+    launcher = instance.run_launcher
+    failed: list[str] = []
+    if launcher.supports_check_run_worker_health:
+        started = instance.get_run_records(
+            filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])
+        )
+        for record in started:
+            health = launcher.check_run_worker_health(record.dagster_run)
+            if health.status == WorkerStatus.FAILED:
+                instance.report_run_failed(record.dagster_run, f"{health.msg}; marked failed")
+                failed.append(record.dagster_run.run_id)
+    storage = instance.event_log_storage
+    if storage.supports_global_concurrency_limits:
+        holders = storage.get_concurrency_run_ids()
+        if holders:
+            ended = instance.get_run_records(
+                filters=dg.RunsFilter(
+                    run_ids=list(holders),
+                    statuses=[
+                        dg.DagsterRunStatus.FAILURE,
+                        dg.DagsterRunStatus.CANCELED,
+                        dg.DagsterRunStatus.SUCCESS,
+                    ],
+                )
+            )
+            for record in ended:
+                storage.free_concurrency_slots_for_run(record.dagster_run.run_id)
+    return failed

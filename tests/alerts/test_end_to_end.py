@@ -165,11 +165,18 @@ def pipeline_env(make_source, tmp_path, monkeypatch, receiver):
     monkeypatch.setenv("DATABASE_URL", source.url)
     monkeypatch.setenv("PROXY_TABLE_PREFIX", source.prefix)
     monkeypatch.setenv("SPEND_WAREHOUSE_DIR", str(tmp_path / "wh"))
-    monkeypatch.setenv("SPEND_ALERTS_WEBHOOK_URL", receiver.path_url("/hook"))
-    monkeypatch.delenv("SPEND_ALERTS_SLACK_WEBHOOK_URL", raising=False)
-    monkeypatch.delenv("DBT_TARGET", raising=False)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name in ("SPEND_ALERTS_WEBHOOK_URL", "SPEND_ALERTS_SLACK_WEBHOOK_URL", "DBT_TARGET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("SPEND_WAREHOUSE_ENV_FILE", raising=False)
+    # The destination is configured in .env only: every run must find it there too.
+    (tmp_path / ".env").write_text(f"SPEND_ALERTS_WEBHOOK_URL={receiver.path_url('/hook')}\n")
+    monkeypatch.chdir(tmp_path)
     return source
+
+
+def _published_alert_ids(settings) -> list[str]:
+    """The alert ids in the analysts' warehouse.duckdb (what the run's warehouse asset wrote)."""
+    return _mirror_ids(settings.warehouse_path)
 
 
 def test_pipeline_alerts_exactly_once(pipeline_env, receiver):
@@ -190,6 +197,8 @@ def test_pipeline_alerts_exactly_once(pipeline_env, receiver):
         assert actual_crossing_alerts(alerts) == expected
         assert len({a.alert_id for a in alerts}) == len(alerts)
         assert _mirror_ids(settings.build_path) == sorted(a.alert_id for a in alerts)
+        # The job itself published the analysts' copy, with the same alerts.
+        assert _published_alert_ids(settings) == sorted(a.alert_id for a in alerts)
 
         # A late row completes a crossing in a closed key period ...
         data = _raw_dataset(settings.build_path)
@@ -275,6 +284,16 @@ def test_failed_blocking_check_stops_alerts_and_opens_a_health_alert(pipeline_en
         }
         assert "fct_budget_alerts" not in materialized
         assert "fct_budget_periods" not in materialized
+        assert "warehouse" not in materialized
+        assert not load_settings().warehouse_path.exists()  # nothing published from bad data
+        # The job's failure hook opened the pipeline-health alert in the run itself ...
+        conn = connect_ledger(ledger_path(load_settings().state_dir))
+        try:
+            opened = [r[0] for r in conn.execute("select problem_key from health_events")]
+        finally:
+            conn.close()
+        assert opened == [f"run:{JOB}"]
+        # ... and the run-failure sensor (for runs that die without hooks) adds no second one.
         failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
         context = dg.build_run_status_sensor_context(
             sensor_name="alert_on_pipeline_failure",

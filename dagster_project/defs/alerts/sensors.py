@@ -93,6 +93,9 @@ def deliver_budget_alerts(
 @dg.run_failure_sensor(
     name="alert_on_pipeline_failure",
     default_status=dg.DefaultSensorStatus.RUNNING,
+    # Also runs that no code location launched: an in-process 'spendwh run' that was killed and
+    # then failed by run monitoring (the instance holds this project's runs only).
+    monitor_all_code_locations=True,
     description="A failed pipeline run opens a pipeline-health alert (sent by the outbox).",
 )
 def alert_on_pipeline_failure(

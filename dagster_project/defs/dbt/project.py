@@ -20,7 +20,7 @@ from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
 from dagster_shared.record import replace
 
 from dagster_project.defs.dbt.resources import dbt_executable
-from dagster_project.settings import DBT_PROJECT_DIR, load_settings
+from dagster_project.settings import DBT_PROJECT_DIR
 
 # What a parse reads: a change to any of these makes the manifest stale.
 PROJECT_INPUTS = ("dbt_project.yml", "profiles.yml", "models", "macros", "data-tests")
@@ -80,10 +80,10 @@ def prepared(project: DbtProject) -> DbtProject:
 
 @cache
 def dbt_project() -> DbtProject:
-    """The project for the configured target (``DBT_TARGET``), parsed if needed."""
-    project = DbtProject(
-        project_dir=DBT_PROJECT_DIR,
-        profiles_dir=DBT_PROJECT_DIR,
-        target=load_settings().dbt_target,
-    )
-    return prepared(project)
+    """The project, parsed if needed.
+
+    The manifest does not depend on the target (no model is configured by ``target``), so it is
+    parsed with the committed profile's default; each run's dbt commands get the configured
+    target and profile from the settings resource (:func:`~.resources.dbt_cli`).
+    """
+    return prepared(DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR))
