@@ -82,3 +82,36 @@ def test_warehouse_held_by_another_process_is_one_sentence(make_source, tmp_path
     assert_one_sentence(
         result, EXIT_TRY_AGAIN, f"{warehouse} is open in process {pid}", "wait for it to finish"
     )
+
+
+def test_check_prints_the_created_at_index_statement_and_sees_the_index(source, tmp_path):
+    env = _source_env(source, tmp_path)
+    before = _check(env, tmp_path)
+    assert before.returncode == 0, before.stderr
+    assert "no index leading with created_at" in before.stdout
+    (statement,) = [
+        line.strip() for line in before.stdout.splitlines() if "CREATE INDEX CONCURRENTLY" in line
+    ]
+    assert statement == (
+        f'CREATE INDEX CONCURRENTLY IF NOT EXISTS "{source.prefix}SpendLogs_created_at_idx" '
+        f'ON "{source.prefix}SpendLogs" (created_at);'
+    )
+    assert "status: source disabled" in before.stdout  # no spend logs at all yet
+    with source.connect(autocommit=True) as conn:  # what the DBA runs
+        conn.execute(statement)
+        conn.execute(
+            f'INSERT INTO {source.table("SpendLogs")} (request_id, call_type, "startTime", '
+            "\"endTime\") VALUES ('r', 'acompletion', now(), now())"
+        )
+    after = _check(env, tmp_path)
+    assert after.returncode == 0, after.stderr
+    assert "index leading with created_at present" in after.stdout
+    assert "CREATE INDEX" not in after.stdout
+    assert "source disabled" not in after.stdout
+
+
+def test_check_on_an_older_schema_names_the_start_time_cursor(make_source, tmp_path):
+    source = make_source(until="20251101000000")
+    result = _check(_source_env(source, tmp_path), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "cursor: startTime" in result.stdout

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dagster_project.lib.identifiers import table_name
-from dagster_project.lib.postgres import SPEND_LOGS, inspect_source, redact
+from dagster_project.lib.extract import LEADING_INDEX_SQL, created_at_index_sql
+from dagster_project.lib.identifiers import quote_ident, table_name
+from dagster_project.lib.postgres import SPEND_LOGS, connect, inspect_source, redact
 from dagster_project.settings import ConfigError, load_settings
 
 
@@ -33,6 +34,50 @@ def warehouse_state(path: Path) -> str:
     return f"{path}, {rows:,} spend logs"
 
 
+def spend_log_report(url: str, prefix: str) -> list[str]:
+    """How SpendLogs is read (cursor, the created_at index) and whether logging looks disabled."""
+    table = table_name(prefix, SPEND_LOGS)
+    with connect(url) as conn:
+        has_created_at = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = "
+            "current_schema() AND table_name = %s AND column_name = 'created_at')",
+            (table,),
+        ).fetchone()[0]
+        indexed = (
+            has_created_at
+            and conn.execute(
+                LEADING_INDEX_SQL.replace("$1", "%s").replace("$2", "%s"),
+                (quote_ident(table), "created_at"),
+            ).fetchone()[0]
+        )
+        exists = f"SELECT EXISTS (SELECT 1 FROM {quote_ident(table)})"
+        empty = not conn.execute(exists).fetchone()[0]
+    if not has_created_at:
+        lines = [
+            "cursor: startTime (no created_at column: an older proxy); rows later than the "
+            "look-back are found by the reconciliation check and re-read by the daily rollback"
+        ]
+    elif indexed:
+        lines = [
+            "cursor: created_at, index leading with created_at present: every new row is read "
+            "at the next run, whatever its startTime"
+        ]
+    else:
+        lines = [
+            "cursor: created_at, no index leading with created_at: rows inserted with a "
+            "startTime older than the extraction's horizon (7 days) fail the reconciliation "
+            "check until the daily rollback reads them; to read them at the next run, a DBA "
+            "can run (the warehouse never writes to the proxy):",
+            "  " + created_at_index_sql(prefix),
+        ]
+    if empty:
+        lines.append(
+            f"status: source disabled: {table!r} is empty (disable_spend_logs, or emptied); "
+            "the warehouse keeps its history and reports spend since then as unknown"
+        )
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     if settings.database_url is None:
@@ -52,5 +97,7 @@ def run(args: argparse.Namespace) -> int:
         f"ok: {redact(url)} (PostgreSQL {info.server_version}), prefix {prefix!r}, "
         "SpendLogs present"
     )
+    for line in spend_log_report(url, prefix):
+        print(line)
     print(f"warehouse: {warehouse_state(settings.warehouse_path)}")
     return 0

@@ -23,7 +23,7 @@ import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import adbc_driver_postgresql.dbapi as adbc
@@ -242,13 +242,15 @@ class Window:
     cap: datetime
     lower: datetime | None = None
     bounds: tuple[str, ...] = ()
+    lower_inclusive: bool = True  # False: ``cursor > lower`` (a settled tie at the watermark)
 
     def where(self) -> str:
         """The SQL predicate of the window."""
         cursor = quote_ident(self.cursor)
         parts = [f"{cursor} < {sql_timestamp(self.cap)}"]
         if self.lower is not None:
-            parts.append(f"{cursor} >= {sql_timestamp(self.lower)}")
+            op = ">=" if self.lower_inclusive else ">"
+            parts.append(f"{cursor} {op} {sql_timestamp(self.lower)}")
         parts.extend(self.bounds)
         return " AND ".join(parts)
 
@@ -259,21 +261,85 @@ def cursor_column(columns: Mapping[str, SourceColumn]) -> str:
 
 
 def incremental_window(
-    cursor: str, watermark: datetime | None, cap: datetime, options: WindowOptions
+    cursor: str,
+    watermark: datetime | None,
+    cap: datetime,
+    options: WindowOptions,
+    *,
+    bounded: bool = True,
+    settled: datetime | None = None,
 ) -> Window:
-    """The window of a normal incremental run (the whole table before the first watermark)."""
+    """The window of a normal incremental run (the whole table before the first watermark).
+
+    ``bounded`` (``created_at`` mode without an index leading with ``created_at``) adds the
+    ``"startTime" >= watermark - horizon`` bound that lets the ``startTime`` index limit the
+    scan; with such an index the window reads every newly inserted row, whatever its
+    ``startTime``. ``settled`` is the previous run's snapshot time minus the margin: every row
+    whose cursor is below it had committed when that run read. When the watermark is below it,
+    the rows at the watermark are complete and are not read again (``cursor > watermark``), so a
+    tie of many rows at one ``created_at`` (a bulk copy, the migration instant) or a quiet proxy
+    costs nothing per run.
+    """
     if watermark is None:
         return Window(cursor=cursor, cap=cap)
+    margin = options.overlap if cursor == CREATED_AT else options.lookback
+    bounds: tuple[str, ...] = ()
+    if cursor == CREATED_AT and bounded:
+        bounds = (f"{quote_ident(START_TIME)} >= {sql_timestamp(watermark - options.horizon)}",)
+    if settled is not None and watermark < settled:
+        return Window(cursor, cap, watermark, bounds, lower_inclusive=False)
+    return Window(cursor, cap, watermark - margin, bounds)
+
+
+def window_floor(
+    cursor: str, watermark: datetime | None, options: WindowOptions, *, bounded: bool
+) -> datetime | None:
+    """The oldest ``startTime`` the next incremental run can still read (None: no limit)."""
+    if watermark is None:
+        return None
     if cursor == CREATED_AT:
-        bound = f"{quote_ident(START_TIME)} >= {sql_timestamp(watermark - options.horizon)}"
-        return Window(cursor, cap, watermark - options.overlap, (bound,))
-    return Window(cursor, cap, watermark - options.lookback)
+        return watermark - options.horizon if bounded else None
+    return watermark - options.lookback
 
 
-def rollback_window(cursor: str, cap: datetime, days: int) -> Window:
-    """The wider re-read of a rollback run: all rows whose UTC start day is in the last ``days``."""
+def created_at_index_sql(prefix: str, source: str = "SpendLogs") -> str:
+    """The statement a DBA runs once so that created_at mode needs no ``startTime`` bound."""
+    table = table_name(prefix, source)
+    index = quote_ident(f"{table}_created_at_idx"[:63])
+    return f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {quote_ident(table)} (created_at);"
+
+
+# Whether a valid, non-partial index of the table leads with the column (names never matter).
+LEADING_INDEX_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a "
+    "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+    "WHERE i.indrelid = to_regclass($1) AND a.attname = $2 "
+    "AND i.indisvalid AND i.indisready AND i.indpred IS NULL)"
+)
+
+
+def day_ranges(days: Sequence[date]) -> list[tuple[date, date]]:
+    """Consecutive ``days`` as half-open ranges ``[first, last + 1)``."""
+    ranges: list[tuple[date, date]] = []
+    for day in sorted(set(days)):
+        if ranges and ranges[-1][1] == day:
+            ranges[-1] = (ranges[-1][0], day + timedelta(days=1))
+        else:
+            ranges.append((day, day + timedelta(days=1)))
+    return ranges
+
+
+def rollback_window(cursor: str, cap: datetime, days: int, repair: Sequence[date] = ()) -> Window:
+    """The wider re-read of a rollback run: all rows whose UTC start day is in the last ``days``,
+    plus every older day in ``repair`` (days the history comparison found different)."""
     start = datetime(cap.year, cap.month, cap.day) - timedelta(days=days - 1)
-    bound = f"{quote_ident(START_TIME)} >= {sql_timestamp(start)}"
+    column = quote_ident(START_TIME)
+    parts = [f"{column} >= {sql_timestamp(start)}"]
+    for first, end in day_ranges([d for d in repair if d < start.date()]):
+        lo = sql_timestamp(datetime(first.year, first.month, first.day))
+        hi = sql_timestamp(datetime(end.year, end.month, end.day))
+        parts.append(f"({column} >= {lo} AND {column} < {hi})")
+    bound = parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
     return Window(cursor=cursor, cap=cap, bounds=(bound,))
 
 
@@ -300,7 +366,13 @@ class Chunk:
         bounds = window.bounds
         if self.lower is not None:
             bounds = (*bounds, f"{quote_ident(window.cursor)} >= {sql_timestamp(self.lower)}")
-        return Window(window.cursor, min(self.upper, window.cap), window.lower, bounds)
+        return Window(
+            window.cursor,
+            min(self.upper, window.cap),
+            window.lower,
+            bounds,
+            window.lower_inclusive,
+        )
 
 
 def plan_chunks(buckets: Sequence[Bucket], cap: datetime, max_rows: int) -> list[Chunk]:
@@ -396,6 +468,10 @@ class SourceSession:
                 catalog.setdefault(table, {})[column] = SourceColumn(column, data_type)
             self._catalog = catalog
         return self._catalog.get(table_name(self.prefix, name))
+
+    def has_leading_index(self, name: str, column: str) -> bool:
+        """Whether an index of proxy table ``name`` leads with ``column`` (``pg_index``)."""
+        return bool(self.query(LEADING_INDEX_SQL, parameters=(self.table(name), column))[0][0])
 
     def estimate_rows(self, name: str, window: Window) -> int:
         """The planner's estimate of the rows in ``window`` (no scan)."""

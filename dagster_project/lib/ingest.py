@@ -44,6 +44,7 @@ from dagster_project.lib.extract import (
     prefetch,
     rollback_window,
     snapshot_select,
+    window_floor,
 )
 from dagster_project.lib.identifiers import snake_case, table_name
 from dagster_project.lib.lake import (
@@ -55,6 +56,7 @@ from dagster_project.lib.lake import (
     utcnow,
     write_single_file,
 )
+from dagster_project.lib.reconcile import compare_history
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,9 @@ class FactResult:
     period_start: datetime | None = None
     period_end: datetime | None = None
     drift: list[str] = field(default_factory=list)
+    created_at_index: bool = False
+    repaired_days: list[str] = field(default_factory=list)
+    pruned_days: list[str] = field(default_factory=list)
     rows_merged: int = 0
     read_seconds: float = 0.0  # source -> durable Parquet files
     load_seconds: float = 0.0  # Parquet -> raw.<table> in DuckDB
@@ -118,6 +123,9 @@ class FactResult:
             "period_start": iso(self.period_start),
             "period_end": iso(self.period_end),
             "drift_columns": ", ".join(self.drift) or "none",
+            "created_at_index": self.created_at_index,
+            "repaired_days": ", ".join(self.repaired_days) or "none",
+            "pruned_days": ", ".join(self.pruned_days) or "none",
             "rows_merged": self.rows_merged,
             "read_seconds": round(self.read_seconds, 3),
             "load_seconds": round(self.load_seconds, 3),
@@ -170,8 +178,16 @@ def extract_fact(
     result.cursor = cursor_column(columns)
     result.watermark_before = result.watermark_after = parse_ts(state.get("watermark"))
     cap = session.cap
-    window = incremental_window(result.cursor, result.watermark_before, cap, options)
+    if result.cursor == CREATED_AT:
+        result.created_at_index = session.has_leading_index(fact.source, CREATED_AT)
+    bounded = not result.created_at_index
     margin = options.overlap if result.cursor == CREATED_AT else options.lookback
+    settled = parse_ts(state.get("settled")) if state.get("cursor") == result.cursor else None
+    window = incremental_window(
+        result.cursor, result.watermark_before, cap, options, bounded=bounded, settled=settled
+    )
+    if not window.lower_inclusive:
+        progress(f"{name}: rows at the watermark are settled; reading only newer rows")
     chunks = session.plan(fact.source, window, options.chunk_rows)
     result.chunks = len(chunks)
     for number, chunk in enumerate(chunks, start=1):
@@ -181,14 +197,21 @@ def extract_fact(
         if newest is None and not files:
             continue  # nothing in this chunk: state unchanged
         new_wm = max(filter(None, [result.watermark_after, newest]))
+        floor = window_floor(result.cursor, new_wm, options, bounded=bounded)
         new_state = {
             **state,
             "cursor": result.cursor,
             "watermark": new_wm.isoformat(),
             "margin_s": margin.total_seconds(),
+            # every row whose cursor is below this had committed when this run read
+            "settled": min(cap - margin, chunk.upper).isoformat(),
+            # the oldest startTime the next run reads (None: every new row, whatever its age)
+            "floor": floor.isoformat() if floor else None,
         }
         pause_point("before_publish")
-        if files or new_state != state:  # nothing new: no new manifest version either
+        # nothing new: no new manifest version either (a later "settled" alone is published
+        # only when it lets the next run skip the rows at the watermark)
+        if files or _window_state(new_state) != _window_state(state):
             lake.publish(add=files, state=new_state)
             state = new_state
         result.watermark_after = new_wm
@@ -201,13 +224,21 @@ def extract_fact(
         )
 
     if rollback_days > 0:
+        # the whole retained history, source against lake, in this run's snapshot: every day
+        # that differs is re-read, however old (rows later than any window, a lost batch)
+        history = compare_history(session, lake, fact, columns)
+        result.pruned_days = [d.isoformat() for d in history.pruned]
+        repair = [m.day for m in history.mismatches if m.source is not None]
+        result.repaired_days = [d.isoformat() for d in repair]
+        if repair:
+            progress(f"{fact.raw_table}: re-reading days that differ from the source: {repair}")
         files, _ = _read_window(
             session,
             con,
             lake,
             fact,
             columns,
-            rollback_window(result.cursor, cap, rollback_days),
+            rollback_window(result.cursor, cap, rollback_days, repair),
             result,
             include_payload,
         )
@@ -215,8 +246,9 @@ def extract_fact(
             lake.publish(add=files)  # state unchanged: a rollback never moves the watermark
         result.rows_merged += _merge(con, fact, lake, files, result)
         progress(
-            f"{fact.raw_table}: rollback re-read of {rollback_days} day(s) stored "
-            f"{sum(f.rows for f in files)} changed rows"
+            f"{fact.raw_table}: rollback re-read of {rollback_days} day(s) and "
+            f"{len(repair)} differing older day(s) stored {sum(f.rows for f in files)} "
+            "changed rows"
         )
 
     compaction = compact(lake, fact.schema, raw_load.dedup_rule(fact), min_files=COMPACT_MIN_FILES)
@@ -228,6 +260,19 @@ def extract_fact(
         con, fact.source, fact.raw_table, "present", result.rows_in_warehouse
     )
     return result
+
+
+def _window_state(state: dict) -> tuple:
+    """The part of a lake ``state`` that decides the next run's window."""
+    watermark, settled = parse_ts(state.get("watermark")), parse_ts(state.get("settled"))
+    at_rest = watermark is not None and settled is not None and watermark < settled
+    return (
+        state.get("cursor"),
+        state.get("watermark"),
+        state.get("margin_s"),
+        state.get("floor"),
+        at_rest,
+    )
 
 
 def _merge(

@@ -40,7 +40,7 @@ class DayStat:
 
     rows: int
     spend: float
-    ids_md5: str | None
+    ids_md5: str | None  # sum of the first 60 bits of md5(request_id): order-free, exact
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,22 @@ class ReconcileScope:
     limit: datetime
 
 
+@dataclass(frozen=True)
+class DayFilter:
+    """Rows taking part in a per-day comparison (every bound optional).
+
+    ``first_day <= start day < before_day``, ``startTime >= start_from`` (the source's retention
+    horizon: its oldest row) and ``cursor < limit`` (rows the extraction has surely covered).
+    """
+
+    first_day: date | None = None
+    before_day: date | None = None
+    start_from: datetime | None = None
+    cursor: str | None = None
+    limit: datetime | None = None
+    since: datetime | None = None  # ``cursor >= since`` (the rows not surely covered yet)
+
+
 def reconcile_scope(state: Mapping[str, object], days: int, today: date) -> ReconcileScope | None:
     """The comparable rows given a lake manifest ``state`` (None before the first extraction)."""
     watermark = state.get("watermark")
@@ -80,38 +96,111 @@ def reconcile_scope(state: Mapping[str, object], days: int, today: date) -> Reco
     return ReconcileScope(today - timedelta(days=days - 1), str(cursor), limit)
 
 
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day)
+
+
+def pg_fingerprint(key: str) -> str:
+    """PostgreSQL: the order-free id fingerprint of a group (needs no sort, exact integer)."""
+    return f"sum(('x' || substr(md5({quote_ident(key)}), 1, 15))::bit(60)::bigint)"
+
+
+def duckdb_fingerprint(key: str) -> str:
+    """DuckDB: the same fingerprint as :func:`pg_fingerprint`."""
+    return f"sum(('0x' || substr(md5({key}), 1, 15))::BIGINT)"
+
+
+def _stats(rows) -> dict[date, DayStat]:
+    return {
+        day: DayStat(int(n), float(s or 0.0), None if fp is None else str(int(fp)))
+        for day, n, s, fp in rows
+    }
+
+
+def source_stats(
+    session: SourceSession,
+    fact: FactTable,
+    columns: Mapping[str, SourceColumn],
+    where: DayFilter,
+    *,
+    spend: bool = True,
+) -> dict[date, DayStat]:
+    """Per-day figures of the source table (inside the session's snapshot).
+
+    Without ``spend`` and ``cursor`` the query reads only ``startTime`` and the key, which the
+    ``("startTime", request_id)`` index covers: an index-only scan, no heap, cheap enough for
+    every run over the whole retained history.
+    """
+    start = quote_ident(START_TIME)
+    total = "sum(spend)" if spend and "spend" in columns else "0.0"
+    parts = ["TRUE"]
+    if where.first_day is not None:
+        parts.append(f"{start} >= {sql_timestamp(_midnight(where.first_day))}")
+    if where.before_day is not None:
+        parts.append(f"{start} < {sql_timestamp(_midnight(where.before_day))}")
+    if where.start_from is not None:
+        parts.append(f"{start} >= {sql_timestamp(where.start_from)}")
+    if where.cursor is not None and where.limit is not None:
+        parts.append(f"{quote_ident(where.cursor)} < {sql_timestamp(where.limit)}")
+    if where.cursor is not None and where.since is not None:
+        parts.append(f"{quote_ident(where.cursor)} >= {sql_timestamp(where.since)}")
+    rows = session.query(
+        f"SELECT {start}::date AS day, count(*) AS n, {total} AS spend, "
+        f"{pg_fingerprint(fact.key)} AS ids FROM {session.table(fact.source)} "
+        f"WHERE {' AND '.join(parts)} GROUP BY 1"
+    )
+    return _stats(rows)
+
+
 def source_days(
     session: SourceSession,
     fact: FactTable,
     columns: Mapping[str, SourceColumn],
     scope: ReconcileScope,
+    start_from: datetime | None = None,
 ) -> dict[date, DayStat]:
     """Per-day figures of the source table in ``scope`` (inside the session's snapshot)."""
-    spend = "sum(spend)" if "spend" in columns else "0.0"
-    first = datetime(scope.first_day.year, scope.first_day.month, scope.first_day.day)
-    rows = session.query(
-        f"SELECT {quote_ident(START_TIME)}::date AS day, count(*) AS n, {spend} AS spend, "
-        f"md5(string_agg({fact.key}, ',' ORDER BY {fact.key} COLLATE \"C\")) AS ids "
-        f"FROM {session.table(fact.source)} "
-        f"WHERE {quote_ident(START_TIME)} >= {sql_timestamp(first)} "
-        f"AND {quote_ident(scope.cursor)} < {sql_timestamp(scope.limit)} GROUP BY 1"
+    where = DayFilter(
+        first_day=scope.first_day, start_from=start_from, cursor=scope.cursor, limit=scope.limit
     )
-    return {day: DayStat(int(n), float(s or 0.0), ids) for day, n, s, ids in rows}
+    return source_stats(session, fact, columns, where)
 
 
-def lake_days(lake: LakeTable, fact: FactTable, scope: ReconcileScope) -> dict[date, DayStat]:
-    """Per-day figures of the deduplicated lake in ``scope``."""
-    first = scope.first_day.isoformat()
+def source_oldest(session: SourceSession, fact: FactTable) -> datetime | None:
+    """The oldest ``startTime`` the source still holds (its retention horizon; index look-up)."""
+    start = quote_ident(START_TIME)
+    return session.query(f"SELECT min({start}) FROM {session.table(fact.source)}")[0][0]
+
+
+def lake_stats(
+    lake: LakeTable, fact: FactTable, where: DayFilter, *, spend: bool = True
+) -> dict[date, DayStat]:
+    """Per-day figures of the deduplicated lake (same filter semantics as :func:`source_stats`)."""
     files = [
         str(lake.absolute(f))
         for f in lake.read_manifest().files
-        if f.partition is not None and f.partition >= first
+        if f.partition is not None
+        and (where.first_day is None or f.partition >= where.first_day.isoformat())
+        and (where.before_day is None or f.partition < where.before_day.isoformat())
     ]
     if not files:
         return {}
-    has_spend = any(c.name == "spend" for c in fact.columns)
-    spend = "sum(spend)" if has_spend else "0.0"
-    cursor = snake_case(scope.cursor)
+    has_spend = spend and any(c.name == "spend" for c in fact.columns)
+    total = "sum(spend)" if has_spend else "0.0"
+    parts = ["TRUE"]
+    params: dict[str, object] = {"files": files}
+    if where.first_day is not None:
+        parts.append("start_time >= $first")
+        params["first"] = _midnight(where.first_day)
+    if where.before_day is not None:
+        parts.append("start_time < $before")
+        params["before"] = _midnight(where.before_day)
+    if where.start_from is not None:
+        parts.append("start_time >= $start_from")
+        params["start_from"] = where.start_from
+    if where.cursor is not None and where.limit is not None:
+        parts.append(f"{snake_case(where.cursor)} < $limit")
+        params["limit"] = where.limit
     con = duckdb.connect()
     try:
         rows = con.execute(
@@ -121,14 +210,108 @@ def lake_days(lake: LakeTable, fact: FactTable, scope: ReconcileScope) -> dict[d
             f"winners AS (SELECT * FROM copies WHERE {fact.key} NOT IN (FROM contested) "
             f"UNION ALL SELECT * FROM (SELECT * FROM copies WHERE {fact.key} IN (FROM contested) "
             f"{dedup_rule(fact).qualify()})) "
-            f"SELECT CAST(start_time AS DATE) AS day, count(*) AS n, {spend} AS spend, "
-            f"md5(string_agg({fact.key}, ',' ORDER BY {fact.key})) AS ids FROM winners "
-            f"WHERE start_time >= CAST($first AS DATE) AND {cursor} < $limit GROUP BY 1",
-            {"files": files, "first": first, "limit": scope.limit},
+            f"SELECT CAST(start_time AS DATE) AS day, count(*) AS n, {total} AS spend, "
+            f"{duckdb_fingerprint(fact.key)} AS ids FROM winners "
+            f"WHERE {' AND '.join(parts)} GROUP BY 1",
+            params,
         ).fetchall()
     finally:
         con.close()
-    return {day: DayStat(int(n), float(s or 0.0), ids) for day, n, s, ids in rows}
+    return _stats(rows)
+
+
+def lake_days(
+    lake: LakeTable, fact: FactTable, scope: ReconcileScope, start_from: datetime | None = None
+) -> dict[date, DayStat]:
+    """Per-day figures of the deduplicated lake in ``scope``."""
+    where = DayFilter(
+        first_day=scope.first_day, start_from=start_from, cursor=scope.cursor, limit=scope.limit
+    )
+    return lake_stats(lake, fact, where)
+
+
+def lake_days_before(lake: LakeTable, before: date) -> list[date]:
+    """Days the lake holds rows for, below ``before`` (e.g. pruned at the source)."""
+    return sorted(
+        {
+            date.fromisoformat(f.partition)
+            for f in lake.read_manifest().files
+            if f.partition is not None and f.partition < before.isoformat() and f.rows
+        }
+    )
+
+
+@dataclass(frozen=True)
+class History:
+    """A per-day comparison of the retained history: what differs, what the source pruned."""
+
+    mismatches: list[DayMismatch]
+    pruned: list[date]  # lake days wholly below the source's oldest row (retention)
+    oldest: datetime | None  # the source's oldest startTime (None: the source is empty)
+    source_rows: int
+    lake_rows: int
+    days_compared: int
+
+
+def _minus(a: DayStat, b: DayStat | None) -> DayStat | None:
+    if b is None:
+        return a
+    rows = a.rows - b.rows
+    ids = str(int(a.ids_md5 or 0) - int(b.ids_md5 or 0)) if rows else None
+    return DayStat(rows, a.spend - b.spend, ids) if rows else None
+
+
+def compare_history(
+    session: SourceSession,
+    lake: LakeTable,
+    fact: FactTable,
+    columns: Mapping[str, SourceColumn],
+    *,
+    before_day: date | None = None,
+    spend: bool = True,
+    uncovered: tuple[str, datetime] | None = None,
+) -> History:
+    """Compare every retained day (below ``before_day``) of the source with the lake.
+
+    Days below the source's oldest ``startTime`` are pruned (retention), never loss: they are
+    listed, not compared, and the oldest, partly pruned day is compared from that instant on.
+    ``spend=False`` compares counts and ids only (an index-only scan of the source). With
+    ``uncovered = (cursor, limit)`` rows whose cursor is at or after ``limit`` (the next run
+    reads them anyway) are left out on both sides; the source's are counted through the
+    cursor's index and subtracted, so the scan stays index-only.
+    """
+    oldest = source_oldest(session, fact)
+    if oldest is None:
+        before = before_day or date.max
+        return History([], lake_days_before(lake, before), None, 0, 0, 0)
+    pruned = lake_days_before(lake, oldest.date())
+    where = DayFilter(before_day=before_day, start_from=oldest)
+    source = source_stats(session, fact, columns, where, spend=spend)
+    lake_where = where
+    if uncovered is not None:
+        cursor, limit = uncovered
+        late = source_stats(
+            session,
+            fact,
+            columns,
+            DayFilter(before_day=before_day, start_from=oldest, cursor=cursor, since=limit),
+            spend=spend,
+        )
+        source = {
+            day: diff
+            for day, stat in source.items()
+            if (diff := _minus(stat, late.get(day))) is not None
+        }
+        lake_where = DayFilter(before_day=before_day, start_from=oldest, cursor=cursor, limit=limit)
+    lake_figures = lake_stats(lake, fact, lake_where, spend=spend)
+    return History(
+        mismatches=compare_days(source, lake_figures),
+        pruned=pruned,
+        oldest=oldest,
+        source_rows=sum(d.rows for d in source.values()),
+        lake_rows=sum(d.rows for d in lake_figures.values()),
+        days_compared=len(set(source) | set(lake_figures)),
+    )
 
 
 def same(a: DayStat | None, b: DayStat | None) -> bool:

@@ -28,6 +28,7 @@ from dagster_project.lib.extract import (
     prefetch,
     rollback_window,
     sql_timestamp,
+    window_floor,
 )
 from dagster_project.lib.lake import (
     TMP_PREFIX,
@@ -77,6 +78,37 @@ def test_start_time_window_uses_lookback_and_first_run_reads_everything():
 def test_rollback_window_starts_at_utc_midnight():
     where = rollback_window("created_at", T0, 3).where()
     assert "\"startTime\" >= TIMESTAMP '2026-02-27 00:00:00.000000'" in where
+
+
+def test_rollback_window_adds_the_older_days_to_repair_as_ranges():
+    repair = [date(2026, 1, 10), date(2026, 1, 11), date(2026, 1, 20), date(2026, 2, 28)]
+    where = rollback_window("created_at", T0, 3, repair).where()
+    assert where.endswith(
+        "(\"startTime\" >= TIMESTAMP '2026-02-27 00:00:00.000000' OR "
+        "(\"startTime\" >= TIMESTAMP '2026-01-10 00:00:00.000000' AND "
+        "\"startTime\" < TIMESTAMP '2026-01-12 00:00:00.000000') OR "
+        "(\"startTime\" >= TIMESTAMP '2026-01-20 00:00:00.000000' AND "
+        "\"startTime\" < TIMESTAMP '2026-01-21 00:00:00.000000'))"
+    )  # 2026-02-28 is inside the last three days already
+
+
+def test_created_at_window_without_a_bound_when_an_index_leads_with_created_at():
+    opts = WindowOptions(overlap=timedelta(minutes=5), horizon=timedelta(days=7))
+    where = incremental_window("created_at", T0, T0 + timedelta(hours=1), opts, bounded=False)
+    assert "startTime" not in where.where()
+    assert window_floor("created_at", T0, opts, bounded=False) is None
+    assert window_floor("created_at", T0, opts, bounded=True) == T0 - timedelta(days=7)
+    assert window_floor("startTime", T0, WindowOptions(), bounded=True) == T0 - timedelta(hours=2)
+
+
+def test_settled_rows_at_the_watermark_are_not_read_again():
+    opts = WindowOptions(overlap=timedelta(minutes=5))
+    cap = T0 + timedelta(hours=1)
+    settled = incremental_window("created_at", T0, cap, opts, settled=T0 + timedelta(seconds=1))
+    assert "\"created_at\" > TIMESTAMP '2026-03-01 12:00:00.123000'" in settled.where()
+    # the previous run read within the overlap of the watermark: re-read the overlap
+    busy = incremental_window("created_at", T0, cap, opts, settled=T0 - timedelta(minutes=1))
+    assert "\"created_at\" >= TIMESTAMP '2026-03-01 11:55:00.123000'" in busy.where()
 
 
 def test_select_list_quotes_names_and_fills_missing_columns():

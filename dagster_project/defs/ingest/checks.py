@@ -18,15 +18,19 @@ import dagster as dg
 from dagster_project.defs.ingest.assets import classified_errors, raw_key, source_settings
 from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.extract import (
+    CREATED_AT,
     ERROR_LOGS,
     SPEND_LOGS,
     FactTable,
     SourceSession,
+    WindowOptions,
     drift,
+    window_floor,
 )
 from dagster_project.lib.lake import LakeTable
 from dagster_project.lib.reconcile import (
     compare_days,
+    compare_history,
     lake_days,
     reconcile_scope,
     source_days,
@@ -49,13 +53,21 @@ def absent_result(fact: FactTable, prefix: str) -> dg.AssetCheckResult:
 
 
 def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.AssetCheckResult:
-    """Compare the last days of ``fact`` between source and lake."""
+    """Compare ``fact`` between source and lake: the last days in full, older days by ids.
+
+    The last ``reconcile_days`` days compare count, spend and ids of the rows the extraction has
+    surely covered. Every older retained day the incremental window can no longer reach is
+    compared by count and ids (an index-only scan of the source), so a row inserted now with
+    a weeks-old ``startTime`` fails this check, naming its day, until the rollback re-reads it.
+    Days the source pruned (below its oldest row) are reported as pruned, not as loss.
+    """
     days = settings.reconcile_days
     lake = LakeTable(settings.lake_dir, fact.raw_table)
     columns = s.columns(fact.source)
     if columns is None:
         return absent_result(fact, s.prefix)
-    scope = reconcile_scope(lake.read_manifest().state, days, s.cap.date())
+    state = lake.read_manifest().state
+    scope = reconcile_scope(state, days, s.cap.date())
     if scope is None:  # nothing extracted yet: fine only if the source is empty too
         has_rows = s.query(f"SELECT EXISTS (SELECT 1 FROM {s.table(fact.source)})")[0][0]
         return dg.AssetCheckResult(
@@ -63,26 +75,68 @@ def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.Asset
             description="nothing extracted yet"
             + (", but the source has rows" if has_rows else "; the source is empty"),
         )
-    source = source_days(s, fact, columns, scope)
-    lake_stats = lake_days(lake, fact, scope)
-    mismatches = compare_days(source, lake_stats)
+    indexed = scope.cursor == CREATED_AT and s.has_leading_index(fact.source, CREATED_AT)
+    if "floor" in state:
+        floor = datetime.fromisoformat(state["floor"]) if state["floor"] else None
+    else:  # a manifest written before the floor was recorded: the default window
+        wm = datetime.fromisoformat(str(state["watermark"]))
+        floor = window_floor(scope.cursor, wm, WindowOptions(), bounded=not indexed)
+    before = scope.first_day if floor is None else min(scope.first_day, floor.date())
+    history = compare_history(
+        s,
+        lake,
+        fact,
+        columns,
+        before_day=before,
+        spend=False,
+        uncovered=(scope.cursor, scope.limit) if indexed else None,
+    )
+    if history.oldest is None and lake.read_manifest().rows:
+        return disabled_result(fact, s.prefix, lake, history)
+    source = source_days(s, fact, columns, scope, history.oldest)
+    lake_stats = lake_days(lake, fact, scope, history.oldest)
+    mismatches = history.mismatches + compare_days(source, lake_stats)
     metadata = {
+        "status": "present",
         "days_compared": days,
         "first_day": scope.first_day.isoformat(),
         "rows_compared_up_to": scope.limit.isoformat(),
         "source_rows": sum(d.rows for d in source.values()),
         "lake_rows": sum(d.rows for d in lake_stats.values()),
         "mismatched_days": ", ".join(m.day.isoformat() for m in mismatches) or "none",
+        "history_days_compared": history.days_compared,
+        "history_before": before.isoformat(),
+        "source_oldest": history.oldest.isoformat() if history.oldest else None,
+        "pruned_days": ", ".join(d.isoformat() for d in history.pruned) or "none",
+        "created_at_index": indexed,
     }
     if mismatches:
         return dg.AssetCheckResult(
             passed=False,
             description="source and lake differ on "
             + "; ".join(m.describe() for m in mismatches)
-            + " (run the rollback job to re-read these days)",
+            + " (the rollback job re-reads these days)",
             metadata=metadata,
         )
     return dg.AssetCheckResult(passed=True, metadata=metadata)
+
+
+def disabled_result(fact: FactTable, prefix: str, lake: LakeTable, history) -> dg.AssetCheckResult:
+    """The source table is empty while the lake holds history: logging disabled or emptied."""
+    rows = lake.read_manifest().rows
+    return dg.AssetCheckResult(
+        passed=False,
+        description=(
+            f"source disabled: {prefix}{fact.source} is empty while the lake holds {rows} rows "
+            "(disable_spend_logs, or the table was emptied); the history is kept and spend "
+            "since then is unknown, not zero"
+        ),
+        metadata={
+            "status": "source_disabled",
+            "lake_rows": rows,
+            "pruned_days": ", ".join(d.isoformat() for d in history.pruned) or "none",
+        },
+    )
 
 
 def freshness(fact: FactTable, s: SourceSession, settings: Settings) -> dg.AssetCheckResult:
