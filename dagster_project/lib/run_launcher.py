@@ -102,7 +102,7 @@ class LocalRunLauncher(dg.DefaultRunLauncher):
         ).records
         for record in reversed(records):  # the newest announcement (a resumed run has several)
             entry = record.event_log_entry
-            if entry.user_message.startswith(STARTED_PROCESS_MESSAGE):
+            if entry.message.startswith(STARTED_PROCESS_MESSAGE):  # the DagsterEvent's message
                 pid = entry.dagster_event.engine_event_data.metadata["pid"].value
                 return WorkerProcess(int(pid), socket.gethostname(), entry.timestamp)
         return None

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.events import EngineEventData
 
 from dagster_project.commands.serve import write_workspace
 from dagster_project.lib.alert_ledger import connect_ledger, ledger_path
-from dagster_project.lib.dagster_instance import prepare_dagster_home
+from dagster_project.lib.dagster_instance import RUN_LAUNCHER_MODULE, prepare_dagster_home
 from dagster_project.lib.lake import PAUSE_ENV, PAUSE_FILE_ENV
 from dagster_project.lib.run_launcher import (
     LocalRunLauncher,
@@ -87,6 +88,41 @@ def test_unknown_or_remote_workers_are_left_alone():
     assert worker_health(None, HOST).status.value == "RUNNING"
     remote = WorkerProcess(os.getpid() + 10_000_000, "elsewhere", time.time())
     assert worker_health(remote, HOST).status.value == "RUNNING"
+
+
+def test_a_daemon_launched_run_is_judged_by_the_pid_its_worker_announced(tmp_path):
+    """The worker of a launched run reports "Started process for run (pid: N)." as the code
+    server does (dagster/_grpc/impl.py); the launcher finds that pid in the event log."""
+
+    @dg.op
+    def noop() -> None:
+        pass
+
+    @dg.job
+    def tiny():
+        noop()
+
+    overrides = {"run_launcher": {"module": RUN_LAUNCHER_MODULE, "class": "LocalRunLauncher"}}
+    with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path)) as instance:
+        run = tiny.execute_in_process(instance=instance).dagster_run
+        assert instance.run_launcher.check_run_worker_health(run).msg == (
+            "no worker pid recorded yet"
+        )
+        worker = _sleeper()
+        try:
+            instance.report_engine_event(
+                f"Started process for run (pid: {worker.pid}).",
+                run,
+                EngineEventData.in_process(worker.pid),
+            )
+            alive = instance.run_launcher.check_run_worker_health(run)
+            assert alive.status.value == "RUNNING", alive
+        finally:
+            worker.kill()
+            worker.wait()
+        dead = instance.run_launcher.check_run_worker_health(run)
+        assert dead.status.value == "FAILED", dead
+        assert str(worker.pid) in dead.msg
 
 
 # --- the whole path -----------------------------------------------------------------------------
