@@ -64,6 +64,7 @@ COMPACT_MIN_FILES = 12
 DUCKDB_MEMORY_LIMIT = "256MB"  # the merge spills beyond this; keeps a large first load small
 
 Progress = Callable[[str], None]
+SOURCE_DISABLED = "source_disabled"  # the table exists, is empty, and the lake holds history
 
 
 def parse_ts(value: str | None) -> datetime | None:
@@ -256,8 +257,21 @@ def extract_fact(
     result.compacted_partitions = len(compaction.partitions)
     result.live_files = len(lake.read_manifest().files)
     result.rows_in_warehouse = raw_load.row_count(con, fact.raw_table)
+    detail = None
+    if (
+        result.rows_in_warehouse
+        and not session.query(f"SELECT EXISTS (SELECT 1 FROM {session.table(fact.source)})")[0][0]
+    ):
+        # spend logs disabled (disable_spend_logs) or the table emptied: the history stays,
+        # and what happened since is unknown, never zero
+        result.status = SOURCE_DISABLED
+        detail = f"{name} is empty while the warehouse holds {result.rows_in_warehouse} rows"
+        progress(
+            f"source disabled: {detail} (disable_spend_logs, or emptied); history kept, "
+            "spend since then unknown"
+        )
     raw_load.record_source_status(
-        con, fact.source, fact.raw_table, "present", result.rows_in_warehouse
+        con, fact.source, fact.raw_table, result.status, result.rows_in_warehouse, detail
     )
     return result
 

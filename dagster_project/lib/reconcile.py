@@ -123,16 +123,17 @@ def source_stats(
     columns: Mapping[str, SourceColumn],
     where: DayFilter,
     *,
-    spend: bool = True,
+    full: bool = True,
 ) -> dict[date, DayStat]:
     """Per-day figures of the source table (inside the session's snapshot).
 
-    Without ``spend`` and ``cursor`` the query reads only ``startTime`` and the key, which the
-    ``("startTime", request_id)`` index covers: an index-only scan, no heap, cheap enough for
-    every run over the whole retained history.
+    ``full``: count, spend and id fingerprint. Otherwise the count only: without ``cursor`` that
+    query reads nothing but the ``startTime`` index (an index-only scan, no heap, no per-row
+    hashing), cheap enough for every run over the whole retained history.
     """
     start = quote_ident(START_TIME)
-    total = "sum(spend)" if spend and "spend" in columns else "0.0"
+    total = "sum(spend)" if full and "spend" in columns else "0.0"
+    fingerprint = pg_fingerprint(fact.key) if full else "NULL"
     parts = ["TRUE"]
     if where.first_day is not None:
         parts.append(f"{start} >= {sql_timestamp(_midnight(where.first_day))}")
@@ -146,7 +147,7 @@ def source_stats(
         parts.append(f"{quote_ident(where.cursor)} >= {sql_timestamp(where.since)}")
     rows = session.query(
         f"SELECT {start}::date AS day, count(*) AS n, {total} AS spend, "
-        f"{pg_fingerprint(fact.key)} AS ids FROM {session.table(fact.source)} "
+        f"{fingerprint} AS ids FROM {session.table(fact.source)} "
         f"WHERE {' AND '.join(parts)} GROUP BY 1"
     )
     return _stats(rows)
@@ -173,7 +174,7 @@ def source_oldest(session: SourceSession, fact: FactTable) -> datetime | None:
 
 
 def lake_stats(
-    lake: LakeTable, fact: FactTable, where: DayFilter, *, spend: bool = True
+    lake: LakeTable, fact: FactTable, where: DayFilter, *, full: bool = True
 ) -> dict[date, DayStat]:
     """Per-day figures of the deduplicated lake (same filter semantics as :func:`source_stats`)."""
     files = [
@@ -185,7 +186,7 @@ def lake_stats(
     ]
     if not files:
         return {}
-    has_spend = spend and any(c.name == "spend" for c in fact.columns)
+    has_spend = full and any(c.name == "spend" for c in fact.columns)
     total = "sum(spend)" if has_spend else "0.0"
     parts = ["TRUE"]
     params: dict[str, object] = {"files": files}
@@ -201,17 +202,27 @@ def lake_stats(
     if where.cursor is not None and where.limit is not None:
         parts.append(f"{snake_case(where.cursor)} < $limit")
         params["limit"] = where.limit
+    fingerprint = duckdb_fingerprint(fact.key) if full else "NULL"
+    narrow = ", ".join(
+        dict.fromkeys(
+            [fact.key, "start_time"]
+            + (["spend"] if has_spend else [])
+            + ([snake_case(where.cursor)] if where.cursor is not None else [])
+        )
+    )
+    source = "read_parquet($files, union_by_name = true, hive_partitioning = false)"
     con = duckdb.connect()
     try:
+        # only the compared columns are read, except for keys stored more than once, whose
+        # winner the dedup rule picks from whole rows
         rows = con.execute(
-            "WITH copies AS (SELECT * FROM read_parquet($files, union_by_name = true, "
-            "hive_partitioning = false)), "
+            f"WITH copies AS (SELECT {narrow} FROM {source}), "
             f"contested AS (SELECT {fact.key} FROM copies GROUP BY 1 HAVING count(*) > 1), "
-            f"winners AS (SELECT * FROM copies WHERE {fact.key} NOT IN (FROM contested) "
-            f"UNION ALL SELECT * FROM (SELECT * FROM copies WHERE {fact.key} IN (FROM contested) "
-            f"{dedup_rule(fact).qualify()})) "
+            f"winners AS (SELECT * FROM copies ANTI JOIN contested USING ({fact.key}) "
+            f"UNION ALL SELECT {narrow} FROM (SELECT * FROM {source} "
+            f"SEMI JOIN contested USING ({fact.key}) {dedup_rule(fact).qualify()})) "
             f"SELECT CAST(start_time AS DATE) AS day, count(*) AS n, {total} AS spend, "
-            f"{duckdb_fingerprint(fact.key)} AS ids FROM winners "
+            f"{fingerprint} AS ids FROM winners "
             f"WHERE {' AND '.join(parts)} GROUP BY 1",
             params,
         ).fetchall()
@@ -257,8 +268,10 @@ def _minus(a: DayStat, b: DayStat | None) -> DayStat | None:
     if b is None:
         return a
     rows = a.rows - b.rows
-    ids = str(int(a.ids_md5 or 0) - int(b.ids_md5 or 0)) if rows else None
-    return DayStat(rows, a.spend - b.spend, ids) if rows else None
+    if not rows:
+        return None
+    ids = None if a.ids_md5 is None or b.ids_md5 is None else str(int(a.ids_md5) - int(b.ids_md5))
+    return DayStat(rows, a.spend - b.spend, ids)
 
 
 def compare_history(
@@ -268,14 +281,14 @@ def compare_history(
     columns: Mapping[str, SourceColumn],
     *,
     before_day: date | None = None,
-    spend: bool = True,
+    full: bool = True,
     uncovered: tuple[str, datetime] | None = None,
 ) -> History:
     """Compare every retained day (below ``before_day``) of the source with the lake.
 
     Days below the source's oldest ``startTime`` are pruned (retention), never loss: they are
     listed, not compared, and the oldest, partly pruned day is compared from that instant on.
-    ``spend=False`` compares counts and ids only (an index-only scan of the source). With
+    ``full=False`` compares counts only (an index-only scan of the source). With
     ``uncovered = (cursor, limit)`` rows whose cursor is at or after ``limit`` (the next run
     reads them anyway) are left out on both sides; the source's are counted through the
     cursor's index and subtracted, so the scan stays index-only.
@@ -286,7 +299,7 @@ def compare_history(
         return History([], lake_days_before(lake, before), None, 0, 0, 0)
     pruned = lake_days_before(lake, oldest.date())
     where = DayFilter(before_day=before_day, start_from=oldest)
-    source = source_stats(session, fact, columns, where, spend=spend)
+    source = source_stats(session, fact, columns, where, full=full)
     lake_where = where
     if uncovered is not None:
         cursor, limit = uncovered
@@ -295,7 +308,7 @@ def compare_history(
             fact,
             columns,
             DayFilter(before_day=before_day, start_from=oldest, cursor=cursor, since=limit),
-            spend=spend,
+            full=full,
         )
         source = {
             day: diff
@@ -303,7 +316,7 @@ def compare_history(
             if (diff := _minus(stat, late.get(day))) is not None
         }
         lake_where = DayFilter(before_day=before_day, start_from=oldest, cursor=cursor, limit=limit)
-    lake_figures = lake_stats(lake, fact, lake_where, spend=spend)
+    lake_figures = lake_stats(lake, fact, lake_where, full=full)
     return History(
         mismatches=compare_days(source, lake_figures),
         pruned=pruned,

@@ -88,12 +88,14 @@ def test_with_a_created_at_index_the_next_run_reads_a_weeks_old_row(make_source,
     with source.connect(autocommit=True) as conn:
         conn.execute(f"CREATE INDEX ON {source.table('SpendLogs')} (created_at)")
     wh = configure(source)
-    insert_spend(source, recent_rows())
+    old = ms(utcnow() - timedelta(days=30))
+    hour_ago = ms(utcnow() - timedelta(hours=1))  # long settled: compared, not subtracted
+    same_day = spend_row("same-day", old - timedelta(seconds=1), created_at=hour_ago)
+    insert_spend(source, [*recent_rows(), same_day])
     first = materialize()
     assert first.success
     assert spend_metadata(first)["created_at_index"] is True
 
-    old = ms(utcnow() - timedelta(days=30))
     insert_spend(source, [spend_row("backlog", old, spend=3.0)])
     second = materialize()
     assert second.success
@@ -173,3 +175,58 @@ def test_start_time_mode_quiet_proxy_reads_nothing(make_source, tmp_path):
     late = spend_row("late", now - timedelta(minutes=10))
     insert_spend(source, [late])
     assert wh.extract(source).rows_stored == 1
+
+
+# --- retention and disabled spend logs -------------------------------------------------------
+
+
+@pytest.mark.parametrize("until", [None, OLD_SCHEMA], ids=["created_at", "startTime"])
+def test_days_pruned_at_the_source_are_reported_as_pruned_and_kept(make_source, configure, until):
+    source = make_source(until=until)
+    wh = configure(source)
+    now = ms(utcnow())
+    insert_spend(source, [spend_row(f"h{i:02d}", now - timedelta(hours=6 * i)) for i in range(40)])
+    assert materialize().success
+    cutoff = now - timedelta(days=5, hours=3)  # retention: the oldest days, one of them partly
+    with source.connect() as conn:
+        conn.execute(f'DELETE FROM {source.table("SpendLogs")} WHERE "startTime" < %s', [cutoff])
+    pruned = sorted(
+        {(now - timedelta(hours=6 * i)).date() for i in range(40)}
+        - {
+            (now - timedelta(hours=6 * i)).date()
+            for i in range(40)
+            if now - timedelta(hours=6 * i) >= cutoff
+        }
+    )
+    assert len(pruned) >= 4
+    result = materialize()
+    assert result.success  # pruning is not loss
+    evaluation = check_results(result)["spend_logs:reconciliation"]
+    assert evaluation.passed
+    assert evaluation.metadata["pruned_days"].value == ", ".join(d.isoformat() for d in pruned)
+    rollback = materialize(run_config=rollback_run_config())
+    assert rollback.success
+    assert spend_metadata(rollback)["pruned_days"] == ", ".join(d.isoformat() for d in pruned)
+    assert spend_metadata(rollback)["repaired_days"] == "none"
+    assert len(stored_ids(wh)) == 40  # nothing in the lake is removed
+
+
+@pytest.mark.parametrize("prefix", BOTH_PREFIXES)
+def test_emptied_spend_logs_are_source_disabled_not_zero_spend(make_source, configure, prefix):
+    source = make_source(prefix=prefix)
+    wh = configure(source)
+    insert_spend(source, recent_rows())
+    assert materialize().success
+    with source.connect() as conn:
+        conn.execute(f"DELETE FROM {source.table('SpendLogs')}")
+    result = materialize(raise_on_error=False)
+    assert not result.success  # blocking: no rollup or alert says "under budget"
+    evaluation = check_results(result)["spend_logs:reconciliation"]
+    assert not evaluation.passed
+    assert evaluation.description.startswith("source disabled:")
+    assert evaluation.metadata["status"].value == "source_disabled"
+    assert spend_metadata(result)["status"] == "source_disabled"
+    assert wh.query("SELECT status FROM raw._source_tables WHERE source_table = 'SpendLogs'") == [
+        ("source_disabled",)
+    ]
+    assert len(stored_ids(wh)) == 5  # history untouched

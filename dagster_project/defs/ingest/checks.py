@@ -57,7 +57,7 @@ def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.Asset
 
     The last ``reconcile_days`` days compare count, spend and ids of the rows the extraction has
     surely covered. Every older retained day the incremental window can no longer reach is
-    compared by count and ids (an index-only scan of the source), so a row inserted now with
+    compared by row count (an index-only scan of the source), so a row inserted now with
     a weeks-old ``startTime`` fails this check, naming its day, until the rollback re-reads it.
     Days the source pruned (below its oldest row) are reported as pruned, not as loss.
     """
@@ -88,7 +88,7 @@ def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.Asset
         fact,
         columns,
         before_day=before,
-        spend=False,
+        full=False,
         uncovered=(scope.cursor, scope.limit) if indexed else None,
     )
     if history.oldest is None and lake.read_manifest().rows:
