@@ -112,11 +112,18 @@ def _scanned(node: dict) -> int:
     return own + sum(_scanned(child) for child in node.get("Plans", []))
 
 
-def check(url: str, root: Path, settings):
+def report_check(label: str, url: str, settings: Settings) -> None:
+    """Run the reconciliation check once and print its time and verdict."""
     with SourceSession(url, PREFIX) as session:
         began = time.monotonic()
-        result = reconcile(SPEND_LOGS, session, settings)
-        return result, time.monotonic() - began
+        evaluation = reconcile(SPEND_LOGS, session, settings)
+        seconds = time.monotonic() - began
+    meta = evaluation.metadata
+    print(
+        f"{label}: {seconds:.2f} s, passed={evaluation.passed}, "
+        f"{meta['history_days_compared'].value} older days compared by count, "
+        f"mismatched days: {meta['mismatched_days'].value}"
+    )
 
 
 def main() -> None:
@@ -146,11 +153,7 @@ def main() -> None:
                     f"[{label}] nothing new: {seconds:.2f} s, {result.rows_read:,} rows read; "
                     f"source window scan: {window_scan(url, root)}"
                 )
-                evaluation, seconds = check(url, root, settings)
-                print(
-                    f"[{label}] reconciliation check: {seconds:.2f} s, passed={evaluation.passed}, "
-                    f"{evaluation.metadata['history_days_compared'].value} older days by count"
-                )
+                report_check(f"[{label}] reconciliation check", url, settings)
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute(
                         f'INSERT INTO {TABLE} (request_id, call_type, spend, "startTime", '
@@ -163,19 +166,14 @@ def main() -> None:
                     f"[{label}] next run after a 30-day-old row: {seconds:.2f} s, "
                     f"{result.rows_stored} stored"
                 )
-                evaluation, seconds = check(url, root, settings)
-                print(
-                    f"[{label}] check: {seconds:.2f} s, passed={evaluation.passed}, "
-                    f"mismatched days: {evaluation.metadata['mismatched_days'].value}"
-                )
+                report_check(f"[{label}] check", url, settings)
                 result, seconds = extract(url, root, rollback_days=3)
                 print(
                     f"[{label}] rollback (3 days + whole-history comparison): {seconds:.2f} s, "
                     f"{result.rows_read:,} rows read, {result.rows_stored} stored, repaired "
                     f"days: {', '.join(result.repaired_days) or 'none'}"
                 )
-                evaluation, seconds = check(url, root, settings)
-                print(f"[{label}] check after: passed={evaluation.passed}")
+                report_check(f"[{label}] check after the rollback", url, settings)
         # every row tied at one created_at (the migration instant, a day ago)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(
