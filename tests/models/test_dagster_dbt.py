@@ -171,7 +171,10 @@ def test_materialize_builds_marts_in_the_build_database(tmp_path, monkeypatch):
     with duckdb.connect(str(build_path), read_only=True) as conn:
         total = conn.execute("select sum(request_count) from main.fct_spend_daily").fetchone()
         assert total == (400,)
-        assert conn.execute("select count(*) from main.dim_organizations").fetchone() == (0,)
+        # no organization table: only the ids the logs name, flagged as unknown to the proxy
+        assert conn.execute(
+            "select count(*) from main.dim_organizations where is_known"
+        ).fetchone() == (0,)
         organization_periods = conn.execute(
             "select count(*) from main.fct_budget_periods where entity_type = 'organization'"
         ).fetchone()
@@ -188,7 +191,8 @@ def test_failing_upstream_test_stops_downstream_marts(tmp_path, monkeypatch):
         dg.AssetKey(["fct_spend_daily"]),
         dg.AssetKey(["fct_budget_periods"]),
         dg.AssetKey(["staging", "stg_proxy__users"]),
-        dg.AssetKey(["dim_users"]),
+        dg.AssetKey(["dim_users"]),  # also names the users only the logs know
+        dg.AssetKey(["staging", "stg_proxy__teams"]),
     ]
     result = dg.materialize(
         [assets],
@@ -203,5 +207,6 @@ def test_failing_upstream_test_stops_downstream_marts(tmp_path, monkeypatch):
     assert dg.AssetKey(["staging", "stg_proxy__spend_logs"]) in materialized
     assert dg.AssetKey(["fct_spend_daily"]) not in materialized
     assert dg.AssetKey(["fct_budget_periods"]) not in materialized
-    assert dg.AssetKey(["dim_users"]) in materialized  # independent of spend logs
+    assert dg.AssetKey(["dim_users"]) not in materialized
+    assert dg.AssetKey(["staging", "stg_proxy__teams"]) in materialized  # independent of the logs
     assert DBT_PROJECT_DIR.is_dir()
