@@ -96,7 +96,7 @@ def test_check_prints_the_created_at_index_statement_and_sees_the_index(source, 
         f'CREATE INDEX CONCURRENTLY IF NOT EXISTS "{source.prefix}SpendLogs_created_at_idx" '
         f'ON "{source.prefix}SpendLogs" (created_at);'
     )
-    assert "status: source disabled" in before.stdout  # no spend logs at all yet
+    assert f"status: '{source.prefix}SpendLogs' is empty: a new proxy" in before.stdout
     with source.connect(autocommit=True) as conn:  # what the DBA runs
         conn.execute(statement)
         conn.execute(
@@ -107,7 +107,18 @@ def test_check_prints_the_created_at_index_statement_and_sees_the_index(source, 
     assert after.returncode == 0, after.stderr
     assert "index leading with created_at present" in after.stdout
     assert "CREATE INDEX" not in after.stdout
-    assert "source disabled" not in after.stdout
+    assert "is empty" not in after.stdout
+
+
+def test_check_names_an_emptied_source_with_a_warehouse_source_disabled(make_source, tmp_path):
+    env = _source_env(make_source(), tmp_path)
+    build_database(tmp_path / "wh" / "warehouse.duckdb", rows=1234)
+    result = _check(env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "status: source disabled: 'Dheera AI_SpendLogs' is empty while the warehouse holds "
+        "1,234 spend logs" in result.stdout
+    )
 
 
 def test_check_on_an_older_schema_names_the_start_time_cursor(make_source, tmp_path):

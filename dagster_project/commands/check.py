@@ -19,10 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def warehouse_state(path: Path) -> str:
-    """What the published warehouse at ``path`` holds; a warehouse in use raises, none is fine."""
+def warehouse_rows(path: Path) -> int | None:
+    """Spend logs in the published warehouse at ``path`` (None: not built); in use raises."""
     if not path.exists():
-        return f"{path} not built yet ('spendwh run' builds it)"
+        return None
     from dagster_project.lib.duckdb import connect_reader
 
     with connect_reader(path) as conn:
@@ -30,11 +30,17 @@ def warehouse_state(path: Path) -> str:
             "SELECT count(*) FROM duckdb_tables() "
             "WHERE schema_name = 'raw' AND table_name = 'spend_logs'"
         ).fetchone()[0]
-        rows = conn.execute("SELECT count(*) FROM raw.spend_logs").fetchone()[0] if found else 0
+        return conn.execute("SELECT count(*) FROM raw.spend_logs").fetchone()[0] if found else 0
+
+
+def warehouse_state(path: Path, rows: int | None) -> str:
+    """What the published warehouse at ``path`` holds."""
+    if rows is None:
+        return f"{path} not built yet ('spendwh run' builds it)"
     return f"{path}, {rows:,} spend logs"
 
 
-def spend_log_report(url: str, prefix: str) -> list[str]:
+def spend_log_report(url: str, prefix: str, warehouse_rows: int | None) -> list[str]:
     """How SpendLogs is read (cursor, the created_at index) and whether logging looks disabled."""
     table = table_name(prefix, SPEND_LOGS)
     with connect(url) as conn:
@@ -70,10 +76,16 @@ def spend_log_report(url: str, prefix: str) -> list[str]:
             "can run (the warehouse never writes to the proxy):",
             "  " + created_at_index_sql(prefix),
         ]
-    if empty:
+    if empty and warehouse_rows:
         lines.append(
-            f"status: source disabled: {table!r} is empty (disable_spend_logs, or emptied); "
-            "the warehouse keeps its history and reports spend since then as unknown"
+            f"status: source disabled: {table!r} is empty while the warehouse holds "
+            f"{warehouse_rows:,} spend logs (disable_spend_logs, or the table was emptied); the "
+            "warehouse keeps its history and reports spend since then as unknown, not zero"
+        )
+    elif empty:
+        lines.append(
+            f"status: {table!r} is empty: a new proxy, or spend logs are disabled "
+            "(disable_spend_logs)"
         )
     return lines
 
@@ -97,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         f"ok: {redact(url)} (PostgreSQL {info.server_version}), prefix {prefix!r}, "
         "SpendLogs present"
     )
-    for line in spend_log_report(url, prefix):
+    rows = warehouse_rows(settings.warehouse_path)
+    for line in spend_log_report(url, prefix, rows):
         print(line)
-    print(f"warehouse: {warehouse_state(settings.warehouse_path)}")
+    print(f"warehouse: {warehouse_state(settings.warehouse_path, rows)}")
     return 0
