@@ -230,3 +230,31 @@ def test_emptied_spend_logs_are_source_disabled_not_zero_spend(make_source, conf
         ("source_disabled",)
     ]
     assert len(stored_ids(wh)) == 5  # history untouched
+
+
+@pytest.mark.parametrize("prefix", BOTH_PREFIXES)
+def test_upgrade_to_created_at_rereads_a_bounded_window_once(make_source, tmp_path, prefix):
+    """The migration gives every old row the same created_at: one bounded re-read, then none."""
+    import time
+
+    from dagster_project.lib.extract import WindowOptions
+    from dagster_project.lib.migrations import apply_migrations
+
+    source = make_source(prefix=prefix, until=OLD_SCHEMA)
+    wh = Warehouse(tmp_path / "wh")
+    now = ms(utcnow())
+    insert_spend(
+        source, [spend_row(f"o{i:03d}", now - timedelta(hours=2 * i + 1)) for i in range(120)]
+    )
+    options = WindowOptions(overlap=timedelta(seconds=1), horizon=timedelta(days=7))
+    assert wh.extract(source, options=options).cursor == "startTime"
+    apply_migrations(source.url, prefix)  # the upgrade: created_at = the migration instant
+    time.sleep(1.5)
+    upgraded = wh.extract(source, options=options)
+    assert upgraded.cursor == "created_at"
+    within_horizon = sum(1 for i in range(120) if timedelta(hours=2 * i) <= timedelta(days=7))
+    assert upgraded.rows_read == within_horizon < 120  # bounded by the startTime horizon
+    insert_spend(source, [spend_row("after", ms(utcnow()))])
+    after = wh.extract(source, options=options)
+    assert (after.rows_read, after.rows_stored) == (1, 1)  # not the tie at the migration instant
+    assert len(wh.rows()) == 121
