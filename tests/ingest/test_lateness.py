@@ -82,6 +82,28 @@ def test_weeks_old_row_inserted_now_fails_the_check_until_the_rollback_reads_it(
     assert ("backlog", 3.0) in wh.query("SELECT request_id, spend FROM raw.spend_logs")
 
 
+def test_a_row_committed_later_than_the_overlap_inside_the_horizon_fails_the_check(
+    make_source, configure
+):
+    """created_at older than the overlap, startTime 5 days back (inside the 7-day horizon but
+    before the fully compared last 3 days): the next run cannot read it, the check names it."""
+    source = make_source()
+    wh = configure(source)
+    insert_spend(source, recent_rows())
+    assert materialize().success
+    five_days = ms(utcnow() - timedelta(days=5))
+    stale_stamp = ms(utcnow() - timedelta(hours=1))
+    insert_spend(source, [spend_row("slow", five_days, created_at=stale_stamp)])
+    second = materialize(raise_on_error=False)
+    assert "slow" not in stored_ids(wh)
+    evaluation = check_results(second)["spend_logs:reconciliation"]
+    assert not evaluation.passed
+    assert evaluation.metadata["mismatched_days"].value == five_days.date().isoformat()
+    repaired = materialize(run_config=rollback_run_config())
+    assert repaired.success
+    assert "slow" in stored_ids(wh)
+
+
 @pytest.mark.parametrize("prefix", BOTH_PREFIXES)
 def test_with_a_created_at_index_the_next_run_reads_a_weeks_old_row(make_source, configure, prefix):
     source = make_source(prefix=prefix)
