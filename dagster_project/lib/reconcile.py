@@ -28,7 +28,7 @@ from dagster_project.lib.extract import (
     sql_timestamp,
 )
 from dagster_project.lib.identifiers import quote_ident, snake_case
-from dagster_project.lib.lake import LakeTable
+from dagster_project.lib.lake import LakeFile, LakeTable
 from dagster_project.lib.raw_load import dedup_rule
 
 SPEND_TOLERANCE = 1e-6  # relative, floats summed in a different order
@@ -176,16 +176,32 @@ def source_oldest(session: SourceSession, fact: FactTable) -> datetime | None:
 def lake_stats(
     lake: LakeTable, fact: FactTable, where: DayFilter, *, full: bool = True
 ) -> dict[date, DayStat]:
-    """Per-day figures of the deduplicated lake (same filter semantics as :func:`source_stats`)."""
-    files = [
-        str(lake.absolute(f))
+    """Per-day figures of the deduplicated lake (same filter semantics as :func:`source_stats`).
+
+    Counting only, without a cursor filter, a day held by one file is counted from the manifest
+    (one extraction read each key once; compaction leaves one deduplicated file), so only days
+    with several files, and the partly pruned oldest day, are read.
+    """
+    selected = [
+        f
         for f in lake.read_manifest().files
         if f.partition is not None
         and (where.first_day is None or f.partition >= where.first_day.isoformat())
         and (where.before_day is None or f.partition < where.before_day.isoformat())
     ]
+    counted: dict[date, DayStat] = {}
+    if not full and where.cursor is None:
+        per_day: dict[str, list[LakeFile]] = {}
+        for f in selected:
+            per_day.setdefault(f.partition, []).append(f)
+        oldest = where.start_from.date().isoformat() if where.start_from else None
+        for day, day_files in per_day.items():
+            if len(day_files) == 1 and (oldest is None or day > oldest) and day_files[0].rows:
+                counted[date.fromisoformat(day)] = DayStat(day_files[0].rows, 0.0, None)
+        selected = [f for f in selected if date.fromisoformat(f.partition) not in counted]
+    files = [str(lake.absolute(f)) for f in selected]
     if not files:
-        return {}
+        return counted
     has_spend = full and any(c.name == "spend" for c in fact.columns)
     total = "sum(spend)" if has_spend else "0.0"
     parts = ["TRUE"]
@@ -228,7 +244,7 @@ def lake_stats(
         ).fetchall()
     finally:
         con.close()
-    return _stats(rows)
+    return {**counted, **_stats(rows)}
 
 
 def lake_days(

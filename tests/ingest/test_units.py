@@ -322,3 +322,33 @@ def test_terminal_errors_become_non_retryable_failures():
     assert failure.value.allow_retries is False
     with pytest.raises(psycopg.OperationalError), classified_errors():  # left to RetryPolicy
         raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+
+def test_lake_counts_single_file_days_from_the_manifest_and_dedups_the_others(tmp_path):
+    from dagster_project.lib.lake import conform_table
+    from dagster_project.lib.reconcile import DayFilter, lake_stats
+
+    lake = LakeTable(tmp_path, "spend_logs")
+
+    def part(ids: list[str], day: str, spend: float) -> None:
+        start = datetime.fromisoformat(f"{day} 10:00:00")
+        data = pa.table(
+            {"request_id": ids, "start_time": [start] * len(ids), "spend": [spend] * len(ids)}
+        )
+        file = write_single_file(lake, conform_table(data, SPEND_LOGS.schema), partition=day)
+        lake.publish(add=[file])
+
+    part(["a", "b", "c"], "2026-03-01", 1.0)  # one file: counted from the manifest
+    part(["d", "e"], "2026-03-02", 1.0)
+    part(["e", "f"], "2026-03-02", 2.0)  # a second copy of e: read and deduplicated
+    counted = lake_stats(lake, SPEND_LOGS, DayFilter(), full=False)
+    read = lake_stats(  # a cursor filter that keeps every row forces reading every file
+        lake, SPEND_LOGS, DayFilter(cursor="startTime", limit=datetime(2100, 1, 1)), full=False
+    )
+    assert counted == read
+    assert {d: s.rows for d, s in counted.items()} == {date(2026, 3, 1): 3, date(2026, 3, 2): 3}
+    # the oldest, partly pruned day is read to apply the horizon
+    pruned = DayFilter(start_from=datetime(2026, 3, 1, 11))
+    assert lake_stats(lake, SPEND_LOGS, pruned, full=False) == {
+        date(2026, 3, 2): counted[date(2026, 3, 2)]
+    }
