@@ -181,7 +181,7 @@ def recover_runs(instance, settings, console) -> None:
     from datetime import UTC, datetime
 
     from dagster_project.lib.alert_ledger import ledger_path, record_run_failure
-    from dagster_project.lib.delivery import configured_destinations
+    from dagster_project.lib.delivery import destination_names
     from dagster_project.lib.run_launcher import recover_dead_runs
 
     for dead in recover_dead_runs(instance):
@@ -191,7 +191,7 @@ def recover_runs(instance, settings, console) -> None:
             job_name=run.job_name,
             failed_steps=[],
             reason=f"run {dead} died (its process was killed) and was marked failed",
-            destinations=[d.name for d in configured_destinations(settings)],
+            destinations=destination_names(settings),
             now=datetime.now(UTC),
         )
         _echo(f"note  {problem.message}", console)

@@ -67,6 +67,11 @@ def configured_destinations(settings: Settings) -> list[Destination]:
     return [Destination(name, url) for name, url in found if url]
 
 
+def destination_names(settings: Settings) -> list[str]:
+    """The names of the configured destinations: what the ledger stores (never the URLs)."""
+    return [d.name for d in configured_destinations(settings)]
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how patiently a destination is retried."""

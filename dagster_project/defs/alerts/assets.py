@@ -50,7 +50,7 @@ from dagster_project.lib.alerts import (
     failed_check_problems,
     health_message,
 )
-from dagster_project.lib.delivery import configured_destinations
+from dagster_project.lib.delivery import destination_names
 from dagster_project.lib.duckdb import connect_writer
 from dagster_project.settings import Settings
 
@@ -188,7 +188,7 @@ def refuse_untrusted_data(
     message = health_message(problems)
     conn = connect_ledger(ledger_path(settings.state_dir))
     try:
-        destinations = [d.name for d in configured_destinations(settings)]
+        destinations = destination_names(settings)
         opened = record_health_problems(conn, problems, message, destinations, now)
     finally:
         conn.close()
@@ -217,7 +217,7 @@ def fct_budget_alerts(
     settings = settings.get()
     problems = failed_check_problems(upstream_check_evaluations(context))
     refuse_untrusted_data(problems, settings, datetime.now(UTC), context)
-    destinations = [d.name for d in configured_destinations(settings)]
+    destinations = destination_names(settings)
     with open_marts(settings) as (conn, schema, mirror):
         crossings, periods = read_marts(conn, schema)
         now = evaluation_time(config.evaluated_at, periods)

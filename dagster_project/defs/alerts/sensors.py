@@ -27,7 +27,7 @@ from dagster_project.lib.alert_ledger import (
     record_run_failure,
 )
 from dagster_project.lib.alerts import HealthProblem, health_message, iso, parse_iso
-from dagster_project.lib.delivery import configured_destinations, deliver_pending
+from dagster_project.lib.delivery import configured_destinations, deliver_pending, destination_names
 
 
 def stale_evaluation_problem(
@@ -109,7 +109,7 @@ def alert_on_pipeline_failure(
         job_name=context.dagster_run.job_name,
         failed_steps=failed_steps,
         reason=context.failure_event.message or "run failed",
-        destinations=[d.name for d in configured_destinations(config)],
+        destinations=destination_names(config),
         now=datetime.now(UTC),
     )
     context.log.error(problem.message)

@@ -23,7 +23,7 @@ import dagster as dg
 
 from dagster_project.defs.ingest.assets import RAW_GROUP, raw_error_logs, raw_spend_logs
 from dagster_project.lib.alert_ledger import ledger_path, record_run_failure
-from dagster_project.lib.delivery import configured_destinations
+from dagster_project.lib.delivery import destination_names
 from dagster_project.settings import config_values, schedules_from
 
 ROLLBACK_DAYS = 3
@@ -52,7 +52,7 @@ def record_failed_step(context: dg.HookContext) -> None:
         job_name=context.job_name,
         failed_steps=[context.step_key],
         reason=f"{type(error).__name__}: {error}" if error else "step failed",
-        destinations=[d.name for d in configured_destinations(settings)],
+        destinations=destination_names(settings),
         now=datetime.now(UTC),
     )
     context.log.error(f"pipeline-health alert recorded: {problem.message}")
