@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from dagster_project.lib import raw_contract as rc
 from dagster_project.lib import raw_load
@@ -367,11 +368,12 @@ class SnapshotResult:
     changed: bool = False
 
 
-def _digest(table: pa.Table) -> str:
-    """Content fingerprint of a snapshot (Arrow IPC bytes are deterministic for equal data)."""
+def snapshot_digest(table: pa.Table) -> str:
+    """Content fingerprint of a snapshot: uncompressed Parquet bytes, which encode only the
+    values (Arrow IPC bytes also carry whatever lies under null slots and differed between two
+    reads of the same rows, so every run rewrote the users' and keys' snapshots)."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as stream:
-        stream.write_table(table)
+    pq.write_table(table, sink, compression="none", write_statistics=False)
     return hashlib.sha256(sink.getvalue()).hexdigest()
 
 
@@ -428,7 +430,7 @@ def _replace_snapshot(
 ) -> SnapshotResult:
     """Full snapshot: replace the lake file and ``raw.<table>`` when the content changed."""
     data = _plain(session.fetch_table(snapshot_select(session, source, columns)))
-    digest = _digest(data)
+    digest = snapshot_digest(data)
     manifest = lake.read_manifest()
     changed = manifest.state.get("sha256") != digest or not manifest.files
     if changed:
