@@ -92,6 +92,31 @@ def make_source(pg_server_url, _templates) -> Iterator:
         drop_database(pg_server_url, name)
 
 
+@pytest.fixture
+def point_pipeline_at(tmp_path, monkeypatch):
+    """Factory: the pipeline's settings for ``source`` and a warehouse in ``tmp_path/wh``, run
+    from ``tmp_path`` (no stray ``.env``), with no alert destination and the default dbt target
+    unless ``webhook_url`` is given."""
+
+    def factory(source: SourceDb, webhook_url: str | None = None) -> SourceDb:
+        monkeypatch.setenv("DATABASE_URL", source.url)
+        monkeypatch.setenv("PROXY_TABLE_PREFIX", source.prefix)
+        monkeypatch.setenv("SPEND_WAREHOUSE_DIR", str(tmp_path / "wh"))
+        for name in (
+            "SPEND_ALERTS_WEBHOOK_URL",
+            "SPEND_ALERTS_SLACK_WEBHOOK_URL",
+            "DBT_TARGET",
+            "SPEND_WAREHOUSE_ENV_FILE",
+        ):
+            monkeypatch.delenv(name, raising=False)
+        if webhook_url:
+            monkeypatch.setenv("SPEND_ALERTS_WEBHOOK_URL", webhook_url)
+        monkeypatch.chdir(tmp_path)
+        return source
+
+    return factory
+
+
 @pytest.fixture(params=BOTH_PREFIXES)
 def prefix(request) -> str:
     """Both table prefixes: the Dheera AI Proxy's (with a space) and upstream's."""

@@ -528,8 +528,8 @@ def health_message(problems: Iterable[HealthProblem]) -> str:
     return (
         "Budget alerts were not evaluated because the spend data cannot be trusted: "
         + "; ".join(lines)
-        + ". Budgets may be exceeded without an alert until this is fixed; this is not "
-        "'within budget'."
+        + ". Until this is fixed the budget status is unknown: budgets may be exceeded without "
+        "an alert; this is not 'within budget'."
     )
 
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from dagster_project.defs.pipeline.schedules import failure_reason
 from dagster_project.lib.alerts import (
     CONTRACT_COLUMNS,
     alert_id,
@@ -249,6 +250,33 @@ def test_failed_error_checks_block_and_warnings_do_not():
     text = health_message(problems)
     assert "2 duplicate ids" in text
     assert "not 'within budget'" in text
+    assert "the budget status is unknown" in text
+
+
+def test_failure_reason_names_the_failed_blocking_checks_not_the_exception():
+    error = RuntimeError("1 blocking asset check failed with ERROR severity:")
+    failed = [
+        {
+            "check": "raw/spend_logs:reconciliation",
+            "status": "SUCCEEDED",
+            "passed": False,
+            "severity": "ERROR",
+            "description": "source disabled: SpendLogs is empty",
+        },
+        {
+            "check": "raw/spend_logs:drift",
+            "status": "SUCCEEDED",
+            "passed": False,
+            "severity": "WARN",
+        },
+    ]
+    assert failure_reason(error, failed) == (
+        "upstream check raw/spend_logs:reconciliation failed: source disabled: SpendLogs is empty"
+    )
+    assert failure_reason(error, failed[1:]) == (
+        "RuntimeError: 1 blocking asset check failed with ERROR severity:"
+    )
+    assert failure_reason(None, []) == "step failed"
 
 
 def test_payloads_carry_contract_and_idempotency_key():

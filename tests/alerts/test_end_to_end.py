@@ -160,17 +160,10 @@ def _mirror_ids(build_path) -> list[str]:
 
 
 @pytest.fixture
-def pipeline_env(make_source, tmp_path, monkeypatch, receiver):
-    source = make_source()
-    monkeypatch.setenv("DATABASE_URL", source.url)
-    monkeypatch.setenv("PROXY_TABLE_PREFIX", source.prefix)
-    monkeypatch.setenv("SPEND_WAREHOUSE_DIR", str(tmp_path / "wh"))
-    for name in ("SPEND_ALERTS_WEBHOOK_URL", "SPEND_ALERTS_SLACK_WEBHOOK_URL", "DBT_TARGET"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("SPEND_WAREHOUSE_ENV_FILE", raising=False)
+def pipeline_env(make_source, point_pipeline_at, tmp_path, receiver):
+    source = point_pipeline_at(make_source())
     # The destination is configured in .env only: every run must find it there too.
     (tmp_path / ".env").write_text(f"SPEND_ALERTS_WEBHOOK_URL={receiver.path_url('/hook')}\n")
-    monkeypatch.chdir(tmp_path)
     return source
 
 
