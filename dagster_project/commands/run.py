@@ -147,11 +147,16 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    outcome = (
-        f"raw layer only, {settings.warehouse_path} not republished"
-        if job_name(args) == EXTRACT_JOB
-        else f"published {settings.warehouse_path}"
+    published = any(
+        e.asset_key.to_user_string() == "warehouse"
+        for e in result.get_asset_materialization_events()
     )
+    if job_name(args) == EXTRACT_JOB:
+        outcome = f"raw layer only, {settings.warehouse_path} not republished"
+    elif published:
+        outcome = f"published {settings.warehouse_path}"
+    else:
+        outcome = f"nothing new: {settings.warehouse_path} is up to date"
     print(f"spendwh run: done in {elapsed:.1f} s; {outcome}")
     return 0
 

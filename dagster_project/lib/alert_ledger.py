@@ -137,6 +137,19 @@ def connect_ledger_readonly(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def open_health_problem_count(path: Path) -> int:
+    """How many pipeline-health problems are open (0 when there is no ledger yet)."""
+    if not path.exists():
+        return 0
+    conn = connect_ledger_readonly(path)
+    try:
+        return conn.execute(
+            "select count(*) from health_events where resolved_at is null"
+        ).fetchone()[0]
+    finally:
+        conn.close()
+
+
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on error): one writer at a time."""

@@ -9,6 +9,7 @@ target the raw tables are copied to PostgreSQL first.
 """
 
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -18,6 +19,13 @@ from dagster_project.defs.dbt.project import dbt_project
 from dagster_project.defs.dbt.resources import dbt_cli, vars_args
 from dagster_project.defs.ingest.assets import WRITER_POOL
 from dagster_project.defs.resources import SettingsResource
+from dagster_project.lib.alert_ledger import ledger_path, open_health_problem_count
+from dagster_project.lib.build_inputs import (
+    current_inputs,
+    last_published,
+    record_built,
+    skip_reason,
+)
 from dagster_project.lib.duckdb import writer_lock
 from dagster_project.lib.pg_raw import load_raw_to_postgres
 
@@ -59,6 +67,14 @@ class DbtBuildConfig(dg.Config):
     full_refresh: bool = False
     """Rebuild the incremental facts from scratch instead of their recent days."""
 
+    skip_unchanged: bool = True
+    """Skip the build, the alert evaluation and the publish when nothing changed since the last
+    published warehouse (see ``lib/build_inputs.py``)."""
+
+    reevaluate_after_minutes: int = 30
+    """Even with nothing new, build and evaluate budgets again once the last publish is this
+    old: periods close and forecasts move with the clock alone."""
+
 
 def mart_keys(manifest_path, translator: DagsterDbtTranslator) -> list[dg.AssetKey]:
     """The asset keys of every model in the marts layer (what analysts read)."""
@@ -87,6 +103,23 @@ def table_relations(manifest_path, translator: DagsterDbtTranslator) -> dict[dg.
         and node["config"].get("materialized") in {"table", "incremental"}
         and node.get("relation_name")
     }
+
+
+def missing_tables(build_path, relations: Mapping[dg.AssetKey, str]) -> list[str]:
+    """The table models (``relations``, as dbt names them) absent from the build database."""
+    import duckdb
+
+    wanted = {
+        relation.replace('"', "").split(".", 1)[-1].lower() for relation in relations.values()
+    }
+    with duckdb.connect(str(build_path)) as conn:
+        present = {
+            f"{schema}.{name}".lower()
+            for schema, name in conn.execute(
+                "select table_schema, table_name from information_schema.tables"
+            ).fetchall()
+        }
+    return sorted(wanted - present)
 
 
 def with_row_counts(
@@ -139,14 +172,32 @@ def defs() -> dg.Definitions:
     ) -> Iterator[Any]:
         settings = settings.get()
         dbt = dbt_cli(project, settings)
+        command = [*build_args(config.full_refresh), *vars_args(settings)]
         with writer_lock(settings.build_path):
+            fingerprint = current_inputs(
+                settings.lake_dir, project.project_dir, [settings.dbt_target, *command]
+            ).fingerprint()
+            skip, reason = skip_reason(
+                last_published(settings.state_dir),
+                fingerprint,
+                now=datetime.now(UTC),
+                max_age=timedelta(minutes=config.reevaluate_after_minutes),
+                warehouse_exists=settings.warehouse_path.exists(),
+                models_present=settings.dbt_target != "duckdb"
+                or not missing_tables(
+                    settings.build_path, table_relations(project.manifest_path, translator)
+                ),
+                open_health_problems=open_health_problem_count(ledger_path(settings.state_dir)),
+            )
+            context.log.info(reason)
+            if skip and config.skip_unchanged and not config.full_refresh:
+                # No output: the models, the alert evaluation and the publish are skipped.
+                return
             if settings.dbt_target == "postgres":
                 target = settings.postgres
                 copied = load_raw_to_postgres(settings.build_path, target.url, target.raw_schema)
                 context.log.info(f"copied raw tables to PostgreSQL: {copied}")
-            invocation = dbt.cli(
-                [*build_args(config.full_refresh), *vars_args(settings)], context=context
-            )
+            invocation = dbt.cli(command, context=context)
             events: list[Any] = []
             try:
                 events.extend(invocation.stream())
@@ -163,6 +214,7 @@ def defs() -> dg.Definitions:
                     table_relations(project.manifest_path, translator),
                     settings.build_path,
                 )
+            record_built(settings.state_dir, fingerprint, context.run_id)
             yield from events
 
     return dg.Definitions(assets=[spend_warehouse_dbt])

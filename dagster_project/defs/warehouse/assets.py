@@ -7,6 +7,8 @@ from the schedule, the UI or ``spendwh run`` publishes alike, and it runs only w
 upstream materialized: a failed check or a failed model leaves analysts the last good copy.
 """
 
+from datetime import UTC, datetime
+
 import dagster as dg
 
 from dagster_project.defs.alerts.assets import ALERTS_KEY
@@ -14,6 +16,7 @@ from dagster_project.defs.dbt.assets import dbt_translator, mart_keys
 from dagster_project.defs.dbt.project import dbt_project
 from dagster_project.defs.ingest.assets import WRITER_POOL
 from dagster_project.defs.resources import SettingsResource
+from dagster_project.lib.build_inputs import record_published
 from dagster_project.lib.duckdb import connect_writer, publish
 
 WAREHOUSE_KEY = dg.AssetKey(["warehouse"])
@@ -55,12 +58,14 @@ def defs() -> dg.Definitions:
             con.execute("CHECKPOINT")  # the file alone holds everything: copy it
             newest = newest_request(con)
             published = publish(settings.build_path, settings.warehouse_path)
+            inputs = record_published(settings.state_dir, context.run_id, datetime.now(UTC))
         context.log.info(f"published {published} (newest request {newest})")
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(published)),
                 "size_bytes": published.stat().st_size,
                 "newest_request_at": newest,
+                "build_inputs": inputs,
             }
         )
 
