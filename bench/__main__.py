@@ -55,6 +55,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip-postgres-target", action="store_true", help="no dbt build on the postgres target"
     )
+    p.add_argument(
+        "--skip-pipeline", action="store_true", help="no whole `spendwh run` measurements"
+    )
     p.add_argument("--keep", action="store_true", help="keep the benchmark databases and files")
     p.add_argument(
         "--reuse-source",
@@ -89,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         dlt=not args.skip_dlt,
         rollups=not args.skip_rollups,
         postgres_target=postgres_target,
+        pipeline=not args.skip_pipeline,
     )
     began = time.monotonic()
     with LoadSampler() as load:

@@ -57,6 +57,9 @@ def peak_memories(size: dict[str, Any]) -> dict[str, int]:
         ),
         "1% new": _get(size, "incremental", "one_percent_new", "peak_rss_mb"),
         "dbt build DuckDB": _get(size, "rollups", "dbt_duckdb", "peak_rss_mb"),
+        "whole run, cold": _get(size, "pipeline", "cold", "peak_rss_mb"),
+        "whole run, nothing new": _get(size, "pipeline", "nothing_new", "peak_rss_mb"),
+        "whole run, 1% new": _get(size, "pipeline", "one_percent_new", "peak_rss_mb"),
     }
     return {k: v for k, v in found.items() if v is not None}
 
@@ -192,6 +195,23 @@ def size_table(size: dict[str, Any]) -> list[str]:
                 one["peak_rss_mb"],
             )
         )
+    pipe = size.get("pipeline", {})
+    whole = (
+        ("cold", "whole `spendwh run`, cold (user's wait)"),
+        ("nothing_new", "whole `spendwh run`, nothing new"),
+        ("one_percent_new", "whole `spendwh run`, 1% new rows (half late)"),
+    )
+    for key, label in whole:
+        m = pipe.get(key)
+        if not m:
+            continue
+        if key == "cold":
+            note = f"{m['vs_copy']:.1%} of COPY; extract, dbt build, alerts, publish"
+        elif key == "nothing_new":
+            note = "published again" if m["published"] else "dbt, alerts and publish skipped"
+        else:
+            note = f"{m['inserted']:,} inserted; published: {m['published']}"
+        add(_row(label, m["seconds"], note + " (process incl. start-up)", m["peak_rss_mb"]))
     pg = ro.get("postgres_direct")
     if pg:
         detail = ", ".join(f"{k} {v:.1f}" for k, v in pg["queries"].items())
@@ -252,6 +272,9 @@ def scaling_lines(sizes: list[dict[str, Any]]) -> list[str]:
         ("nothing new", ("incremental", "nothing_new", "seconds")),
         ("nothing new (Dagster job)", ("incremental", "nothing_new_dagster", "seconds")),
         ("1% new rows", ("incremental", "one_percent_new", "seconds")),
+        ("whole run, cold", ("pipeline", "cold", "seconds")),
+        ("whole run, nothing new", ("pipeline", "nothing_new", "seconds")),
+        ("whole run, 1% new", ("pipeline", "one_percent_new", "seconds")),
         ("rollup SQL on PostgreSQL", ("rollups", "postgres_direct", "seconds")),
         ("dbt build on DuckDB", ("rollups", "dbt_duckdb", "seconds")),
         ("dbt build on postgres target", ("rollups", "dbt_postgres", "seconds")),

@@ -54,6 +54,7 @@ class Options:
     dlt: bool = True
     rollups: bool = True
     postgres_target: bool = True
+    pipeline: bool = True
     new_fraction: float = 0.01
 
 
@@ -140,7 +141,7 @@ def dlt_columns(url: str) -> list[str]:
 INSERT_NEW_SQL = """
 INSERT INTO {table} ({columns}, request_id, "startTime", "endTime", created_at)
 SELECT {columns},
-       'bench-new-' || request_id,
+       'bench-new-{tag}' || request_id,
        "startTime" + shift, "endTime" + shift,
        now() AT TIME ZONE 'UTC'
 FROM (
@@ -157,8 +158,9 @@ FROM (
 """
 
 
-def insert_new_rows(url: str, count: int) -> dict[str, int]:
-    """Copy ``count`` recent rows as new requests: half new, half late (old ``startTime``)."""
+def insert_new_rows(url: str, count: int, tag: str = "") -> dict[str, int]:
+    """Copy ``count`` recent rows as new requests: half new, half late (old ``startTime``);
+    ``tag`` keeps the ids of a second batch apart from the first."""
     table = quote_ident(table_name(PREFIX, "SpendLogs"))
     with psycopg.connect(url, autocommit=True) as conn:
         names = [
@@ -172,7 +174,7 @@ def insert_new_rows(url: str, count: int) -> dict[str, int]:
         ]
         skipped = {"request_id", "startTime", "endTime", "created_at"}
         columns = ", ".join(quote_ident(n) for n in names if n not in skipped)
-        sql = INSERT_NEW_SQL.format(table=table, columns=columns, limit=count)
+        sql = INSERT_NEW_SQL.format(table=table, columns=columns, limit=count, tag=tag)
         inserted = conn.execute(sql).rowcount
     return {"inserted": inserted, "late": inserted // 2}
 
@@ -302,6 +304,56 @@ def measure_new_rows(url: str, root: Path, rows: int, opts: Options, say: Say) -
     return figures
 
 
+SPENDWH = Path(sys.executable).with_name("spendwh")
+
+
+def spendwh_run(env: dict[str, str]) -> dict[str, Any]:
+    """One whole ``spendwh run`` as a user starts it (its own process, true peak RSS): extract,
+    dbt build, alerts, publish."""
+    m = measure([str(SPENDWH), "run"], env=env, json_out=False)
+    out = m.result["stdout"]
+    return {
+        "seconds": m.seconds,
+        "peak_rss_mb": m.peak_rss_mb,
+        "published": "spendwh run: done" in out and "nothing new:" not in out,
+    }
+
+
+def measure_pipeline_runs(
+    url: str, rows: int, copy_seconds: float, opts: Options, say: Say
+) -> dict[str, Any]:
+    """What the user waits for: the whole pipeline run, cold on an empty warehouse, then with
+    nothing new, then with ``new_fraction`` new rows (half of them late), against the COPY limit
+    measured in the same run."""
+    root = temp_dir("bench-pipeline-")
+    env_file = root / "empty.env"
+    env_file.write_text("")
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "PROXY_TABLE_PREFIX": PREFIX,
+        "SPEND_WAREHOUSE_DIR": str(root / "wh"),
+        "SPEND_WAREHOUSE_ENV_FILE": str(env_file),
+    }
+    for name in ("DAGSTER_HOME", "SPEND_ALERTS_WEBHOOK_URL", "SPEND_ALERTS_SLACK_WEBHOOK_URL"):
+        env.pop(name, None)
+    try:
+        cold = spendwh_run(env)
+        say(f"  whole run, cold: {cold['seconds']:.1f} s, peak {cold['peak_rss_mb']} MB")
+        quiet = spendwh_run(env)
+        say(f"  whole run, nothing new: {quiet['seconds']:.1f} s")
+        added = insert_new_rows(url, max(1, round(rows * opts.new_fraction)), tag="run-")
+        new = {**spendwh_run(env), **added}
+        say(f"  whole run, {added['inserted']:,} new rows: {new['seconds']:.1f} s")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {
+        "cold": {**cold, "vs_copy": rate(copy_seconds, cold["seconds"])},
+        "nothing_new": quiet,
+        "one_percent_new": new,
+    }
+
+
 def dbt_build(work: Path, env: dict[str, str]) -> dict[str, Any]:
     """The pipeline's ``dbt build`` (models and data tests; ``build_args``) in its own process,
     timed, with per-node times.
@@ -427,6 +479,10 @@ def run_size(rows: int, opts: Options, say: Say = print) -> dict[str, Any]:
                 figures["rollups"] = measure_rollups(url, root / "wh", opts, say)
             incremental["one_percent_new"] = measure_new_rows(url, root / "wh", rows, opts, say)
             figures["incremental"] = incremental
+            if opts.pipeline:
+                figures["pipeline"] = measure_pipeline_runs(
+                    url, rows, figures["extraction"]["copy"]["seconds"], opts, say
+                )
         finally:
             if opts.keep:
                 say(f"  kept warehouse {root} and database spendwh_bench_{rows}")

@@ -57,6 +57,12 @@ POSITIVE_FIGURES = (
     "rollups.dbt_duckdb.peak_rss_mb",
     "rollups.duckdb_vs_postgres_direct",
     "rollups.checkpoint_seconds",
+    "pipeline.cold.seconds",
+    "pipeline.cold.peak_rss_mb",
+    "pipeline.cold.vs_copy",
+    "pipeline.nothing_new.seconds",
+    "pipeline.one_percent_new.seconds",
+    "pipeline.one_percent_new.inserted",
 )
 
 
@@ -84,6 +90,9 @@ def test_bench_reports_every_figure(pg_server_url, tmp_path):
     assert new["late"] == new["inserted"] // 2
     assert new["rows_stored"] == new["inserted"]
     assert _figure(size, "incremental.nothing_new_dagster.success") is True
+    assert _figure(size, "pipeline.cold.published") is True
+    assert _figure(size, "pipeline.nothing_new.published") is False  # dbt and publish skipped
+    assert _figure(size, "pipeline.one_percent_new.published") is True
     assert _figure(size, "rollups.dbt_duckdb.failed_nodes") == []
     assert set(_figure(size, "rollups.postgres_direct.queries")) == {
         "spend_daily",
