@@ -127,9 +127,7 @@ def run(args: argparse.Namespace) -> int:
         contextlib.redirect_stdout(log_file),
     ):
         recover_runs(instance, settings, console)
-        instance.add_event_listener(
-            run_id, lambda event: _echo(format_event(event), console, log_file)
-        )
+        instance.add_event_listener(run_id, lambda event: _progress(event, console, log_file))
         result = job.execute_in_process(
             instance=instance,
             run_id=run_id,
@@ -220,6 +218,23 @@ def summary(result: Any) -> str:
     )
     text = f"summary: {materialized} assets materialized, {len(checks) - len(failed)} checks passed"
     return text + (f", {len(failed)} failed ({', '.join(failed)})" if failed else "")
+
+
+CONSOLE_LINE_LIMIT = 400
+
+
+def shorten(line: str | None, limit: int = CONSOLE_LINE_LIMIT) -> str | None:
+    """``line`` cut to ``limit`` characters for the console (the run log keeps it whole)."""
+    if line is None or len(line) <= limit:
+        return line
+    tail = " ... (whole line in the run log)"
+    return line[: limit - len(tail)].rstrip() + tail
+
+
+def _progress(event: Any, console, log_file) -> None:
+    line = format_event(event)
+    _echo(shorten(line), console)
+    _echo(line, log_file)
 
 
 def _echo(line: str | None, *streams) -> None:
