@@ -17,7 +17,7 @@ from dagster_project.lib.build_inputs import (
 from dagster_project.lib.lake import LakeFile, LakeTable
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
-HOUR = timedelta(minutes=30)
+MAX_AGE = timedelta(minutes=20)
 
 
 def inputs(**changes) -> BuildInputs:
@@ -59,7 +59,7 @@ def published(minutes_ago: float, fingerprint: str | None = None) -> dict:
 def reason(record, fingerprint=None, **kw):
     options = {
         "now": NOW,
-        "max_age": HOUR,
+        "max_age": MAX_AGE,
         "warehouse_exists": True,
         "models_present": True,
         "open_health_problems": 0,
@@ -73,7 +73,7 @@ def test_unchanged_and_recent_skips_and_says_until_when():
     assert skip
     assert "nothing new since the warehouse published at 2026-12-05 11:50:00 UTC" in text
     assert "10 min ago" in text
-    assert "by 12:20 UTC at the latest" in text
+    assert "by 12:10 UTC at the latest" in text
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_unchanged_and_recent_skips_and_says_until_when():
     [
         (None, {}, "no warehouse published"),
         (published(10, fingerprint="other"), {}, "new or changed rows"),
-        (published(30), {}, "re-evaluated every 30 min"),  # periods and forecasts move
+        (published(20), {}, "re-evaluated every 20 min"),  # periods and forecasts move
         (published(10), {"warehouse_exists": False}, "warehouse is missing"),  # deleted by hand
         (published(10), {"models_present": False}, "lacks model tables"),  # rebuilt from lake
         (published(10), {"open_health_problems": 1}, "1 pipeline-health problem"),
