@@ -176,24 +176,26 @@ def defs() -> dg.Definitions:
         settings = settings.get()
         dbt = dbt_cli(project, settings)
         command = [*build_args(config.full_refresh), *vars_args(settings)]
+        relations = table_relations(project.manifest_path, translator)
         with writer_lock(settings.build_path):
             fingerprint = current_inputs(
                 settings.lake_dir, project.project_dir, [settings.dbt_target, *command]
             ).fingerprint()
-            skip, reason = skip_reason(
-                last_published(settings.state_dir),
-                fingerprint,
-                now=datetime.now(UTC),
-                max_age=timedelta(minutes=config.reevaluate_after_minutes),
-                warehouse_exists=settings.warehouse_path.exists(),
-                models_present=settings.dbt_target != "duckdb"
-                or not missing_tables(
-                    settings.build_path, table_relations(project.manifest_path, translator)
-                ),
-                open_health_problems=open_health_problem_count(ledger_path(settings.state_dir)),
-            )
+            if config.full_refresh or not config.skip_unchanged:
+                skip, reason = False, "building: a full refresh, or skip_unchanged is off"
+            else:
+                skip, reason = skip_reason(
+                    last_published(settings.state_dir),
+                    fingerprint,
+                    now=datetime.now(UTC),
+                    max_age=timedelta(minutes=config.reevaluate_after_minutes),
+                    warehouse_exists=settings.warehouse_path.exists(),
+                    models_present=settings.dbt_target != "duckdb"
+                    or not missing_tables(settings.build_path, relations),
+                    open_health_problems=open_health_problem_count(ledger_path(settings.state_dir)),
+                )
             context.log.info(reason)
-            if skip and config.skip_unchanged and not config.full_refresh:
+            if skip:
                 # No output: the models, the alert evaluation and the publish are skipped.
                 return
             if settings.dbt_target == "postgres":
@@ -211,12 +213,7 @@ def defs() -> dg.Definitions:
                 raise
             if settings.dbt_target == "duckdb":
                 # Counted once dbt has exited: the dbt process holds the DuckDB file while it runs.
-                events = with_row_counts(
-                    context,
-                    events,
-                    table_relations(project.manifest_path, translator),
-                    settings.build_path,
-                )
+                events = with_row_counts(context, events, relations, settings.build_path)
             record_built(settings.state_dir, fingerprint, context.run_id)
             yield from events
 
