@@ -500,6 +500,18 @@ def _text(value: Any) -> str | None:
 # --- upstream health ---------------------------------------------------------------------------
 
 
+def check_evaluation(data: Any, status: str) -> dict[str, Any]:
+    """One evaluation of an asset check (Dagster's ``AssetCheckEvaluation``) as
+    :func:`failed_check_problems` reads it."""
+    return {
+        "check": f"{data.asset_key.to_user_string()}:{data.check_name}",
+        "status": status,
+        "passed": data.passed,
+        "severity": data.severity.value,
+        "description": data.description,
+    }
+
+
 def failed_check_problems(evaluations: Iterable[Mapping[str, Any]]) -> list[HealthProblem]:
     """Problems among the latest upstream check results.
 

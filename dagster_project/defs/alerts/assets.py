@@ -46,6 +46,7 @@ from dagster_project.lib.alerts import (
     DEFAULT_PROJECTION_MIN_ELAPSED_FRACTION,
     HealthProblem,
     as_utc,
+    check_evaluation,
     decide_alerts,
     failed_check_problems,
     health_message,
@@ -99,15 +100,7 @@ def upstream_check_evaluations(context: dg.AssetExecutionContext) -> list[dict[s
                 )
             continue
         data = record.event.dagster_event.asset_check_evaluation_data
-        evaluations.append(
-            {
-                "check": name,
-                "status": record.status.value,
-                "passed": data.passed,
-                "severity": data.severity.value,
-                "description": data.description,
-            }
-        )
+        evaluations.append(check_evaluation(data, record.status.value))
     return evaluations
 
 

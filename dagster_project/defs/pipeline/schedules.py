@@ -23,7 +23,7 @@ import dagster as dg
 
 from dagster_project.defs.ingest.assets import RAW_GROUP, raw_error_logs, raw_spend_logs
 from dagster_project.lib.alert_ledger import ledger_path, record_run_failure
-from dagster_project.lib.alerts import failed_check_problems
+from dagster_project.lib.alerts import check_evaluation, failed_check_problems
 from dagster_project.lib.delivery import destination_names
 from dagster_project.settings import config_values, schedules_from
 
@@ -43,31 +43,19 @@ def rollback_run_config(days: int = ROLLBACK_DAYS) -> dict:
     return {"ops": {op.op.name: config for op in (raw_spend_logs, raw_error_logs)}}
 
 
-def failed_checks_of_run(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
-    """The asset checks that evaluated to failed in ``run_id``, as ``failed_check_problems``
-    takes them (check name, status, passed, severity, description)."""
+def check_evaluations_of_run(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
+    """The asset checks evaluated in ``run_id``, as ``failed_check_problems`` takes them."""
     records = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
-    evaluations = []
-    for record in records:
-        data = record.dagster_event.asset_check_evaluation_data
-        if data.passed:
-            continue
-        evaluations.append(
-            {
-                "check": f"{data.asset_key.to_user_string()}:{data.check_name}",
-                "status": "SUCCEEDED",
-                "passed": False,
-                "severity": data.severity.value,
-                "description": data.description,
-            }
-        )
-    return evaluations
+    return [
+        check_evaluation(record.dagster_event.asset_check_evaluation_data, "SUCCEEDED")
+        for record in records
+    ]
 
 
-def failure_reason(error: BaseException | None, failed_checks: list[dict]) -> str:
-    """What the on-call person reads: the failed blocking checks and why they failed (a
-    ``DagsterAssetCheckFailedError`` names neither), else the step's exception."""
-    problems = failed_check_problems(failed_checks)
+def failure_reason(error: BaseException | None, evaluations: list[dict]) -> str:
+    """What the on-call person reads: the failed blocking checks among ``evaluations`` and why
+    they failed (a ``DagsterAssetCheckFailedError`` names neither), else the step's exception."""
+    problems = failed_check_problems(evaluations)
     if problems:
         return "; ".join(p.message for p in problems)
     return f"{type(error).__name__}: {error}" if error else "step failed"
@@ -78,7 +66,7 @@ def record_failed_step(context: dg.HookContext) -> None:
     """Open a pipeline-health alert for the run of the failed step (one open per job)."""
     settings = context.resources.settings.get()
     error = context.op_exception
-    checks = failed_checks_of_run(context.instance, context.run_id)
+    checks = check_evaluations_of_run(context.instance, context.run_id)
     problem = record_run_failure(
         ledger_path(settings.state_dir),
         job_name=context.job_name,
