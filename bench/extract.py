@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dagster_project.lib.extract import SPEND_LOGS, SourceSession, fact_select, incremental_window
-from dagster_project.lib.extract import WindowOptions as _WindowOptions
+from dagster_project.lib.ingest.source import SPEND_LOGS, SourceSession, fact_select
+from dagster_project.lib.ingest.windows import WindowOptions as _WindowOptions
+from dagster_project.lib.ingest.windows import incremental_window
 
 REPO = Path(__file__).resolve().parent.parent
 PREFIX = "Dheera AI_"
@@ -35,8 +36,8 @@ import json, sys, time
 from pathlib import Path
 import adbc_driver_postgresql.dbapi  # start-up, not measured
 from dagster_project.lib.duckdb import connect_writer
-from dagster_project.lib.extract import SPEND_LOGS, SourceSession
-from dagster_project.lib.ingest import extract_fact
+from dagster_project.lib.ingest.source import SPEND_LOGS, SourceSession
+from dagster_project.lib.ingest.extract import extract_fact
 url, prefix, root = sys.argv[1:4]
 began = time.monotonic()
 with SourceSession(url, prefix) as session, connect_writer(Path(root) / "build.duckdb") as con:

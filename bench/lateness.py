@@ -27,14 +27,10 @@ import psycopg
 
 from dagster_project.defs.ingest.checks import reconcile
 from dagster_project.lib.duckdb import connect_writer
-from dagster_project.lib.extract import (
-    SPEND_LOGS,
-    SourceSession,
-    WindowOptions,
-    incremental_window,
-)
-from dagster_project.lib.ingest import extract_fact, parse_ts
-from dagster_project.lib.lake import LakeTable
+from dagster_project.lib.ingest.extract import extract_fact, parse_ts
+from dagster_project.lib.ingest.lake import LakeTable
+from dagster_project.lib.ingest.source import SPEND_LOGS, SourceSession
+from dagster_project.lib.ingest.windows import WindowOptions, incremental_window
 from dagster_project.lib.migrations import apply_migrations
 from dagster_project.lib.postgres import create_database, drop_database
 from dagster_project.settings import DEFAULT_TABLE_PREFIX, Settings

@@ -18,7 +18,7 @@ are exact too), latency percentiles use ``percentile_cont`` like the marts.
 
 from __future__ import annotations
 
-from dagster_project.lib.identifiers import quote_ident, table_name
+from dagster_project.lib.sql import quote_ident, table_name
 
 
 def _t(prefix: str, name: str) -> str:

@@ -31,9 +31,9 @@ from bench.harness import (
     settle_server,
     temp_dir,
 )
-from dagster_project.lib.extract import PAYLOAD_COLUMNS, SPEND_LOGS, SourceSession
-from dagster_project.lib.identifiers import quote_ident, table_name
+from dagster_project.lib.ingest.source import PAYLOAD_COLUMNS, SPEND_LOGS, SourceSession
 from dagster_project.lib.postgres import create_database
+from dagster_project.lib.sql import quote_ident, table_name
 
 SIM_DAYS = 30.0
 SIM_SEED = 7

@@ -25,8 +25,8 @@ from typing import Any
 def task_raw(url: str, prefix: str, root: str) -> dict[str, Any]:
     """Extract ErrorLogs and the entity snapshots into the warehouse at ``root``."""
     from dagster_project.lib.duckdb import connect_writer
-    from dagster_project.lib.extract import ERROR_LOGS, SourceSession
-    from dagster_project.lib.ingest import extract_fact, extract_snapshots
+    from dagster_project.lib.ingest.extract import extract_fact, extract_snapshots
+    from dagster_project.lib.ingest.source import ERROR_LOGS, SourceSession
 
     began = time.monotonic()
     quiet = lambda _m: None  # noqa: E731
@@ -109,7 +109,7 @@ def task_pg_rollups(url: str, prefix: str) -> dict[str, Any]:
 
 def task_pg_raw(build_path: str, url: str, schema: str) -> dict[str, Any]:
     """Copy the raw layer of ``build_path`` into PostgreSQL schema ``schema``."""
-    from dagster_project.lib.pg_raw import load_raw_to_postgres
+    from dagster_project.lib.dbt.postgres_raw import load_raw_to_postgres
 
     began = time.monotonic()
     copied = load_raw_to_postgres(Path(build_path), url, schema)

@@ -23,12 +23,8 @@ from dagster_project.lib.postgres import (
     start_embedded_server,
     with_database,
 )
-from dagster_project.settings import DEFAULT_TABLE_PREFIX, UPSTREAM_TABLE_PREFIX
-
-BOTH_PREFIXES = [
-    pytest.param(DEFAULT_TABLE_PREFIX, id="dheera"),
-    pytest.param(UPSTREAM_TABLE_PREFIX, id="litellm"),
-]
+from dagster_project.settings import DEFAULT_TABLE_PREFIX
+from tests.prefixes import BOTH_PREFIXES
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from dagster_project.defs.dbt.project import dbt_project
-from dagster_project.lib.raw_contract import SNAPSHOT_TABLES
+from dagster_project.lib.ingest.contract import SNAPSHOT_TABLES
 from tests.models.conftest import MARTS
 
 # Loading the definitions reads the dbt manifest and runs `dbt parse` when it is stale.

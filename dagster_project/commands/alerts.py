@@ -14,22 +14,16 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
-from dagster_project.lib.alert_ledger import (
+from dagster_project.lib.alerts.delivery import requeue_failed
+from dagster_project.lib.alerts.ledger import (
     connect_ledger,
     connect_ledger_readonly,
     get_meta,
     ledger_path,
 )
-from dagster_project.lib.alerts import (
-    ALERT_TYPES,
-    ENTITY_TYPES,
-    iso,
-    parse_iso,
-    period_label,
-    to_decimal,
-    usd,
-)
-from dagster_project.lib.delivery import requeue_failed
+from dagster_project.lib.alerts.messages import period_label, usd
+from dagster_project.lib.alerts.records import ALERT_TYPES, ENTITY_TYPES, to_decimal
+from dagster_project.lib.times import iso, parse_iso
 from dagster_project.settings import ConfigError, load_settings
 
 STALE_AFTER = timedelta(hours=1)

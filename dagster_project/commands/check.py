@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dagster_project.lib.extract import LEADING_INDEX_SQL, created_at_index_sql
-from dagster_project.lib.identifiers import quote_ident, table_name
+from dagster_project.lib.ingest.windows import LEADING_INDEX_SQL, created_at_index_sql
 from dagster_project.lib.postgres import SPEND_LOGS, connect, inspect_source, redact
+from dagster_project.lib.sql import quote_ident, table_name
 from dagster_project.settings import ConfigError, load_settings
 
 

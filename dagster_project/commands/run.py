@@ -183,8 +183,8 @@ def recover_runs(instance, settings, console) -> None:
     """
     from datetime import UTC, datetime
 
-    from dagster_project.lib.alert_ledger import ledger_path, record_run_failure
-    from dagster_project.lib.delivery import destination_names
+    from dagster_project.lib.alerts.delivery import destination_names
+    from dagster_project.lib.alerts.ledger import ledger_path, record_run_failure
     from dagster_project.lib.run_launcher import recover_dead_runs
 
     for dead in recover_dead_runs(instance):

@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 
 import psycopg
 
-from dagster_project.lib.identifiers import quoted_table
 from dagster_project.lib.migrations import apply_migrations
 from dagster_project.lib.postgres import create_database, start_embedded_server
+from dagster_project.lib.sql import quoted_table
 from dagster_project.settings import Settings
 
 log = logging.getLogger(__name__)

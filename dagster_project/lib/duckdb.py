@@ -19,6 +19,9 @@ import duckdb
 from filelock import FileLock, Timeout
 
 DEFAULT_LOCK_TIMEOUT_S = 600.0
+# The Dagster pool of every step that writes the build database: one such step at a time, so
+# steps queue in Dagster instead of waiting on the file lock.
+WRITER_POOL = "spend_warehouse_writer"
 
 # New build databases are written in a storage format the DuckDB CLI on PyPI (duckdb-cli 1.5)
 # still reads, so analysts can open the published copy with it; the setting only applies when

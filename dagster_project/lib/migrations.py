@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from dagster_project.lib.identifiers import quote_ident
+from dagster_project.lib.sql import quote_ident
 from dagster_project.settings import UPSTREAM_TABLE_PREFIX
 
 # Milestones tests refer to by name.

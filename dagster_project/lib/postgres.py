@@ -10,7 +10,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 
-from dagster_project.lib.identifiers import quote_ident, table_name
+from dagster_project.lib.sql import quote_ident, table_name
 from dagster_project.settings import ConfigError
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg
 
-from dagster_project.lib.identifiers import quote_ident, quoted_table, table_name
+from dagster_project.lib.sql import quote_ident, quoted_table, table_name
 from dagster_project.settings import ConfigError
 from dagster_project.simulator.population import Population
 

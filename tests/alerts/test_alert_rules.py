@@ -8,21 +8,27 @@ from decimal import Decimal
 import pytest
 
 from dagster_project.defs.pipeline.schedules import failure_reason
-from dagster_project.lib.alerts import (
-    CONTRACT_COLUMNS,
-    alert_id,
+from dagster_project.lib.alerts.messages import (
     budget_label,
-    crossing_alert,
-    decide_alerts,
     entity_label,
-    failed_check_problems,
     health_message,
     json_payload,
-    projected_alert,
     redact,
     slack_payload,
 )
-from tests.alerts.conftest import (
+from dagster_project.lib.alerts.records import (
+    CONTRACT_COLUMNS,
+    BudgetCrossing,
+    BudgetPeriod,
+    alert_id,
+)
+from dagster_project.lib.alerts.rules import (
+    crossing_alert,
+    decide_alerts,
+    failed_check_problems,
+    projected_alert,
+)
+from tests.alerts.designed import (
     EXPECTED,
     NOW,
     alert_signature,
@@ -54,6 +60,18 @@ def _joined(crossings, periods):
         }
         for c in crossings
     ]
+
+
+def _decide(crossings, periods, now):
+    return decide_alerts(
+        [BudgetCrossing.from_row(row) for row in crossings],
+        [BudgetPeriod.from_row(row) for row in periods],
+        now,
+    )
+
+
+def _period(row):
+    return BudgetPeriod.from_row(row)
 
 
 def test_alert_id_is_stable_across_representations():
@@ -100,7 +118,7 @@ def test_alert_id_rejects_unknown_type():
 def test_designed_marts_give_exactly_the_expected_alerts():
     periods, crossings = designed_marts()
     current = [p for p in periods if p["is_current_period"]]
-    alerts = decide_alerts(_joined(crossings, periods), current, NOW)
+    alerts = _decide(_joined(crossings, periods), current, NOW)
     assert {alert_signature(a) for a in alerts} == EXPECTED
     assert len(alerts) == len(EXPECTED)
 
@@ -108,8 +126,8 @@ def test_designed_marts_give_exactly_the_expected_alerts():
 def test_deciding_twice_gives_identical_alerts():
     periods, crossings = designed_marts()
     current = [p for p in periods if p["is_current_period"]]
-    first = decide_alerts(_joined(crossings, periods), current, NOW)
-    second = decide_alerts(_joined(crossings, periods), current, NOW)
+    first = _decide(_joined(crossings, periods), current, NOW)
+    second = _decide(_joined(crossings, periods), current, NOW)
     assert first == second
 
 
@@ -122,7 +140,7 @@ def test_crossing_alert_fields_and_message():
         and c["entity_id"] == "sk-a"
         and c["period_start"] == ts("2026-11-01 00:00")
     ]
-    alert = crossing_alert(row, NOW)
+    alert = crossing_alert(BudgetCrossing.from_row(row), NOW)
     assert alert.threshold_usd == Decimal(100)
     assert alert.period_spend_usd == Decimal("100.4")
     assert alert.breached_at == datetime(2026, 11, 14, 9, 30, tzinfo=UTC)
@@ -145,7 +163,7 @@ def test_crossing_alert_fields_and_message():
 def test_crossing_in_a_closed_period_is_late():
     periods, crossings = designed_marts()
     row = next(c for c in _joined(crossings, periods) if c["period_end"] == ts("2026-11-01"))
-    alert = crossing_alert(row, NOW)
+    alert = crossing_alert(BudgetCrossing.from_row(row), NOW)
     assert alert.is_late is True
     assert "Detected late" in alert.message
     assert "The period has ended" in alert.message
@@ -157,7 +175,7 @@ def test_crossing_with_unknown_type_is_rejected():
     row = crossing(periods[0], "max_budget", "2026-11-14 09:30", "100")
     row.update(crossing_type="budget_crossed", budget_source="entity", budget_id="x")
     with pytest.raises(ValueError, match="budget_crossed"):
-        crossing_alert(row, NOW)
+        crossing_alert(BudgetCrossing.from_row(row), NOW)
 
 
 # --- the projected rule ----------------------------------------------------------------------
@@ -196,7 +214,7 @@ BASE = period(
     ],
 )
 def test_projected_rule(change, fires):
-    alert = projected_alert({**BASE, **change}, NOW)
+    alert = projected_alert(_period({**BASE, **change}), NOW)
     assert (alert is not None) is fires
     if alert is not None:
         assert alert.alert_type == "projected"
@@ -206,13 +224,15 @@ def test_projected_rule(change, fires):
 
 
 def test_projected_alert_has_one_id_per_period_whatever_the_forecast():
-    first = projected_alert(BASE, NOW)
+    first = projected_alert(_period(BASE), NOW)
     later = projected_alert(
-        {**BASE, "projected_period_spend_usd": Decimal(150), "period_spend_usd": Decimal(70)},
+        _period(
+            {**BASE, "projected_period_spend_usd": Decimal(150), "period_spend_usd": Decimal(70)}
+        ),
         NOW + timedelta(days=2),
     )
     next_period = projected_alert(
-        {**BASE, "period_start": ts("2026-12-01"), "period_end": ts("2027-01-01")},
+        _period({**BASE, "period_start": ts("2026-12-01"), "period_end": ts("2027-01-01")}),
         datetime(2026, 12, 20, tzinfo=UTC),
     )
     assert first.alert_id == later.alert_id
@@ -220,8 +240,8 @@ def test_projected_alert_has_one_id_per_period_whatever_the_forecast():
 
 
 def test_projected_minimums_are_configurable():
-    assert projected_alert({**BASE, "projection_basis_days": 2}, NOW, min_basis_days=2)
-    assert projected_alert(BASE, NOW, min_elapsed_fraction=0.9) is None
+    assert projected_alert(_period({**BASE, "projection_basis_days": 2}), NOW, min_basis_days=2)
+    assert projected_alert(_period(BASE), NOW, min_elapsed_fraction=0.9) is None
 
 
 # --- health, payloads, secrets ---------------------------------------------------------------
@@ -281,7 +301,7 @@ def test_failure_reason_names_the_failed_blocking_checks_not_the_exception():
 
 def test_payloads_carry_contract_and_idempotency_key():
     periods, crossings = designed_marts()
-    alert = decide_alerts(_joined(crossings, periods), [], NOW)[0]
+    alert = _decide(_joined(crossings, periods), [], NOW)[0]
     body = json_payload(alert)
     assert body["idempotency_key"] == alert.alert_id
     assert set(CONTRACT_COLUMNS) <= set(body)
@@ -312,7 +332,10 @@ def test_labels_for_people():
 def test_evaluation_time_prefers_config_then_marts_then_now():
     from dagster_project.defs.alerts.assets import evaluation_time
 
-    marts = [{"evaluated_at": datetime(2026, 11, 20, 12)}, {"evaluated_at": None}]
+    marts = [
+        BudgetPeriod.from_row(period(entity_type="team", entity_id="t", evaluated_at=at))
+        for at in (datetime(2026, 11, 20, 12), None)
+    ]
     assert evaluation_time("2026-11-21T08:00:00Z", marts) == datetime(2026, 11, 21, 8, tzinfo=UTC)
     assert evaluation_time(None, marts) == datetime(2026, 11, 20, 12, tzinfo=UTC)
     before = datetime.now(UTC)

@@ -19,10 +19,10 @@ from dagster_project.defs.alerts.checks import mirror_matches_ledger, no_failed_
 from dagster_project.defs.alerts.resources import AlertDestinationsResource
 from dagster_project.defs.alerts.sensors import alert_on_pipeline_failure, deliver_budget_alerts
 from dagster_project.defs.resources import SettingsResource
-from dagster_project.lib.alert_ledger import connect_ledger, ledger_path, load_alerts
-from dagster_project.lib.alert_store import ALERTS_COLUMNS
-from dagster_project.lib.alerts import iso
-from tests.alerts.conftest import (
+from dagster_project.lib.alerts.ledger import connect_ledger, ledger_path, load_alerts
+from dagster_project.lib.alerts.marts import ALERTS_COLUMNS
+from dagster_project.lib.times import iso
+from tests.alerts.designed import (
     EXPECTED,
     NOW,
     alert_signature,

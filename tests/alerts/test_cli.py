@@ -9,15 +9,15 @@ import pytest
 
 from dagster_project.cli import main
 from dagster_project.commands.alerts import delivery_label, format_table, query_alerts
-from dagster_project.lib.alert_ledger import (
+from dagster_project.lib.alerts.ledger import (
     connect_ledger,
     connect_ledger_readonly,
     ledger_path,
     record_evaluation,
     record_health_problems,
 )
-from dagster_project.lib.alerts import HealthProblem
-from tests.alerts.conftest import EXPECTED, NOW
+from dagster_project.lib.alerts.records import HealthProblem
+from tests.alerts.designed import EXPECTED, NOW
 from tests.alerts.test_ledger import _decide
 
 

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from dagster_project.lib.alert_ledger import connect_ledger, record_evaluation
-from dagster_project.lib.delivery import (
+from dagster_project.lib.alerts.delivery import (
     Destination,
     RetryPolicy,
     deliver_due,
     deliver_pending,
     post,
 )
-from tests.alerts.conftest import EXPECTED, NOW
+from dagster_project.lib.alerts.ledger import connect_ledger, record_evaluation
+from tests.alerts.designed import EXPECTED, NOW
 from tests.alerts.test_ledger import _decide
 
 pytestmark = pytest.mark.integration
@@ -194,7 +194,7 @@ _KILLER = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from dagster_project.lib.delivery import Destination, RetryPolicy, deliver_pending, post
+    from dagster_project.lib.alerts.delivery import Destination, RetryPolicy, deliver_pending, post
 
     ledger, url, mode = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 
@@ -253,8 +253,8 @@ _KILL_WHILE_DECIDING = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from dagster_project.lib import alert_ledger
-    from tests.alerts.conftest import EXPECTED, NOW
+    from dagster_project.lib.alerts import ledger as alert_ledger
+    from tests.alerts.designed import EXPECTED, NOW
     from tests.alerts.test_ledger import _decide
 
     conn = alert_ledger.connect_ledger(Path(sys.argv[1]))

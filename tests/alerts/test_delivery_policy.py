@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from dagster_project.lib.delivery import RetryPolicy, classify_http_status, configured_destinations
+from dagster_project.lib.alerts.delivery import (
+    RetryPolicy,
+    classify_http_status,
+    configured_destinations,
+)
 from dagster_project.settings import ConfigError, load_settings
 
 

@@ -23,12 +23,12 @@ from dagster_project.definitions import defs as load_defs
 from dagster_project.defs.alerts.resources import AlertDestinationsResource
 from dagster_project.defs.alerts.sensors import alert_on_pipeline_failure, deliver_budget_alerts
 from dagster_project.defs.resources import SettingsResource
-from dagster_project.lib.alert_ledger import connect_ledger, ledger_path, load_alerts
-from dagster_project.lib.alerts import decimal_text
-from dagster_project.lib.budget_periods import parse_duration, period_bounds
+from dagster_project.lib.alerts.ledger import connect_ledger, ledger_path, load_alerts
+from dagster_project.lib.alerts.records import decimal_text
 from dagster_project.settings import load_settings
 from dagster_project.simulator import simulate
 from tests.ingest.helpers import insert_spend, ms, spend_row
+from tests.models.budget_periods import parse_duration, period_bounds
 from tests.models.raw_data import RawDataset
 from tests.models.reference import (
     attributed_requests,

@@ -23,7 +23,7 @@ from dagster_project.definitions import defs as load_defs
 from dagster_project.defs.alerts.resources import AlertDestinationsResource
 from dagster_project.defs.alerts.sensors import deliver_budget_alerts
 from dagster_project.defs.resources import SettingsResource
-from dagster_project.lib.alert_ledger import connect_ledger, ledger_path, load_alerts
+from dagster_project.lib.alerts.ledger import connect_ledger, ledger_path, load_alerts
 from dagster_project.settings import load_settings
 from tests.ingest.helpers import insert_spend, ms, spend_row, utcnow
 from tests.ingest.test_incremental import OLD_SCHEMA

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from dagster_project.lib.alert_ledger import (
+from dagster_project.lib.alerts.ledger import (
     connect_ledger,
     connect_ledger_readonly,
     get_meta,
@@ -15,8 +15,9 @@ from dagster_project.lib.alert_ledger import (
     record_evaluation,
     record_health_problems,
 )
-from dagster_project.lib.alerts import HealthProblem, decide_alerts
-from tests.alerts.conftest import EXPECTED, NOW, alert_signature, crossing, designed_marts
+from dagster_project.lib.alerts.records import BudgetCrossing, BudgetPeriod, HealthProblem
+from dagster_project.lib.alerts.rules import decide_alerts
+from tests.alerts.designed import EXPECTED, NOW, alert_signature, crossing, designed_marts
 
 
 def _decide(now=NOW, extra_crossings=()):
@@ -31,7 +32,8 @@ def _decide(now=NOW, extra_crossings=()):
         }
         for c in crossings
     ]
-    return decide_alerts(joined, [p for p in periods if p["is_current_period"]], now)
+    current = [BudgetPeriod.from_row(p) for p in periods if p["is_current_period"]]
+    return decide_alerts([BudgetCrossing.from_row(row) for row in joined], current, now)
 
 
 def _late_user_max(by_id):

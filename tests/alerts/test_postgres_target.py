@@ -16,11 +16,11 @@ from dagster_project.defs.alerts.assets import fct_budget_alerts
 from dagster_project.defs.alerts.checks import mirror_matches_ledger
 from dagster_project.defs.alerts.resources import AlertDestinationsResource
 from dagster_project.defs.resources import SettingsResource
-from dagster_project.lib.alert_ledger import connect_ledger, ledger_path, load_alerts
-from dagster_project.lib.alert_store import ALERTS_COLUMNS
+from dagster_project.lib.alerts.ledger import connect_ledger, ledger_path, load_alerts
+from dagster_project.lib.alerts.marts import ALERTS_COLUMNS
 from dagster_project.lib.postgres import create_database, drop_database
 from dagster_project.settings import load_settings
-from tests.alerts.conftest import (
+from tests.alerts.designed import (
     CROSSING_COLUMNS,
     EXPECTED,
     PERIOD_COLUMNS,

@@ -17,8 +17,8 @@ from dagster_project.defs.alerts.assets import fct_budget_alerts
 from dagster_project.defs.alerts.checks import mirror_matches_ledger
 from dagster_project.defs.alerts.resources import AlertDestinationsResource
 from dagster_project.defs.resources import SettingsResource
-from dagster_project.lib.alert_ledger import connect_ledger, ledger_path, load_alerts
-from tests.alerts.conftest import alert_signature
+from dagster_project.lib.alerts.ledger import connect_ledger, ledger_path, load_alerts
+from tests.alerts.designed import alert_signature
 from tests.models.conftest import duckdb_env, run_dbt
 from tests.models.raw_data import RawDataset, write_raw_layer
 

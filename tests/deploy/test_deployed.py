@@ -40,7 +40,8 @@ import duckdb
 import pytest
 from dagster._core.storage.dagster_run import RunsFilter
 
-from dagster_project.lib.alert_ledger import connect_ledger_readonly
+from dagster_project.lib.alerts.ledger import connect_ledger_readonly
+from dagster_project.lib.duckdb import WRITER_POOL
 from dagster_project.simulator.workload import rate_per_ms
 from tests.deploy.units import exec_argv, parse_unit, systemd_path, unescape, unit_environment
 from tests.experience.processes import Command, start_spendwh, wait_until_answers
@@ -51,7 +52,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 JOB = "spend_warehouse_job"
 SCHEDULE = "spend_warehouse_schedule"
 SCHEDULE_TAG = "dagster/schedule_name"
-WRITER_POOL = "spend_warehouse_writer"
 VENV_BIN = Path(sys.executable).parent
 FAILING_REQUESTS = 3  # the receiver answers 503 to its first requests
 LIVE_REQUESTS_PER_MINUTE = 10.0  # simulated traffic at the time of the test

@@ -11,9 +11,11 @@ from pathlib import Path
 import duckdb
 
 from dagster_project.lib.duckdb import connect_writer
-from dagster_project.lib.extract import ERROR_LOGS, SPEND_LOGS, SourceSession, WindowOptions
-from dagster_project.lib.ingest import FactResult, extract_fact, utcnow
-from dagster_project.lib.lake import LakeTable
+from dagster_project.lib.ingest.extract import FactResult, extract_fact
+from dagster_project.lib.ingest.lake import LakeTable
+from dagster_project.lib.ingest.source import ERROR_LOGS, SPEND_LOGS, SourceSession
+from dagster_project.lib.ingest.windows import WindowOptions
+from dagster_project.lib.times import utcnow
 
 __all__ = ["Warehouse", "insert_spend", "ms", "spend_row", "utcnow"]
 

@@ -11,7 +11,7 @@ from dagster_project.defs.ingest import checks
 from dagster_project.defs.ingest.assets import raw_error_logs, raw_snapshots, raw_spend_logs
 from dagster_project.defs.pipeline.schedules import extract_job, rollback_run_config, schedules
 from dagster_project.defs.resources import SettingsResource
-from dagster_project.lib.extract import SPEND_LOGS
+from dagster_project.lib.ingest.source import SPEND_LOGS
 from dagster_project.settings import DEFAULT_SCHEDULE
 from tests.ingest.helpers import Warehouse, insert_spend, ms, spend_row, utcnow
 
@@ -28,7 +28,7 @@ def materialize(assets=RAW_ASSETS, **kwargs) -> dg.ExecuteInProcessResult:
 
 def freshness_now(source):
     """The SpendLogs freshness check, evaluated on its own."""
-    from dagster_project.lib.extract import SourceSession
+    from dagster_project.lib.ingest.source import SourceSession
     from dagster_project.settings import load_settings
 
     settings = load_settings()

@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 from dagster_project.lib.duckdb import connect_writer
-from dagster_project.lib.extract import SourceSchemaError, SourceSession
-from dagster_project.lib.ingest import extract_snapshots
-from dagster_project.lib.lake import PAUSE_ENV, PAUSE_FILE_ENV, TMP_PREFIX, LakeTable
+from dagster_project.lib.ingest.extract import extract_snapshots
+from dagster_project.lib.ingest.lake import PAUSE_ENV, PAUSE_FILE_ENV, TMP_PREFIX, LakeTable
+from dagster_project.lib.ingest.source import SourceSchemaError, SourceSession
 from dagster_project.settings import REPO_ROOT
 from tests.ingest.helpers import Warehouse, insert_spend, spend_row, utcnow
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import duckdb
 import pytest
 
-from dagster_project.lib.extract import WindowOptions
+from dagster_project.lib.ingest.windows import WindowOptions
 from tests.duckdb_files import corrupt_block, metadata_block
 from tests.ingest.helpers import Warehouse, insert_spend, ms, spend_row, utcnow
 
@@ -219,7 +219,7 @@ def test_corrupt_build_database_is_rebuilt_identically(make_source, wh):
 
 
 def test_compaction_keeps_content(make_source, wh, monkeypatch):
-    from dagster_project.lib import ingest
+    from dagster_project.lib.ingest import extract as ingest
 
     monkeypatch.setattr(ingest, "COMPACT_MIN_FILES", 3)
     source = make_source()

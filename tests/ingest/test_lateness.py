@@ -12,10 +12,10 @@ from datetime import timedelta
 import pytest
 
 from dagster_project.defs.pipeline.schedules import rollback_run_config
-from tests.conftest import BOTH_PREFIXES
 from tests.ingest.helpers import Warehouse, insert_spend, ms, spend_row, utcnow
 from tests.ingest.test_dagster import check_results, materialize
 from tests.ingest.test_incremental import OLD_SCHEMA
+from tests.prefixes import BOTH_PREFIXES
 
 pytestmark = pytest.mark.integration
 
@@ -167,7 +167,7 @@ def test_a_fresh_bulk_copy_is_re_read_once_then_settles(make_source, tmp_path):
     """Rows stamped within the overlap may still have company in flight: one re-read, no more."""
     import time
 
-    from dagster_project.lib.extract import WindowOptions
+    from dagster_project.lib.ingest.windows import WindowOptions
 
     source = make_source()
     wh = Warehouse(tmp_path / "wh")
@@ -259,7 +259,7 @@ def test_upgrade_to_created_at_rereads_a_bounded_window_once(make_source, tmp_pa
     """The migration gives every old row the same created_at: one bounded re-read, then none."""
     import time
 
-    from dagster_project.lib.extract import WindowOptions
+    from dagster_project.lib.ingest.windows import WindowOptions
     from dagster_project.lib.migrations import apply_migrations
 
     source = make_source(prefix=prefix, until=OLD_SCHEMA)

@@ -11,33 +11,35 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dagster_project.lib import raw_contract as rc
-from dagster_project.lib import raw_load
-from dagster_project.lib.extract import (
-    SPEND_LOGS,
-    Bucket,
-    SourceColumn,
-    SourceSchemaError,
-    WindowOptions,
-    drift,
-    fact_select_list,
-    incremental_window,
-    is_transient,
-    missing_required,
-    plan_chunks,
-    prefetch,
-    rollback_window,
-    sql_timestamp,
-    window_floor,
-)
-from dagster_project.lib.lake import (
+from dagster_project.lib.ingest import contract as rc
+from dagster_project.lib.ingest import load as raw_load
+from dagster_project.lib.ingest.lake import (
     TMP_PREFIX,
     DayPartitionWriter,
     LakeTable,
     compact,
     write_single_file,
 )
-from dagster_project.lib.reconcile import DayStat, compare_days, reconcile_scope
+from dagster_project.lib.ingest.reconcile import DayStat, compare_days, reconcile_scope
+from dagster_project.lib.ingest.source import (
+    SPEND_LOGS,
+    SourceColumn,
+    SourceSchemaError,
+    drift,
+    fact_select_list,
+    is_transient,
+    missing_required,
+    prefetch,
+)
+from dagster_project.lib.ingest.windows import (
+    Bucket,
+    WindowOptions,
+    incremental_window,
+    plan_chunks,
+    rollback_window,
+    window_floor,
+)
+from dagster_project.lib.sql import sql_timestamp
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123000)
 
@@ -325,8 +327,8 @@ def test_terminal_errors_become_non_retryable_failures():
 
 
 def test_lake_counts_single_file_days_from_the_manifest_and_dedups_the_others(tmp_path):
-    from dagster_project.lib.lake import conform_table
-    from dagster_project.lib.reconcile import DayFilter, lake_stats
+    from dagster_project.lib.ingest.lake import conform_table
+    from dagster_project.lib.ingest.reconcile import DayFilter, lake_stats
 
     lake = LakeTable(tmp_path, "spend_logs")
 
@@ -359,7 +361,7 @@ def test_snapshot_digest_depends_on_values_not_on_bytes_under_nulls():
     get equal digests, or every run rewrites the snapshot (and a run with nothing new builds)."""
     import numpy as np
 
-    from dagster_project.lib.ingest import snapshot_digest
+    from dagster_project.lib.ingest.extract import snapshot_digest
 
     valid = pa.py_buffer(bytes([0b01]))  # the first value is valid, the second null
 

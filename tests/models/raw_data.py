@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from dagster_project.lib.raw_contract import ERROR_LOG_COLUMNS, RAW_SCHEMA, SPEND_LOG_COLUMNS
+from dagster_project.lib.ingest.contract import ERROR_LOG_COLUMNS, RAW_SCHEMA, SPEND_LOG_COLUMNS
 
 _KEY_COLUMNS = {
     "token": "varchar",

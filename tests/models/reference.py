@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from dagster_project.lib.budget_periods import (
+from tests.models.budget_periods import (
     InvalidDurationError,
     parse_duration,
     period_bounds,

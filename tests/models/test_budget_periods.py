@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from dagster_project.lib.budget_periods import (
+from tests.models.budget_periods import (
     Duration,
     InvalidDurationError,
     parse_duration,

@@ -16,6 +16,7 @@ from dagster_project.defs.dbt import assets as dbt_defs
 from dagster_project.defs.dbt.project import dbt_project, manifest_is_stale, project_files
 from dagster_project.defs.dbt.resources import dbt_vars, profile, write_profiles
 from dagster_project.defs.resources import SettingsResource
+from dagster_project.lib.dbt.translator import layer_group
 from dagster_project.settings import DBT_PROJECT_DIR, ConfigError, load_settings
 from tests.models.raw_data import make_dataset, write_raw_layer
 
@@ -94,10 +95,8 @@ def test_manifest_is_stale_when_missing_or_older(tmp_path):
 
 
 def test_layer_group_follows_the_models_folder():
-    assert dbt_defs.layer_group({"resource_type": "model", "fqn": ["p", "marts", "x", "m"]}) == (
-        "marts"
-    )
-    assert dbt_defs.layer_group({"resource_type": "source", "fqn": ["p", "raw", "t"]}) is None
+    assert layer_group({"resource_type": "model", "fqn": ["p", "marts", "x", "m"]}) == ("marts")
+    assert layer_group({"resource_type": "source", "fqn": ["p", "raw", "t"]}) is None
     assert dbt_defs.build_args() == ["build", "--exclude-resource-type", "unit_test"]
     assert dbt_defs.build_args(full_refresh=True)[-1] == "--full-refresh"
 

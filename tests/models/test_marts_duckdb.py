@@ -11,7 +11,7 @@ from decimal import Decimal
 import duckdb
 import pytest
 
-from dagster_project.lib.budget_periods import parse_duration, period_bounds
+from tests.models.budget_periods import parse_duration, period_bounds
 from tests.models.checks import (
     check_budget_periods,
     check_current_periods,

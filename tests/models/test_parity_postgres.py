@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from dagster_project.lib.pg_raw import load_raw_to_postgres
+from dagster_project.lib.dbt.postgres_raw import load_raw_to_postgres
 from tests.models.conftest import AS_OF, MARTS, run_dbt
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ from decimal import Decimal
 import pytest
 
 from dagster_project.lib.duckdb import connect_writer
-from dagster_project.lib.extract import ERROR_LOGS, SPEND_LOGS, SourceSession
-from dagster_project.lib.ingest import extract_fact, extract_snapshots
+from dagster_project.lib.ingest.extract import extract_fact, extract_snapshots
+from dagster_project.lib.ingest.source import ERROR_LOGS, SPEND_LOGS, SourceSession
 from dagster_project.simulator import simulate
 from tests.models.checks import (
     check_budget_periods,

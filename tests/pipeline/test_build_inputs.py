@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dagster_project.lib.build_inputs import (
+from dagster_project.lib.dbt.build_inputs import (
     BuildInputs,
     current_inputs,
     last_published,
@@ -14,7 +14,7 @@ from dagster_project.lib.build_inputs import (
     record_published,
     skip_reason,
 )
-from dagster_project.lib.lake import LakeFile, LakeTable
+from dagster_project.lib.ingest.lake import LakeFile, LakeTable
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 MAX_AGE = timedelta(minutes=20)

@@ -20,9 +20,9 @@ import pytest
 from dagster._core.events import EngineEventData
 
 from dagster_project.commands.serve import write_workspace
-from dagster_project.lib.alert_ledger import connect_ledger, ledger_path
+from dagster_project.lib.alerts.ledger import connect_ledger, ledger_path
 from dagster_project.lib.dagster_instance import RUN_LAUNCHER_MODULE, prepare_dagster_home
-from dagster_project.lib.lake import PAUSE_ENV, PAUSE_FILE_ENV
+from dagster_project.lib.ingest.lake import PAUSE_ENV, PAUSE_FILE_ENV
 from dagster_project.lib.run_launcher import (
     LocalRunLauncher,
     WorkerProcess,

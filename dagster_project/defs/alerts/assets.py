@@ -22,16 +22,16 @@ import dagster as dg
 import psycopg
 from dagster_shared.check import CheckError
 
-from dagster_project.defs.ingest.assets import WRITER_POOL
 from dagster_project.defs.resources import SettingsResource
-from dagster_project.lib.alert_ledger import (
+from dagster_project.lib.alerts.delivery import destination_names
+from dagster_project.lib.alerts.ledger import (
     connect_ledger,
     ledger_path,
     load_alerts,
     record_evaluation,
     record_health_problems,
 )
-from dagster_project.lib.alert_store import (
+from dagster_project.lib.alerts.marts import (
     ALERTS_TABLE,
     CROSSINGS_MODEL,
     PERIODS_MODEL,
@@ -41,18 +41,16 @@ from dagster_project.lib.alert_store import (
     mirror_to_postgres,
     read_marts,
 )
-from dagster_project.lib.alerts import (
+from dagster_project.lib.alerts.messages import health_message
+from dagster_project.lib.alerts.records import (
     DEFAULT_PROJECTION_MIN_BASIS_DAYS,
     DEFAULT_PROJECTION_MIN_ELAPSED_FRACTION,
+    BudgetPeriod,
     HealthProblem,
-    as_utc,
-    check_evaluation,
-    decide_alerts,
-    failed_check_problems,
-    health_message,
 )
-from dagster_project.lib.delivery import destination_names
-from dagster_project.lib.duckdb import connect_writer
+from dagster_project.lib.alerts.rules import check_evaluation, decide_alerts, failed_check_problems
+from dagster_project.lib.duckdb import WRITER_POOL, connect_writer
+from dagster_project.lib.times import as_utc
 from dagster_project.settings import Settings
 
 ALERTS_KEY = dg.AssetKey([ALERTS_TABLE])
@@ -156,7 +154,7 @@ def open_marts(settings: Settings) -> Iterator[Marts]:
 # --- the asset ---------------------------------------------------------------------------------
 
 
-def evaluation_time(configured: str | None, periods: list[dict[str, Any]]) -> datetime:
+def evaluation_time(configured: str | None, periods: list[BudgetPeriod]) -> datetime:
     """The instant alerts are evaluated at.
 
     The configured instant if any; else the marts' ``evaluated_at`` (dbt's evaluation instant,
@@ -165,8 +163,8 @@ def evaluation_time(configured: str | None, periods: list[dict[str, Any]]) -> da
     """
     if configured is not None:
         return as_utc(datetime.fromisoformat(configured.replace("Z", "+00:00")))
-    stamps = [row["evaluated_at"] for row in periods if row.get("evaluated_at") is not None]
-    return as_utc(max(stamps)) if stamps else datetime.now(UTC)
+    stamps = [period.evaluated_at for period in periods if period.evaluated_at is not None]
+    return max(stamps) if stamps else datetime.now(UTC)
 
 
 def refuse_untrusted_data(

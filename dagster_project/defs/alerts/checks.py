@@ -6,8 +6,8 @@ import dagster as dg
 
 from dagster_project.defs.alerts.assets import ALERTS_KEY, open_marts
 from dagster_project.defs.resources import SettingsResource
-from dagster_project.lib.alert_ledger import connect_ledger_readonly, ledger_path
-from dagster_project.lib.alert_store import ALERTS_TABLE
+from dagster_project.lib.alerts.ledger import connect_ledger_readonly, ledger_path
+from dagster_project.lib.alerts.marts import ALERTS_TABLE
 
 
 @dg.asset_check(asset=ALERTS_KEY, description="The DuckDB mirror holds exactly the ledger's ids.")

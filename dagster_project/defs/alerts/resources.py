@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dagster_project.lib.delivery import RetryPolicy
+from dagster_project.lib.alerts.delivery import RetryPolicy
 from dagster_project.settings import Settings
 
 

@@ -2,7 +2,7 @@
 
 Each tick sends the due outbox rows of the ledger (new alerts, retries whose back-off has
 passed, rows left pending by a crash) to the configured destinations, at most once each (see
-:mod:`dagster_project.lib.delivery`). It launches no runs: its result is the delivery log.
+:mod:`dagster_project.lib.alerts.delivery`). It launches no runs: its result is the delivery log.
 
 It also watches the evaluation itself: if alerts have not been evaluated for longer than
 ``max_evaluation_age_minutes`` (the pipeline is failing or not scheduled), it opens a
@@ -19,15 +19,21 @@ import dagster as dg
 
 from dagster_project.defs.alerts.resources import AlertDestinationsResource
 from dagster_project.defs.resources import SettingsResource
-from dagster_project.lib.alert_ledger import (
+from dagster_project.lib.alerts.delivery import (
+    configured_destinations,
+    deliver_pending,
+    destination_names,
+)
+from dagster_project.lib.alerts.ledger import (
     connect_ledger,
     get_meta,
     ledger_path,
     record_health_problems,
     record_run_failure,
 )
-from dagster_project.lib.alerts import HealthProblem, health_message, iso, parse_iso
-from dagster_project.lib.delivery import configured_destinations, deliver_pending, destination_names
+from dagster_project.lib.alerts.messages import health_message
+from dagster_project.lib.alerts.records import HealthProblem
+from dagster_project.lib.times import iso, parse_iso
 
 
 def stale_evaluation_problem(

@@ -13,39 +13,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
+from dagster_dbt import dbt_assets
 
 from dagster_project.defs.dbt.project import dbt_project
 from dagster_project.defs.dbt.resources import dbt_cli, vars_args
-from dagster_project.defs.ingest.assets import WRITER_POOL
 from dagster_project.defs.resources import SettingsResource
-from dagster_project.lib.alert_ledger import ledger_path, open_health_problem_count
-from dagster_project.lib.build_inputs import (
+from dagster_project.lib.alerts.ledger import ledger_path, open_health_problem_count
+from dagster_project.lib.dbt.build_inputs import (
     current_inputs,
     last_published,
+    missing_tables,
     record_built,
     skip_reason,
 )
-from dagster_project.lib.duckdb import writer_lock
-from dagster_project.lib.pg_raw import load_raw_to_postgres
+from dagster_project.lib.dbt.postgres_raw import load_raw_to_postgres
+from dagster_project.lib.dbt.translator import dbt_translator, table_relations
+from dagster_project.lib.duckdb import WRITER_POOL, writer_lock
 
 DBT_ASSETS_NAME = "spend_warehouse_dbt"
-MARTS_GROUP = "marts"
-
-
-class SpendWarehouseTranslator(DagsterDbtTranslator):
-    """Groups models by layer (staging, intermediate, marts); sources keep ``raw/<table>``."""
-
-    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
-        return layer_group(dbt_resource_props)
-
-
-def layer_group(dbt_resource_props: Mapping[str, Any]) -> str | None:
-    """The asset group of a dbt node: the first folder under models/ (None for sources)."""
-    if dbt_resource_props.get("resource_type") == "source":
-        return None
-    fqn = dbt_resource_props.get("fqn") or []
-    return fqn[1] if len(fqn) > 2 else "dbt"
 
 
 def build_args(full_refresh: bool = False) -> list[str]:
@@ -69,7 +54,7 @@ class DbtBuildConfig(dg.Config):
 
     skip_unchanged: bool = True
     """Skip the build, the alert evaluation and the publish when nothing changed since the last
-    published warehouse (see ``lib/build_inputs.py``)."""
+    published warehouse (see ``lib/dbt/build_inputs.py``)."""
 
     reevaluate_after_minutes: int = 20
     """Even with nothing new, build and evaluate budgets again once the last publish is this
@@ -77,52 +62,6 @@ class DbtBuildConfig(dg.Config):
     are then less than this plus one schedule interval apart, well inside the hour after which
     the delivery sensor reports the evaluation as stale (a schedule of 20 minutes or more
     builds in every run)."""
-
-
-def mart_keys(manifest_path, translator: DagsterDbtTranslator) -> list[dg.AssetKey]:
-    """The asset keys of every model in the marts layer (what analysts read)."""
-    import json
-
-    nodes = json.loads(manifest_path.read_text())["nodes"].values()
-    return sorted(
-        (
-            translator.get_asset_key(node)
-            for node in nodes
-            if node["resource_type"] == "model" and layer_group(node) == MARTS_GROUP
-        ),
-        key=lambda key: key.to_user_string(),
-    )
-
-
-def table_relations(manifest_path, translator: DagsterDbtTranslator) -> dict[dg.AssetKey, str]:
-    """Asset key -> relation name of every model dbt materializes as a table (not views)."""
-    import json
-
-    nodes = json.loads(manifest_path.read_text())["nodes"].values()
-    return {
-        translator.get_asset_key(node): node["relation_name"]
-        for node in nodes
-        if node["resource_type"] == "model"
-        and node["config"].get("materialized") in {"table", "incremental"}
-        and node.get("relation_name")
-    }
-
-
-def missing_tables(build_path, relations: Mapping[dg.AssetKey, str]) -> list[str]:
-    """The table models (``relations``, as dbt names them) absent from the build database."""
-    import duckdb
-
-    wanted = {
-        relation.replace('"', "").split(".", 1)[-1].lower() for relation in relations.values()
-    }
-    with duckdb.connect(str(build_path)) as conn:
-        present = {
-            f"{schema}.{name}".lower()
-            for schema, name in conn.execute(
-                "select table_schema, table_name from information_schema.tables"
-            ).fetchall()
-        }
-    return sorted(wanted - present)
 
 
 def with_row_counts(
@@ -149,11 +88,6 @@ def with_row_counts(
                 )
             counted.append(event)
     return counted
-
-
-def dbt_translator() -> SpendWarehouseTranslator:
-    """The translator of the project's dbt assets (dbt tests as asset checks)."""
-    return SpendWarehouseTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
 @dg.definitions
@@ -191,7 +125,7 @@ def defs() -> dg.Definitions:
                     max_age=timedelta(minutes=config.reevaluate_after_minutes),
                     warehouse_exists=settings.warehouse_path.exists(),
                     models_present=settings.dbt_target != "duckdb"
-                    or not missing_tables(settings.build_path, relations),
+                    or not missing_tables(settings.build_path, relations.values()),
                     open_health_problems=open_health_problem_count(ledger_path(settings.state_dir)),
                 )
             context.log.info(reason)

@@ -15,20 +15,19 @@ from datetime import timedelta
 import dagster as dg
 
 from dagster_project.defs.resources import SettingsResource
-from dagster_project.lib import raw_contract as rc
-from dagster_project.lib.duckdb import connect_writer
-from dagster_project.lib.extract import (
+from dagster_project.lib.duckdb import WRITER_POOL, connect_writer
+from dagster_project.lib.ingest import contract as rc
+from dagster_project.lib.ingest.extract import FactResult, extract_fact, extract_snapshots
+from dagster_project.lib.ingest.source import (
     ERROR_LOGS,
     SPEND_LOGS,
     FactTable,
     SourceSession,
-    WindowOptions,
     is_transient,
 )
-from dagster_project.lib.ingest import FactResult, extract_fact, extract_snapshots
+from dagster_project.lib.ingest.windows import WindowOptions
 from dagster_project.settings import ConfigError, Settings
 
-WRITER_POOL = "spend_warehouse_writer"
 RAW_GROUP = "raw"
 KINDS = {"postgres", "parquet", "duckdb"}
 DB_RETRY = dg.RetryPolicy(

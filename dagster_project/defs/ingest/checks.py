@@ -17,18 +17,8 @@ import dagster as dg
 
 from dagster_project.defs.ingest.assets import classified_errors, raw_key, source_settings
 from dagster_project.defs.resources import SettingsResource
-from dagster_project.lib.extract import (
-    CREATED_AT,
-    ERROR_LOGS,
-    SPEND_LOGS,
-    FactTable,
-    SourceSession,
-    WindowOptions,
-    drift,
-    window_floor,
-)
-from dagster_project.lib.lake import LakeTable
-from dagster_project.lib.reconcile import (
+from dagster_project.lib.ingest.lake import LakeTable
+from dagster_project.lib.ingest.reconcile import (
     DayFilter,
     compare_days,
     compare_history,
@@ -39,6 +29,14 @@ from dagster_project.lib.reconcile import (
     source_lag,
     source_stats,
 )
+from dagster_project.lib.ingest.source import (
+    ERROR_LOGS,
+    SPEND_LOGS,
+    FactTable,
+    SourceSession,
+    drift,
+)
+from dagster_project.lib.ingest.windows import CREATED_AT, WindowOptions, window_floor
 from dagster_project.settings import Settings
 
 # Bounds the freshness scan through the startTime index; very late rows are reconciliation's job.

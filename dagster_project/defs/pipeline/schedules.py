@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from dagster_project.defs.ingest.assets import RAW_GROUP, raw_error_logs, raw_spend_logs
-from dagster_project.lib.alert_ledger import ledger_path, record_run_failure
-from dagster_project.lib.alerts import check_evaluation, failed_check_problems
-from dagster_project.lib.delivery import destination_names
+from dagster_project.lib.alerts.delivery import destination_names
+from dagster_project.lib.alerts.ledger import ledger_path, record_run_failure
+from dagster_project.lib.alerts.rules import check_evaluation, failed_check_problems
 from dagster_project.settings import config_values, schedules_from
 
 ROLLBACK_DAYS = 3

@@ -12,12 +12,11 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from dagster_project.defs.alerts.assets import ALERTS_KEY
-from dagster_project.defs.dbt.assets import dbt_translator, mart_keys
 from dagster_project.defs.dbt.project import dbt_project
-from dagster_project.defs.ingest.assets import WRITER_POOL
 from dagster_project.defs.resources import SettingsResource
-from dagster_project.lib.build_inputs import record_published
-from dagster_project.lib.duckdb import connect_writer, publish
+from dagster_project.lib.dbt.build_inputs import record_published
+from dagster_project.lib.dbt.translator import dbt_translator, mart_keys
+from dagster_project.lib.duckdb import WRITER_POOL, connect_writer, publish
 
 WAREHOUSE_KEY = dg.AssetKey(["warehouse"])
 

@@ -19,17 +19,11 @@ from datetime import date, datetime, timedelta
 
 import duckdb
 
-from dagster_project.lib.extract import (
-    START_TIME,
-    FactTable,
-    SourceColumn,
-    SourceSession,
-    cursor_column,
-    sql_timestamp,
-)
-from dagster_project.lib.identifiers import quote_ident, snake_case
-from dagster_project.lib.lake import LakeFile, LakeTable
-from dagster_project.lib.raw_load import dedup_rule
+from dagster_project.lib.ingest.lake import LakeFile, LakeTable
+from dagster_project.lib.ingest.load import dedup_rule
+from dagster_project.lib.ingest.source import FactTable, SourceColumn, SourceSession
+from dagster_project.lib.ingest.windows import START_TIME, cursor_column
+from dagster_project.lib.sql import quote_ident, snake_case, sql_timestamp
 
 SPEND_TOLERANCE = 1e-6  # relative, floats summed in a different order
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from dagster_project.lib.alerts import Alert, as_utc
+from dagster_project.lib.alerts.records import Alert, BudgetCrossing, BudgetPeriod
+from dagster_project.lib.times import as_utc
 
 PERIODS_MODEL = "fct_budget_periods"
 CROSSINGS_MODEL = "fct_budget_threshold_crossings"
@@ -71,7 +72,7 @@ def _records(conn: Any, sql: str) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def read_marts(conn: Any, schema: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def read_marts(conn: Any, schema: str) -> tuple[list[BudgetCrossing], list[BudgetPeriod]]:
     """Crossings (joined to their budget) and current periods: the inputs of the decision."""
     crossings = _records(
         conn,
@@ -96,8 +97,15 @@ def read_marts(conn: Any, schema: str) -> tuple[list[dict[str, Any]], list[dict[
             on crossings.budget_period_id = periods.budget_period_id
         """,
     )
-    periods = _records(conn, f'select * from "{schema}".{PERIODS_MODEL} where is_current_period')
-    return crossings, periods
+    periods = _records(
+        conn,
+        f"select {', '.join(BudgetPeriod.COLUMNS)} "
+        f'from "{schema}".{PERIODS_MODEL} where is_current_period',
+    )
+    return (
+        [BudgetCrossing.from_row(row) for row in crossings],
+        [BudgetPeriod.from_row(row) for row in periods],
+    )
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:

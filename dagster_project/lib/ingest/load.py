@@ -19,9 +19,10 @@ from collections.abc import Sequence
 import duckdb
 import pyarrow as pa
 
-from dagster_project.lib import raw_contract as rc
-from dagster_project.lib.extract import FactTable
-from dagster_project.lib.lake import DedupRule, LakeFile, LakeTable, pause_point, utcnow
+from dagster_project.lib.ingest import contract as rc
+from dagster_project.lib.ingest.lake import DedupRule, LakeFile, LakeTable, pause_point
+from dagster_project.lib.ingest.source import FactTable
+from dagster_project.lib.times import utcnow
 
 LOADED_FILES = f"{rc.RAW_SCHEMA}._lake_files"
 SOURCE_TABLES = f"{rc.RAW_SCHEMA}._source_tables"

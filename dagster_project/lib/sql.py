@@ -1,4 +1,4 @@
-"""Quoting of PostgreSQL identifiers for the proxy's prefixed tables.
+"""PostgreSQL identifiers and literals for the proxy's prefixed tables.
 
 The Dheera AI Proxy names its tables ``"Dheera AI_<Name>"`` (a space and mixed case), upstream
 LiteLLM ``"LiteLLM_<Name>"``. Every identifier built here is double-quoted; catalog look-ups use
@@ -8,6 +8,7 @@ the plain (unquoted) string.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 
 def quote_ident(name: str) -> str:
@@ -34,3 +35,15 @@ _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 def snake_case(name: str) -> str:
     """``VerificationToken`` -> ``verification_token``; ``startTime`` -> ``start_time``."""
     return _CAMEL_BOUNDARY.sub("_", name).lower()
+
+
+def sql_timestamp(value: datetime) -> str:
+    """A PostgreSQL ``timestamp`` literal with exact microseconds (cursor values round-trip)."""
+    if value.tzinfo is not None:
+        raise ValueError(f"cursor values are naive UTC, got {value!r}")
+    return f"TIMESTAMP '{value.isoformat(sep=' ', timespec='microseconds')}'"
+
+
+def sql_string(value: str) -> str:
+    """A PostgreSQL string literal."""
+    return "'" + value.replace("'", "''") + "'"

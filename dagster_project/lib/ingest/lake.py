@@ -58,11 +58,6 @@ def pause_point(stage: str) -> None:
         time.sleep(60)
 
 
-def utcnow() -> datetime:
-    """Naive UTC now: the lake's and the raw layer's timestamp convention."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 # ---------------------------------------------------------------------------------------------
 # Durable file primitives
 # ---------------------------------------------------------------------------------------------

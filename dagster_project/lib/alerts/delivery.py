@@ -1,6 +1,6 @@
 """Delivering alerts from the ledger's outbox: exactly once per destination, with back-off.
 
-The outbox (see :mod:`dagster_project.lib.alert_ledger`) holds one row per (message,
+The outbox (see :mod:`dagster_project.lib.alerts.ledger`) holds one row per (message,
 destination). :func:`deliver_pending` sends the due rows, one sender at a time:
 
 1. record the attempt (``attempts + 1`` and an attempt row ``sending``) and COMMIT;
@@ -33,16 +33,15 @@ from urllib.parse import urlsplit
 
 from filelock import FileLock, Timeout
 
-from dagster_project.lib.alert_ledger import alert_from_row, connect_ledger, transaction
-from dagster_project.lib.alerts import (
+from dagster_project.lib.alerts.ledger import alert_from_row, connect_ledger, transaction
+from dagster_project.lib.alerts.messages import (
     health_json_payload,
     health_slack_payload,
-    iso,
     json_payload,
-    parse_iso,
     redact,
     slack_payload,
 )
+from dagster_project.lib.times import iso, parse_iso
 from dagster_project.settings import Settings
 
 USER_AGENT = "spendwh-alerts/1"

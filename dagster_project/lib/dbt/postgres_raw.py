@@ -17,7 +17,7 @@ import duckdb
 import psycopg
 from psycopg import sql
 
-from dagster_project.lib.raw_contract import RAW_SCHEMA
+from dagster_project.lib.ingest.contract import RAW_SCHEMA
 
 _SIMPLE_TYPES = {
     "VARCHAR": "text",

@@ -27,37 +27,41 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dagster_project.lib import raw_contract as rc
-from dagster_project.lib import raw_load
-from dagster_project.lib.extract import (
-    CREATED_AT,
-    FactTable,
-    SourceSchemaError,
-    SourceSession,
-    Window,
-    WindowOptions,
-    conform_batch,
-    cursor_column,
-    drift,
-    fact_select,
-    incremental_window,
-    missing_required,
-    prefetch,
-    rollback_window,
-    snapshot_select,
-    window_floor,
-)
-from dagster_project.lib.identifiers import snake_case, table_name
-from dagster_project.lib.lake import (
+from dagster_project.lib.ingest import contract as rc
+from dagster_project.lib.ingest import load as raw_load
+from dagster_project.lib.ingest.lake import (
     DayPartitionWriter,
     LakeFile,
     LakeTable,
     compact,
     pause_point,
-    utcnow,
     write_single_file,
 )
-from dagster_project.lib.reconcile import compare_history
+from dagster_project.lib.ingest.reconcile import compare_history
+from dagster_project.lib.ingest.source import (
+    FactTable,
+    SourceSchemaError,
+    SourceSession,
+    conform_batch,
+    drift,
+    fact_select,
+    missing_required,
+    prefetch,
+    snapshot_select,
+)
+from dagster_project.lib.ingest.windows import (
+    CREATED_AT,
+    Window,
+    WindowOptions,
+    cursor_column,
+    incremental_window,
+    next_state,
+    parse_ts,
+    rollback_window,
+    window_state,
+)
+from dagster_project.lib.sql import snake_case, table_name
+from dagster_project.lib.times import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +70,6 @@ DUCKDB_MEMORY_LIMIT = "256MB"  # the merge spills beyond this; keeps a large fir
 
 Progress = Callable[[str], None]
 SOURCE_DISABLED = "source_disabled"  # the table exists, is empty, and the lake holds history
-
-
-def parse_ts(value: str | None) -> datetime | None:
-    """A stored ISO timestamp (naive UTC), or None."""
-    return datetime.fromisoformat(value) if value else None
 
 
 @dataclass
@@ -149,9 +148,31 @@ def extract_fact(
     progress: Progress = log.info,
 ) -> FactResult:
     """Extract ``fact`` incrementally (plus an optional rollback re-read) into lake and DuckDB."""
-    result = FactResult(table=fact.raw_table)
-    lake = LakeTable(lake_root, fact.raw_table)
     con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+    result = FactResult(table=fact.raw_table)
+    columns = _source_columns(session, con, fact, result, progress)
+    if columns is None:
+        return result
+    run = _FactRun(
+        session, con, LakeTable(lake_root, fact.raw_table), fact, columns, result, include_payload
+    )
+    run.catch_up(progress)
+    run.read_incremental(options, progress)
+    if rollback_days > 0:
+        run.read_rollback(rollback_days, progress)
+    run.compact()
+    run.record_source_status(progress)
+    return result
+
+
+def _source_columns(
+    session: SourceSession,
+    con: duckdb.DuckDBPyConnection,
+    fact: FactTable,
+    result: FactResult,
+    progress: Progress,
+) -> dict | None:
+    """The source's columns of ``fact``, checked against the contract (None: table absent)."""
     name = table_name(session.prefix, fact.source)
     columns = session.columns(fact.source)
     if columns is None:
@@ -161,7 +182,7 @@ def extract_fact(
         raw_load.ensure_fact_table(con, fact)
         raw_load.record_source_status(con, fact.source, fact.raw_table, "absent", None)
         result.status = "absent"
-        return result
+        return None
     missing = missing_required(fact, columns)
     if missing:
         raise SourceSchemaError(
@@ -170,191 +191,189 @@ def extract_fact(
     result.drift = drift(fact, columns)
     if result.drift:
         progress(f"{name}: columns not in the raw contract (not landed): {result.drift}")
+    return columns
 
-    lake.clean_orphans()
-    merged = raw_load.sync_fact(con, fact, lake)
-    if merged:
-        progress(f"{fact.raw_table}: merged {merged} rows of earlier lake files into DuckDB")
 
-    state = dict(lake.read_manifest().state)
-    result.cursor = cursor_column(columns)
-    result.watermark_before = result.watermark_after = parse_ts(state.get("watermark"))
-    cap = session.cap
-    if result.cursor == CREATED_AT:
-        result.created_at_index = session.has_leading_index(fact.source, CREATED_AT)
-    bounded = not result.created_at_index
-    margin = options.overlap if result.cursor == CREATED_AT else options.lookback
-    settled = parse_ts(state.get("settled")) if state.get("cursor") == result.cursor else None
-    window = incremental_window(
-        result.cursor, result.watermark_before, cap, options, bounded=bounded, settled=settled
-    )
-    if not window.lower_inclusive:
-        progress(f"{name}: rows at the watermark are settled; reading only newer rows")
-    chunks = session.plan(fact.source, window, options.chunk_rows)
-    result.chunks = len(chunks)
-    for number, chunk in enumerate(chunks, start=1):
-        files, newest = _read_window(
-            session, con, lake, fact, columns, chunk.restrict(window), result, include_payload
+@dataclass
+class _FactRun:
+    """One fact table's extraction, step by step, in the order that makes a kill safe."""
+
+    session: SourceSession
+    con: duckdb.DuckDBPyConnection
+    lake: LakeTable
+    fact: FactTable
+    columns: dict
+    result: FactResult
+    include_payload: bool
+
+    @property
+    def name(self) -> str:
+        return table_name(self.session.prefix, self.fact.source)
+
+    def catch_up(self, progress: Progress) -> None:
+        """Step 1: merge lake files published by a run killed before its merge."""
+        self.lake.clean_orphans()
+        merged = raw_load.sync_fact(self.con, self.fact, self.lake)
+        if merged:
+            progress(
+                f"{self.fact.raw_table}: merged {merged} rows of earlier lake files into DuckDB"
+            )
+
+    def read_incremental(self, options: WindowOptions, progress: Progress) -> None:
+        """Steps 2-4 for each chunk of the window after the watermark."""
+        result, session = self.result, self.session
+        state = dict(self.lake.read_manifest().state)
+        result.cursor = cursor_column(self.columns)
+        result.watermark_before = result.watermark_after = parse_ts(state.get("watermark"))
+        if result.cursor == CREATED_AT:
+            result.created_at_index = session.has_leading_index(self.fact.source, CREATED_AT)
+        bounded = not result.created_at_index
+        settled = parse_ts(state.get("settled")) if state.get("cursor") == result.cursor else None
+        window = incremental_window(
+            result.cursor,
+            result.watermark_before,
+            session.cap,
+            options,
+            bounded=bounded,
+            settled=settled,
         )
-        if newest is None and not files:
-            continue  # nothing in this chunk: state unchanged
-        new_wm = max(filter(None, [result.watermark_after, newest]))
-        floor = window_floor(result.cursor, new_wm, options, bounded=bounded)
-        new_state = {
-            **state,
-            "cursor": result.cursor,
-            "watermark": new_wm.isoformat(),
-            "margin_s": margin.total_seconds(),
-            # every row whose cursor is below this had committed when this run read
-            "settled": min(cap - margin, chunk.upper).isoformat(),
-            # the oldest startTime the next run reads (None: every new row, whatever its age)
-            "floor": floor.isoformat() if floor else None,
-        }
-        pause_point("before_publish")
-        # nothing new: no new manifest version either (a later "settled" alone is published
-        # only when it lets the next run skip the rows at the watermark)
-        if files or _window_state(new_state) != _window_state(state):
-            lake.publish(add=files, state=new_state)
-            state = new_state
-        result.watermark_after = new_wm
-        pause_point("after_publish")
-        result.rows_merged += _merge(con, fact, lake, files, result)
-        progress(
-            f"{fact.raw_table}: chunk {number}/{len(chunks)} committed "
-            f"({sum(f.rows for f in files)} rows stored, "
-            f"watermark {new_wm.isoformat()})"
-        )
+        if not window.lower_inclusive:
+            progress(f"{self.name}: rows at the watermark are settled; reading only newer rows")
+        chunks = session.plan(self.fact.source, window, options.chunk_rows)
+        result.chunks = len(chunks)
+        for number, chunk in enumerate(chunks, start=1):
+            files, newest = self.read(chunk.restrict(window))
+            if newest is None and not files:
+                continue  # nothing in this chunk: state unchanged
+            new_wm = max(filter(None, [result.watermark_after, newest]))
+            new_state = next_state(
+                state, result.cursor, new_wm, session.cap, chunk.upper, options, bounded=bounded
+            )
+            pause_point("before_publish")
+            # nothing new: no new manifest version either (a later "settled" alone is published
+            # only when it lets the next run skip the rows at the watermark)
+            if files or window_state(new_state) != window_state(state):
+                self.lake.publish(add=files, state=new_state)
+                state = new_state
+            result.watermark_after = new_wm
+            pause_point("after_publish")
+            self.merge(files)
+            progress(
+                f"{self.fact.raw_table}: chunk {number}/{len(chunks)} committed "
+                f"({sum(f.rows for f in files)} rows stored, watermark {new_wm.isoformat()})"
+            )
 
-    if rollback_days > 0:
-        # the whole retained history, source against lake, in this run's snapshot: every day
-        # that differs is re-read, however old (rows later than any window, a lost batch)
-        history = compare_history(session, lake, fact, columns)
+    def read_rollback(self, days: int, progress: Progress) -> None:
+        """The wider re-read: the last ``days`` days and every older day that differs.
+
+        The whole retained history is compared, source against lake, in this run's snapshot:
+        every day that differs is re-read, however old (rows later than any window, a lost
+        batch). A rollback never moves the watermark.
+        """
+        result = self.result
+        history = compare_history(self.session, self.lake, self.fact, self.columns)
         result.pruned_days = [d.isoformat() for d in history.pruned]
         repair = [m.day for m in history.mismatches if m.source is not None]
         result.repaired_days = [d.isoformat() for d in repair]
         if repair:
-            progress(f"{fact.raw_table}: re-reading days that differ from the source: {repair}")
-        files, _ = _read_window(
-            session,
-            con,
-            lake,
-            fact,
-            columns,
-            rollback_window(result.cursor, cap, rollback_days, repair),
-            result,
-            include_payload,
-        )
+            progress(
+                f"{self.fact.raw_table}: re-reading days that differ from the source: {repair}"
+            )
+        files, _ = self.read(rollback_window(result.cursor, self.session.cap, days, repair))
         if files:
-            lake.publish(add=files)  # state unchanged: a rollback never moves the watermark
-        result.rows_merged += _merge(con, fact, lake, files, result)
+            self.lake.publish(add=files)  # state unchanged
+        self.merge(files)
         progress(
-            f"{fact.raw_table}: rollback re-read of {rollback_days} day(s) and "
+            f"{self.fact.raw_table}: rollback re-read of {days} day(s) and "
             f"{len(repair)} differing older day(s) stored {sum(f.rows for f in files)} "
             "changed rows"
         )
 
-    compaction = compact(lake, fact.schema, raw_load.dedup_rule(fact), min_files=COMPACT_MIN_FILES)
-    raw_load.mark_loaded(con, lake, compaction.new_files)
-    result.compacted_partitions = len(compaction.partitions)
-    result.live_files = len(lake.read_manifest().files)
-    result.rows_in_warehouse = raw_load.row_count(con, fact.raw_table)
-    detail = None
-    if (
-        result.rows_in_warehouse
-        and not session.query(f"SELECT EXISTS (SELECT 1 FROM {session.table(fact.source)})")[0][0]
-    ):
-        # spend logs disabled (disable_spend_logs) or the table emptied: the history stays,
-        # and what happened since is unknown, never zero
-        result.status = SOURCE_DISABLED
-        detail = f"{name} is empty while the warehouse holds {result.rows_in_warehouse} rows"
-        progress(
-            f"source disabled: {detail} (disable_spend_logs, or emptied); history kept, "
-            "spend since then unknown"
+    def compact(self) -> None:
+        """Rewrite day partitions that have gathered many small files."""
+        compaction = compact(
+            self.lake, self.fact.schema, raw_load.dedup_rule(self.fact), min_files=COMPACT_MIN_FILES
         )
-    raw_load.record_source_status(
-        con, fact.source, fact.raw_table, result.status, result.rows_in_warehouse, detail
-    )
-    return result
+        raw_load.mark_loaded(self.con, self.lake, compaction.new_files)
+        self.result.compacted_partitions = len(compaction.partitions)
+        self.result.live_files = len(self.lake.read_manifest().files)
 
+    def record_source_status(self, progress: Progress) -> None:
+        """Record whether the source still logs: an emptied table is unknown spend, never zero."""
+        result, fact = self.result, self.fact
+        result.rows_in_warehouse = raw_load.row_count(self.con, fact.raw_table)
+        detail = None
+        if (
+            result.rows_in_warehouse
+            and not self.session.query(
+                f"SELECT EXISTS (SELECT 1 FROM {self.session.table(fact.source)})"
+            )[0][0]
+        ):
+            # spend logs disabled (disable_spend_logs) or the table emptied: the history stays,
+            # and what happened since is unknown, never zero
+            result.status = SOURCE_DISABLED
+            detail = (
+                f"{self.name} is empty while the warehouse holds {result.rows_in_warehouse} rows"
+            )
+            progress(
+                f"source disabled: {detail} (disable_spend_logs, or emptied); history kept, "
+                "spend since then unknown"
+            )
+        raw_load.record_source_status(
+            self.con, fact.source, fact.raw_table, result.status, result.rows_in_warehouse, detail
+        )
 
-def _window_state(state: dict) -> tuple:
-    """The part of a lake ``state`` that decides the next run's window."""
-    watermark, settled = parse_ts(state.get("watermark")), parse_ts(state.get("settled"))
-    at_rest = watermark is not None and settled is not None and watermark < settled
-    return (
-        state.get("cursor"),
-        state.get("watermark"),
-        state.get("margin_s"),
-        state.get("floor"),
-        at_rest,
-    )
+    def merge(self, files: list[LakeFile]) -> None:
+        """Step 4: merge published ``files`` into DuckDB, timing it."""
+        began = time.monotonic()
+        self.result.rows_merged += raw_load.merge_files(self.con, self.fact, self.lake, files)
+        self.result.load_seconds += time.monotonic() - began
 
+    def read(self, window: Window) -> tuple[list[LakeFile], datetime | None]:
+        """Step 2: stream ``window`` into durable (unpublished) day files.
 
-def _merge(
-    con: duckdb.DuckDBPyConnection,
-    fact: FactTable,
-    lake: LakeTable,
-    files: list[LakeFile],
-    result: FactResult,
-) -> int:
-    """Merge published ``files`` into DuckDB, timing it."""
-    began = time.monotonic()
-    rows = raw_load.merge_files(con, fact, lake, files)
-    result.load_seconds += time.monotonic() - began
-    return rows
-
-
-def _read_window(
-    session: SourceSession,
-    con: duckdb.DuckDBPyConnection,
-    lake: LakeTable,
-    fact: FactTable,
-    columns: dict,
-    window: Window,
-    result: FactResult,
-    include_payload: bool,
-) -> tuple[list[LakeFile], datetime | None]:
-    """Stream ``window`` into durable (unpublished) day files.
-
-    Returns the files and the largest cursor value read (the candidate watermark; rows that
-    were dropped as unchanged count too).
-    """
-    began = time.monotonic()
-    schema = fact.schema
-    cursor = snake_case(window.cursor)
-    batch_id = uuid.uuid4().hex
-    extracted_at = utcnow()
-    newest: datetime | None = None
-    compare = raw_load.row_count(con, fact.raw_table) > 0
-    writer = DayPartitionWriter(
-        lake, schema, fact.partition_column, dictionary=rc.dictionary_columns(fact.columns)
-    )
-    try:
-        sql = fact_select(session, fact, columns, window, include_payload)
-        for raw_batch in prefetch(session.stream(sql)):
-            batch = conform_batch(raw_batch, schema, extracted_at, batch_id)
-            result.rows_read += batch.num_rows
-            top = pc.max(batch.column(cursor)).as_py()
-            if top is not None and (newest is None or top > newest):
-                newest = top
-            if compare:
-                changed = raw_load.filter_changed(con, fact, pa.Table.from_batches([batch]))
-                batches = changed.to_batches()
-            else:
-                batches = [batch]
-            for part in batches:
-                result.rows_stored += part.num_rows
-                result.note_period(part, fact.partition_column)
-                writer.write(part)
-            pause_point("mid_read")
-        files = writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
-    result.files_written += len(files)
-    result.read_seconds += time.monotonic() - began
-    pa.default_memory_pool().release_unused()
-    return files, newest
+        Returns the files and the largest cursor value read (the candidate watermark; rows
+        that were dropped as unchanged count too).
+        """
+        result, fact, con = self.result, self.fact, self.con
+        began = time.monotonic()
+        cursor = snake_case(window.cursor)
+        batch_id = uuid.uuid4().hex
+        extracted_at = utcnow()
+        newest: datetime | None = None
+        compare = raw_load.row_count(con, fact.raw_table) > 0
+        writer = DayPartitionWriter(
+            self.lake,
+            fact.schema,
+            fact.partition_column,
+            dictionary=rc.dictionary_columns(fact.columns),
+        )
+        try:
+            sql = fact_select(self.session, fact, self.columns, window, self.include_payload)
+            for raw_batch in prefetch(self.session.stream(sql)):
+                batch = conform_batch(raw_batch, fact.schema, extracted_at, batch_id)
+                result.rows_read += batch.num_rows
+                top = pc.max(batch.column(cursor)).as_py()
+                if top is not None and (newest is None or top > newest):
+                    newest = top
+                if compare:
+                    changed = raw_load.filter_changed(con, fact, pa.Table.from_batches([batch]))
+                    batches = changed.to_batches()
+                else:
+                    batches = [batch]
+                for part in batches:
+                    result.rows_stored += part.num_rows
+                    result.note_period(part, fact.partition_column)
+                    writer.write(part)
+                pause_point("mid_read")
+            files = writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        result.files_written += len(files)
+        result.read_seconds += time.monotonic() - began
+        pa.default_memory_pool().release_unused()
+        return files, newest
 
 
 @dataclass

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from dagster_project.lib.lake import MANIFEST_NAME, Manifest, atomic_write_bytes
+import duckdb
+
+from dagster_project.lib.ingest.lake import MANIFEST_NAME, Manifest, atomic_write_bytes
 
 PUBLISHED_INPUTS_FILE = "published_inputs.json"
 PENDING_INPUTS_FILE = "build_inputs.json"
@@ -170,3 +172,17 @@ def skip_reason(
         "the dbt project are unchanged, so the dbt build, the alert evaluation and the publish "
         f"are skipped; budgets are evaluated again by {(at + max_age):%H:%M} UTC at the latest"
     )
+
+
+def missing_tables(build_path: Path, relations: Iterable[str]) -> list[str]:
+    """The relations (as dbt names them, ``"db"."schema"."table"``) absent from the build
+    database: a build is due whatever the fingerprint says."""
+    wanted = {relation.replace('"', "").split(".", 1)[-1].lower() for relation in relations}
+    with duckdb.connect(str(build_path)) as conn:
+        present = {
+            f"{schema}.{name}".lower()
+            for schema, name in conn.execute(
+                "select table_schema, table_name from information_schema.tables"
+            ).fetchall()
+        }
+    return sorted(wanted - present)

@@ -15,7 +15,7 @@ Tables:
 - ``health_events``: pipeline-health alerts (alerts could not be evaluated), edge-triggered: one
   open event per problem until a healthy evaluation resolves it.
 - ``outbox``: one row per (message, destination) with its delivery state; see
-  :mod:`dagster_project.lib.delivery`.
+  :mod:`dagster_project.lib.alerts.delivery`.
 - ``delivery_attempts``: every attempt, with its outcome.
 - ``ledger_meta``: ``armed_at`` (first evaluation) and ``last_evaluated_at``.
 
@@ -34,15 +34,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dagster_project.lib.alerts import (
-    Alert,
-    HealthProblem,
-    decimal_text,
-    health_message,
-    iso,
-    parse_iso,
-    to_decimal,
-)
+from dagster_project.lib.alerts.messages import health_message
+from dagster_project.lib.alerts.records import Alert, HealthProblem, decimal_text, to_decimal
+from dagster_project.lib.times import iso, parse_iso
 
 LEDGER_FILE_NAME = "alerts.sqlite"
 
