@@ -24,7 +24,7 @@ test-fast: install
 lint: install
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
-	$(UV) run sqlfluff lint dbt/models
+	cd dbt && $(UV) run sqlfluff lint models
 
 fmt: install
 	$(UV) run ruff format .

@@ -143,7 +143,7 @@ def _build(path, work, data: RawDataset) -> None:
     path.unlink(missing_ok=True)
     write_raw_layer(path, data)
     run_dbt(
-        ["run", "--select", "+fct_budget_threshold_crossings"],
+        ["run", "--select", "+fct_budget_periods +fct_budget_threshold_crossings"],
         work,
         duckdb_env(path),
         vars_yaml=f'{{budget_as_of: "{AS_OF}"}}',

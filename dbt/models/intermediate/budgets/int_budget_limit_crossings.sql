@@ -1,4 +1,4 @@
--- A table: fct_budget_periods and fct_budget_threshold_crossings read it.
+-- A table: int_budget_periods_bounded and fct_budget_threshold_crossings read it.
 {{ config(materialized='table') }}
 
 -- For every budget period and limit (soft budget, max budget, each var alert_threshold_pcts

@@ -1,4 +1,4 @@
--- A table: fct_budget_periods and int_budget_limit_crossings read it.
+-- A table: int_budget_limit_crossings and both int_budget_periods_* models read it.
 {{ config(materialized='table') }}
 
 -- Spend of every budget with a valid duration per budget period and local hour (in var

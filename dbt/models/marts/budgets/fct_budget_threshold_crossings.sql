@@ -2,12 +2,13 @@
 -- budget, the max budget, and each var alert_threshold_pcts percentage of the max budget. A limit
 -- is crossed by the request (ordered by startTime, then request_id) that takes the period's
 -- cumulative spend to the limit or beyond; crossed_at is that request's startTime
--- (int_budget_limit_crossings).
+-- (int_budget_limit_crossings); the periods are those of fct_budget_periods
+-- (int_budget_periods_bounded).
 with
 
 budget_periods as (
 
-    select * from {{ ref('fct_budget_periods') }}
+    select * from {{ ref('int_budget_periods_bounded') }}
 
 ),
 

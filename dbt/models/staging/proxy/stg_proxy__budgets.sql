@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ source_columns('raw', 'budgets', [
+    {{ source_columns('proxy', 'budgets', [
         ['budget_id', 'varchar'],
         ['budget_duration', 'varchar'],
         ['max_budget', 'double precision'],

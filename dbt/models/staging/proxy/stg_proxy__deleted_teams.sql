@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ source_columns('raw', 'deleted_teams', [
+    {{ source_columns('proxy', 'deleted_teams', [
         ['id', 'varchar'],
         ['team_id', 'varchar'],
         ['team_alias', 'varchar'],

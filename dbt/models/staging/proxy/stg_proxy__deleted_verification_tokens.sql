@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ source_columns('raw', 'deleted_verification_tokens', [
+    {{ source_columns('proxy', 'deleted_verification_tokens', [
         ['id', 'varchar'],
         ['token', 'varchar'],
         ['key_name', 'varchar'],

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ source_columns('raw', 'end_users', [
+    {{ source_columns('proxy', 'end_users', [
         ['user_id', 'varchar'],
         ['alias', 'varchar'],
         ['budget_id', 'varchar'],

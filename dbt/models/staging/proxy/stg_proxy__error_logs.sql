@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ source_columns('raw', 'error_logs', [
+    {{ source_columns('proxy', 'error_logs', [
         ['request_id', 'varchar'],
         ['model_group', 'varchar'],
         ['litellm_model_name', 'varchar'],

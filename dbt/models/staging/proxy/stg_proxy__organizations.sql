@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ source_columns('raw', 'organizations', [
+    {{ source_columns('proxy', 'organizations', [
         ['organization_id', 'varchar'],
         ['organization_alias', 'varchar'],
         ['budget_id', 'varchar'],

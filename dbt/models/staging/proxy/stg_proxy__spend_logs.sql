@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ source_columns('raw', 'spend_logs', [
+    {{ source_columns('proxy', 'spend_logs', [
         ['request_id', 'varchar'],
         ['call_type', 'varchar'],
         ['api_key', 'varchar'],

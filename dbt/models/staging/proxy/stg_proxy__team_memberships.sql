@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ source_columns('raw', 'team_memberships', [
+    {{ source_columns('proxy', 'team_memberships', [
         ['team_id', 'varchar'],
         ['user_id', 'varchar'],
         ['budget_id', 'varchar'],

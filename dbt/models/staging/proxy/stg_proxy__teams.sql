@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ source_columns('raw', 'teams', [
+    {{ source_columns('proxy', 'teams', [
         ['team_id', 'varchar'],
         ['team_alias', 'varchar'],
         ['organization_id', 'varchar'],

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ source_columns('raw', 'users', [
+    {{ source_columns('proxy', 'users', [
         ['user_id', 'varchar'],
         ['user_alias', 'varchar'],
         ['user_email', 'varchar'],

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    {{ source_columns('raw', 'verification_tokens', [
+    {{ source_columns('proxy', 'verification_tokens', [
         ['token', 'varchar'],
         ['key_name', 'varchar'],
         ['key_alias', 'varchar'],
