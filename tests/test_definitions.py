@@ -14,7 +14,7 @@ import pytest
 
 from dagster_project.defs.dbt.project import dbt_project
 from dagster_project.lib.ingest.contract import SNAPSHOT_TABLES
-from tests.models.conftest import MARTS
+from tests.models.dbt_runner import MARTS
 
 # Loading the definitions reads the dbt manifest and runs `dbt parse` when it is stale.
 pytestmark = pytest.mark.integration
@@ -138,7 +138,7 @@ def test_jobs(definitions, repository, asset_keys):
 
 def test_schedules(repository):
     schedules = {schedule.name: schedule for schedule in repository.schedule_defs}
-    assert set(SCHEDULES) <= set(schedules)
+    assert set(schedules) == set(SCHEDULES)
     for name, (job, cron) in SCHEDULES.items():
         assert schedules[name].job_name == job
         assert schedules[name].cron_schedule == cron
@@ -149,7 +149,7 @@ def test_schedules(repository):
 
 def test_sensors_run_by_default(repository):
     sensors = {sensor.name: sensor for sensor in repository.sensor_defs}
-    assert set(sensors) >= SENSORS
+    assert set(sensors) == SENSORS
     for name in SENSORS:
         assert sensors[name].default_status == dg.DefaultSensorStatus.RUNNING
 

@@ -19,7 +19,7 @@ from dagster_project.defs.alerts.resources import AlertDestinationsResource
 from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.alerts.ledger import connect_ledger, ledger_path, load_alerts
 from tests.alerts.designed import alert_signature
-from tests.models.conftest import duckdb_env, run_dbt
+from tests.models.dbt_runner import duckdb_env, run_dbt
 from tests.models.raw_data import RawDataset, write_raw_layer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 
 from tests.models.budget_periods import parse_duration, period_bounds
-from tests.models.conftest import read_mart
+from tests.models.dbt_runner import read_mart
 from tests.models.raw_data import RawDataset
 from tests.models.reference import (
     attributed_requests,

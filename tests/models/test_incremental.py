@@ -8,7 +8,7 @@ from datetime import timedelta
 import duckdb
 import pytest
 
-from tests.models.conftest import AS_OF, duckdb_env, run_dbt
+from tests.models.dbt_runner import AS_OF, duckdb_env, run_dbt
 from tests.models.raw_data import insert_rows, make_dataset, write_raw_layer
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from tests.models.conftest import AS_OF, duckdb_env, run_dbt
+from tests.models.dbt_runner import AS_OF, duckdb_env, run_dbt
 from tests.models.raw_data import RawDataset, make_dataset, write_raw_layer
 
 pytestmark = pytest.mark.integration

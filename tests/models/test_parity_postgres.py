@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql
 
 from dagster_project.lib.dbt.postgres_raw import load_raw_to_postgres
-from tests.models.conftest import AS_OF, MARTS, run_dbt
+from tests.models.dbt_runner import AS_OF, MARTS, run_dbt
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from tests.models.checks import (
     check_threshold_crossings,
     raw_dataset_from,
 )
-from tests.models.conftest import duckdb_env, read_mart, run_dbt
+from tests.models.dbt_runner import duckdb_env, read_mart, run_dbt
 from tests.models.reference import money
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
