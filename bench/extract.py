@@ -36,11 +36,14 @@ import json, sys, time
 from pathlib import Path
 import adbc_driver_postgresql.dbapi  # start-up, not measured
 from dagster_project.lib.duckdb import connect_writer
+from dagster_project.settings import Settings
 from dagster_project.lib.ingest.source import SPEND_LOGS, SourceSession
 from dagster_project.lib.ingest.extract import extract_fact
 url, prefix, root = sys.argv[1:4]
 began = time.monotonic()
-with SourceSession(url, prefix) as session, connect_writer(Path(root) / "build.duckdb") as con:
+with SourceSession(url, prefix) as session, connect_writer(
+    Path(root) / "build.duckdb", limits=Settings().duckdb_config
+) as con:
     r = extract_fact(session, con, Path(root) / "lake", SPEND_LOGS, progress=lambda m: None)
 print("BENCH_JSON", json.dumps({"seconds": time.monotonic() - began, "rows": r.rows_read,
                   "stored": r.rows_stored, "merged": r.rows_merged,

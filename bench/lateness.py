@@ -62,7 +62,9 @@ def populate(url: str, rows: int) -> None:
 def extract(url: str, root: Path, **kwargs):
     with (
         SourceSession(url, PREFIX) as session,
-        connect_writer(root / "state" / "build.duckdb", recover_corrupt=True) as con,
+        connect_writer(
+            root / "state" / "build.duckdb", recover_corrupt=True, limits=Settings().duckdb_config
+        ) as con,
     ):
         began = time.monotonic()
         result = extract_fact(

@@ -27,12 +27,13 @@ def task_raw(url: str, prefix: str, root: str) -> dict[str, Any]:
     from dagster_project.lib.duckdb import connect_writer
     from dagster_project.lib.ingest.extract import extract_fact, extract_snapshots
     from dagster_project.lib.ingest.source import ERROR_LOGS, SourceSession
+    from dagster_project.settings import Settings
 
     began = time.monotonic()
     quiet = lambda _m: None  # noqa: E731
     with (
         SourceSession(url, prefix) as session,
-        connect_writer(Path(root) / "build.duckdb") as con,
+        connect_writer(Path(root) / "build.duckdb", limits=Settings().duckdb_config) as con,
     ):
         errors = extract_fact(session, con, Path(root) / "lake", ERROR_LOGS, progress=quiet)
         snapshots = extract_snapshots(session, con, Path(root) / "lake", progress=quiet)

@@ -34,7 +34,15 @@ ROLLBACK_SCHEDULE_ENV = "SPEND_WAREHOUSE_ROLLBACK_SCHEDULE"
 DEFAULT_SCHEDULE = "*/15 * * * *"
 DEFAULT_ROLLBACK_SCHEDULE = "30 3 * * *"
 DEFAULT_POSTGRES_SCHEMA = "spend_warehouse"
+DUCKDB_MEMORY_LIMIT_ENV = "SPEND_WAREHOUSE_DUCKDB_MEMORY_LIMIT"
+DUCKDB_THREADS_ENV = "SPEND_WAREHOUSE_DUCKDB_THREADS"
+# DuckDB's buffer memory in the dbt build and the alert evaluation (the extraction's merge keeps
+# its own 256 MB): DuckDB spills to disk beyond it, so a run's peak stays bounded as the data
+# grows instead of reaching 80 % of RAM. Quantiles cannot spill: 1 GB leaves them room.
+DEFAULT_DUCKDB_MEMORY_LIMIT = "1GB"
+DEFAULT_DUCKDB_THREADS = 2
 
+_MEMORY_PATTERN = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
 _PREFIX_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9 _-]{0,40}$")
 
 
@@ -86,6 +94,18 @@ class Settings:
     webhook_url: str | None = field(default=None, repr=False)
     alert_retry_base_seconds: float = 30.0
     postgres: PostgresTarget = field(default_factory=PostgresTarget)
+    duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
+    duckdb_threads: int = DEFAULT_DUCKDB_THREADS
+
+    @property
+    def duckdb_config(self) -> dict[str, str]:
+        """DuckDB's resource limits, for every connection that builds the warehouse."""
+        return {
+            "memory_limit": self.duckdb_memory_limit,
+            "threads": str(self.duckdb_threads),
+            # tables are sets: without this, order-preserving operators hold rows in memory
+            "preserve_insertion_order": "false",
+        }
 
     @property
     def warehouse_path(self) -> Path:
@@ -187,6 +207,16 @@ def schedules_from(values: Mapping[str, str]) -> tuple[str, str]:
             ROLLBACK_SCHEDULE_ENV, values.get(ROLLBACK_SCHEDULE_ENV) or DEFAULT_ROLLBACK_SCHEDULE
         ),
     )
+
+
+def validate_memory_limit(name: str, value: str | None) -> str:
+    """A DuckDB memory size such as ``256MB`` or ``2GB``."""
+    text = (value or "").strip() or DEFAULT_DUCKDB_MEMORY_LIMIT
+    if not _MEMORY_PATTERN.match(text):
+        raise ConfigError(
+            f"{name}={text!r} is not a memory size; set e.g. {name}=256MB or {name}=2GB."
+        )
+    return text.replace(" ", "")
 
 
 def _positive_number(values: Mapping[str, str], name: str, default: float, kind=int):
@@ -306,4 +336,8 @@ def load_settings(
             values, "SPEND_ALERTS_RETRY_BASE_SECONDS", 30.0, float
         ),
         postgres=postgres_target(values) if target == "postgres" else PostgresTarget(),
+        duckdb_memory_limit=validate_memory_limit(
+            DUCKDB_MEMORY_LIMIT_ENV, values.get(DUCKDB_MEMORY_LIMIT_ENV)
+        ),
+        duckdb_threads=_positive_number(values, DUCKDB_THREADS_ENV, DEFAULT_DUCKDB_THREADS),
     )

@@ -171,3 +171,13 @@ def test_a_file_held_by_another_process_is_busy_and_never_moved(held):
 def test_errors_of_the_environment_are_not_corruption(error):
     """Moving a file aside cannot cure these, and would throw away a good database."""
     assert not is_corrupt_file(error)
+
+
+def test_the_writer_applies_the_configured_limits(tmp_path):
+    limits = {"memory_limit": "128MB", "threads": "1"}
+    with connect_writer(tmp_path / "build.duckdb", limits=limits) as conn:
+        threads, memory = conn.execute(
+            "select current_setting('threads'), current_setting('memory_limit')"
+        ).fetchone()
+    assert threads == 1
+    assert memory == "122.0 MiB"  # 128 * 10^6 bytes

@@ -45,6 +45,9 @@ def test_dotenv_is_read_and_process_environment_wins(tmp_path: Path):
         ({"PROXY_TABLE_PREFIX": 'Bad"Prefix'}, "PROXY_TABLE_PREFIX"),
         ({"DBT_TARGET": "snowflake"}, "DBT_TARGET"),
         ({"BUDGET_TIMEZONE": "Mars/Olympus"}, "BUDGET_TIMEZONE"),
+        ({"SPEND_WAREHOUSE_DUCKDB_MEMORY_LIMIT": "lots"}, "SPEND_WAREHOUSE_DUCKDB_MEMORY_LIMIT"),
+        ({"SPEND_WAREHOUSE_DUCKDB_MEMORY_LIMIT": "256"}, "is not a memory size"),
+        ({"SPEND_WAREHOUSE_DUCKDB_THREADS": "0"}, "SPEND_WAREHOUSE_DUCKDB_THREADS"),
     ],
 )
 def test_bad_values_get_one_sentence_naming_the_setting(tmp_path, env, fragment):
@@ -58,3 +61,18 @@ def test_bad_values_get_one_sentence_naming_the_setting(tmp_path, env, fragment)
 def test_socket_urls_of_embedded_servers_are_accepted(tmp_path):
     url = "postgresql://postgres:@/postgres?host=/tmp/pg"
     assert load_settings(env={"DATABASE_URL": url}, dotenv_path=tmp_path / "x").database_url == url
+
+
+def test_duckdb_limits_have_flat_defaults_and_can_be_raised(tmp_path):
+    default = load_settings(env={}, dotenv_path=tmp_path / "x")
+    assert default.duckdb_config == {
+        "memory_limit": "1GB",
+        "threads": "2",
+        "preserve_insertion_order": "false",
+    }
+    raised = load_settings(
+        env={"SPEND_WAREHOUSE_DUCKDB_MEMORY_LIMIT": "4 GiB", "SPEND_WAREHOUSE_DUCKDB_THREADS": "8"},
+        dotenv_path=tmp_path / "x",
+    )
+    assert raised.duckdb_config["memory_limit"] == "4GiB"
+    assert raised.duckdb_config["threads"] == "8"

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import duckdb
@@ -103,9 +103,12 @@ def _busy(path: Path, exc: BaseException | None) -> WarehouseBusyError:
     )
 
 
-def _open_or_recover(path: Path, recover_corrupt: bool) -> duckdb.DuckDBPyConnection:
+def _open_or_recover(
+    path: Path, recover_corrupt: bool, limits: Mapping[str, str]
+) -> duckdb.DuckDBPyConnection:
+    config = {**WRITER_CONFIG, **limits}
     try:
-        conn = duckdb.connect(str(path), config=WRITER_CONFIG)
+        conn = duckdb.connect(str(path), config=config)
         conn.execute("SELECT 1").fetchall()
         return conn
     except duckdb.Error as exc:
@@ -120,14 +123,21 @@ def _open_or_recover(path: Path, recover_corrupt: bool) -> duckdb.DuckDBPyConnec
             exc,
             moved,
         )
-        return duckdb.connect(str(path), config=WRITER_CONFIG)
+        return duckdb.connect(str(path), config=config)
 
 
 @contextlib.contextmanager
 def connect_writer(
-    path: Path, timeout: float = DEFAULT_LOCK_TIMEOUT_S, *, recover_corrupt: bool = False
+    path: Path,
+    timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+    *,
+    recover_corrupt: bool = False,
+    limits: Mapping[str, str] | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the warehouse read-write under the writer lock; checkpoint on success.
+
+    ``limits`` are DuckDB settings such as ``memory_limit`` and ``threads``
+    (``Settings.duckdb_config``): beyond its memory limit DuckDB spills to disk.
 
     With ``recover_corrupt`` a database that fails to open (a block that fails its checksum, a
     WAL that cannot be replayed after a kill) is moved aside and an empty one is returned, for
@@ -144,7 +154,7 @@ def connect_writer(
             "wait for it to finish or stop it"
         ) from exc
     try:
-        conn = _open_or_recover(path, recover_corrupt)
+        conn = _open_or_recover(path, recover_corrupt, limits or {})
         try:
             yield conn
             conn.execute("CHECKPOINT")

@@ -31,6 +31,11 @@ def test_profile_points_dbt_at_the_build_database(tmp_path):
     rendered = profile(settings)["spend_warehouse"]
     assert rendered["target"] == "duckdb"
     assert rendered["outputs"]["duckdb"]["path"] == str(tmp_path / "state" / "build.duckdb")
+    assert rendered["outputs"]["duckdb"]["settings"] == {
+        "memory_limit": "1GB",
+        "threads": "2",
+        "preserve_insertion_order": "false",
+    }
     assert dbt_vars(settings) == {"budget_timezone": "Europe/Berlin", "raw_schema": "raw"}
 
 

@@ -142,7 +142,9 @@ def open_marts(settings: Settings) -> Iterator[Marts]:
             conn = stack.enter_context(psycopg.connect(target.url, autocommit=True))
             where, mirror = f"the PostgreSQL target ({target.schema})", mirror_to_postgres
         else:
-            conn = stack.enter_context(connect_writer(settings.build_path))
+            conn = stack.enter_context(
+                connect_writer(settings.build_path, limits=settings.duckdb_config)
+            )
             where, mirror = f"the build database {settings.build_path}", mirror_to_duckdb
         try:
             schema = find_mart_schema(conn, where)

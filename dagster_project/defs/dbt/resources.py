@@ -44,6 +44,8 @@ def profile(settings: Settings, *, duckdb_path: str | None = None) -> dict[str, 
                     "path": duckdb_path or str(settings.build_path),
                     "schema": "main",
                     "threads": DUCKDB_THREADS,
+                    # DuckDB's own limits, as in every other process of the run
+                    "settings": settings.duckdb_config,
                 },
                 "postgres": {
                     "type": "postgres",

@@ -117,7 +117,9 @@ def run_fact(
     with (
         classified_errors(),
         SourceSession(settings.database_url, settings.table_prefix) as session,
-        connect_writer(settings.build_path, recover_corrupt=True) as con,
+        connect_writer(
+            settings.build_path, recover_corrupt=True, limits=settings.duckdb_config
+        ) as con,
     ):
         result = extract_fact(
             session,
@@ -190,7 +192,9 @@ def raw_snapshots(
     with (
         classified_errors(),
         SourceSession(settings.database_url, settings.table_prefix) as session,
-        connect_writer(settings.build_path, recover_corrupt=True) as con,
+        connect_writer(
+            settings.build_path, recover_corrupt=True, limits=settings.duckdb_config
+        ) as con,
     ):
         results = extract_snapshots(session, con, settings.lake_dir, progress=context.log.info)
     changed = sum(r.changed for r in results)

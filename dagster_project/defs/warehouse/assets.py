@@ -53,7 +53,9 @@ def defs() -> dg.Definitions:
         context: dg.AssetExecutionContext, settings: SettingsResource
     ) -> dg.MaterializeResult:
         settings = settings.get()
-        with connect_writer(settings.build_path) as con:  # no other writer while copying
+        with connect_writer(
+            settings.build_path, limits=settings.duckdb_config
+        ) as con:  # no other writer while copying
             con.execute("CHECKPOINT")  # the file alone holds everything: copy it
             newest = newest_request(con)
             published = publish(settings.build_path, settings.warehouse_path)

@@ -66,7 +66,8 @@ from dagster_project.lib.times import utcnow
 log = logging.getLogger(__name__)
 
 COMPACT_MIN_FILES = 12
-DUCKDB_MEMORY_LIMIT = "256MB"  # the merge spills beyond this; keeps a large first load small
+# The merge spills beyond this, whatever the run's DuckDB limit: a large first load stays small.
+DUCKDB_MEMORY_LIMIT = "256MB"
 
 Progress = Callable[[str], None]
 SOURCE_DISABLED = "source_disabled"  # the table exists, is empty, and the lake holds history
