@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from dagster_project.definitions import defs
+    from dagster_project.defs.warehouse.assets import WAREHOUSE_KEY
     from dagster_project.lib.run_launcher import in_process_run_tags
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # instance set-up chatter
@@ -145,10 +146,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    published = any(
-        e.asset_key.to_user_string() == "warehouse"
-        for e in result.get_asset_materialization_events()
-    )
+    published = any(e.asset_key == WAREHOUSE_KEY for e in result.get_asset_materialization_events())
     if job_name(args) == EXTRACT_JOB:
         outcome = f"raw layer only, {settings.warehouse_path} not republished"
     elif published:

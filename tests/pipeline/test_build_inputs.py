@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 
 from dagster_project.lib.dbt.build_inputs import (
     BuildInputs,
     current_inputs,
     last_published,
+    missing_postgres_tables,
     record_built,
     record_published,
     skip_reason,
 )
 from dagster_project.lib.ingest.lake import LakeFile, LakeTable
+from dagster_project.lib.postgres import create_database, drop_database
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 MAX_AGE = timedelta(minutes=20)
@@ -134,3 +138,28 @@ def test_current_inputs_read_lake_files_and_project(tmp_path):
     (project / "models" / "a.sql").write_text("select 2")
     assert current_inputs(lake, project, ["build"]).project != first.project
     assert current_inputs(lake, project, ["build", "--full-refresh"]).command != first.command
+
+
+@pytest.mark.integration
+def test_missing_postgres_tables_follow_dbt_custom_schemas(pg_server_url):
+    url = create_database(pg_server_url, f"spendwh_models_{uuid.uuid4().hex[:8]}", drop=True)
+    relations = [
+        '"build"."main"."fct_spend_daily"',
+        '"build"."main_intermediate"."int_budget_periods_bounded"',
+    ]
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("create schema finance")
+            conn.execute("create schema finance_intermediate")
+            conn.execute("create table finance.fct_spend_daily (x int)")
+            assert missing_postgres_tables(url, "finance", relations) == [
+                "finance_intermediate.int_budget_periods_bounded"
+            ]
+            conn.execute("create table finance_intermediate.int_budget_periods_bounded (x int)")
+        assert missing_postgres_tables(url, "finance", relations) == []
+        assert missing_postgres_tables(url, "other", relations) == [
+            "other.fct_spend_daily",
+            "other_intermediate.int_budget_periods_bounded",
+        ]
+    finally:
+        drop_database(pg_server_url, url.rsplit("/", 1)[-1])

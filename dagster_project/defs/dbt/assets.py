@@ -8,7 +8,7 @@ UI shows one lineage graph. The build holds the build database's writer lock; fo
 target the raw tables are copied to PostgreSQL first.
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +22,7 @@ from dagster_project.lib.alerts.ledger import ledger_path, open_health_problem_c
 from dagster_project.lib.dbt.build_inputs import (
     current_inputs,
     last_published,
+    missing_postgres_tables,
     missing_tables,
     record_built,
     skip_reason,
@@ -29,6 +30,7 @@ from dagster_project.lib.dbt.build_inputs import (
 from dagster_project.lib.dbt.postgres_raw import load_raw_to_postgres
 from dagster_project.lib.dbt.translator import dbt_translator, table_relations
 from dagster_project.lib.duckdb import WRITER_POOL, writer_lock
+from dagster_project.settings import Settings
 
 DBT_ASSETS_NAME = "spend_warehouse_dbt"
 
@@ -62,6 +64,14 @@ class DbtBuildConfig(dg.Config):
     are then less than this plus one schedule interval apart, well inside the hour after which
     the delivery sensor reports the evaluation as stale (a schedule of 20 minutes or more
     builds in every run)."""
+
+
+def missing_models(settings: Settings, relations: Iterable[str]) -> list[str]:
+    """The table models absent where the configured target builds them."""
+    if settings.dbt_target == "postgres":
+        target = settings.postgres
+        return missing_postgres_tables(target.url, target.schema, relations)
+    return missing_tables(settings.build_path, relations)
 
 
 def with_row_counts(
@@ -124,8 +134,7 @@ def defs() -> dg.Definitions:
                     now=datetime.now(UTC),
                     max_age=timedelta(minutes=config.reevaluate_after_minutes),
                     warehouse_exists=settings.warehouse_path.exists(),
-                    models_present=settings.dbt_target != "duckdb"
-                    or not missing_tables(settings.build_path, relations.values()),
+                    models_present=not missing_models(settings, relations.values()),
                     open_health_problems=open_health_problem_count(ledger_path(settings.state_dir)),
                 )
             context.log.info(reason)

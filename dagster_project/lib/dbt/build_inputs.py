@@ -104,11 +104,10 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
+    """The record at ``path``; None when missing or garbled (that only costs one rebuild)."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except ValueError:  # a garbled record only costs one rebuild
+    except (FileNotFoundError, ValueError):
         return None
 
 
@@ -186,3 +185,30 @@ def missing_tables(build_path: Path, relations: Iterable[str]) -> list[str]:
             ).fetchall()
         }
     return sorted(wanted - present)
+
+
+def _schema_and_table(relation: str) -> tuple[str, str]:
+    """``("main_intermediate", "t")`` of ``"db"."main_intermediate"."t"``."""
+    parts = relation.replace('"', "").split(".")
+    return parts[-2].lower(), parts[-1].lower()
+
+
+def missing_postgres_tables(url: str, schema: str, relations: Iterable[str]) -> list[str]:
+    """The relations (as named in a manifest parsed for the DuckDB target, whose schema is
+    ``main``) absent from the PostgreSQL target's ``schema``: custom schemas keep their suffix,
+    as dbt names them (``main_intermediate`` -> ``<schema>_intermediate``)."""
+    import psycopg
+
+    wanted = set()
+    for relation in relations:
+        manifest_schema, table = _schema_and_table(relation)
+        suffix = manifest_schema.removeprefix("main")
+        wanted.add((f"{schema}{suffix}".lower(), table))
+    with psycopg.connect(url, autocommit=True) as conn:
+        present = {
+            (found_schema.lower(), name.lower())
+            for found_schema, name in conn.execute(
+                "select table_schema, table_name from information_schema.tables"
+            ).fetchall()
+        }
+    return sorted(f"{s}.{t}" for s, t in wanted - present)
