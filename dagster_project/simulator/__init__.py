@@ -25,7 +25,7 @@ import psycopg
 from dagster_project.lib.migrations import apply_migrations
 from dagster_project.lib.postgres import connect
 from dagster_project.settings import ConfigError
-from dagster_project.simulator.budgets import SpendLedger, epoch_ms, finalize
+from dagster_project.simulator.budgets import SpendLedger, epoch_ms, finalize, tags_carried
 from dagster_project.simulator.catalog import FLUSH_INTERVAL_S
 from dagster_project.simulator.population import Population, PopulationSpec, generate_population
 from dagster_project.simulator.rows import (
@@ -182,7 +182,9 @@ def simulate(
     plan = build_plan(population)
     text = build_text_plan(population)
     total = int(rows if rows is not None else round(requests_per_day * days))
-    ledger = SpendLedger.empty(start, end, len(population.keys), len(population.end_users))
+    ledger = SpendLedger.empty(
+        start, end, len(population.keys), len(population.end_users), len(population.tags)
+    )
     if flush_interval_s <= 0:
         raise ConfigError(f"flush interval must be positive (got {flush_interval_s}); use 10.")
     stream = TrafficStream(FlushClock(seed, interval_ms=int(flush_interval_s * 1000)))
@@ -201,12 +203,12 @@ def simulate(
             stream.add(generate_requests(rng, plan, starts, plan.active_keys(t0, t1)))
             buffered.append(stream.drain(t1))
             if sum(batch_len(b) for b in buffered) >= batch_rows:
-                _flush(logs, ledger, concat(buffered))
+                _flush(logs, ledger, population, concat(buffered))
                 buffered = []
                 if time.perf_counter() - reported >= PROGRESS_EVERY_S:
                     _report(say, logs.spend_logs, total, began)
                     reported = time.perf_counter()
-        _flush(logs, ledger, concat(buffered))
+        _flush(logs, ledger, population, concat(buffered))
     load_seconds = time.perf_counter() - began
     _report(say, logs.spend_logs, total, began)
 
@@ -220,7 +222,8 @@ def simulate(
         f"population: {len(population.organizations)} organizations, "
         f"{len(population.teams)} teams, {len(population.users)} users, "
         f"{len(population.keys)} keys ({len(population.deleted_keys)} deleted), "
-        f"{len(population.end_users)} end users, {len(population.budgets)} budgets"
+        f"{len(population.end_users)} end users, {len(population.tags)} tags, "
+        f"{len(population.budgets)} budgets"
     )
     result = SimulationResult(
         population=population,
@@ -252,10 +255,12 @@ def simulate(
     return result
 
 
-def _flush(logs: _LogSink, ledger: SpendLedger, batch: Batch) -> None:
+def _flush(logs: _LogSink, ledger: SpendLedger, population: Population, batch: Batch) -> None:
     if batch_len(batch):
         logs.write(batch)
         ledger.add(batch["key"], batch["end_user"], batch["start_ms"], batch["spend"])
+        carried = tags_carried(population, batch["key"], batch["tag_variant"], batch["extra_tag"])
+        ledger.add_tags(carried, batch["start_ms"], batch["spend"])
 
 
 def _report(say: Progress, written: int, total: int, began: float) -> None:
@@ -304,8 +309,15 @@ def _run_live(
                 if batch_len(batch):
                     logs.write(batch)
                     copier.wait()
+                    carried = (
+                        tags_carried(
+                            population, batch["key"], batch["tag_variant"], batch["extra_tag"]
+                        )
+                        if "TagTable" in shapes
+                        else None
+                    )
                     deltas = counter_deltas(
-                        population, batch["key"], batch["end_user"], batch["spend"]
+                        population, batch["key"], batch["end_user"], batch["spend"], carried
                     )
                     apply_counter_deltas(conn, prefix, deltas)
                     say(f"live: {logs.spend_logs:,} rows appended")

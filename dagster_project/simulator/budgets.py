@@ -2,8 +2,9 @@
 
 Pure. Windows follow upstream's calendar alignment in UTC: ``1h`` = clock hours, ``1d`` = UTC
 days, ``7d`` = weeks starting Monday, ``30d`` and ``1mo`` = calendar months; ``None`` = one
-window that never resets. All windows are whole clock hours, so hourly spend per key and per end
-user (the :class:`SpendLedger`) is enough to compute any entity's spend in any window.
+window that never resets. All windows are whole clock hours, so hourly spend per key, per end
+user and per budgeted tag (the :class:`SpendLedger`) is enough to compute any entity's spend in
+any window.
 
 Sizing per profile (``peak`` = the highest spend of any window in the simulated range,
 ``ref`` = the current window's spend when it is at least a quarter of ``peak``, else ``peak``):
@@ -18,17 +19,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import numpy as np
 
-from dagster_project.simulator.catalog import ADMIN_USER_ID
+from dagster_project.simulator.catalog import ADMIN_USER_ID, EXTRA_TAGS
 from dagster_project.simulator.population import (
     EndUser,
     Key,
     Organization,
     Population,
+    Tag,
     Team,
     TeamMember,
     User,
@@ -84,14 +86,18 @@ def next_reset(at: datetime, duration: str | None) -> datetime | None:
 
 @dataclass
 class SpendLedger:
-    """Hourly spend per key (plus one row for master-key calls) and per end user."""
+    """Hourly spend per key (plus one row for master-key calls), per end user and per tag of
+    ``Population.tags`` (every request carrying a tag books its full cost on it)."""
 
     first_hour: int
     key_hourly: np.ndarray
     end_user_hourly: np.ndarray
+    tag_hourly: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     @classmethod
-    def empty(cls, start: datetime, end: datetime, n_keys: int, n_end_users: int) -> SpendLedger:
+    def empty(
+        cls, start: datetime, end: datetime, n_keys: int, n_end_users: int, n_tags: int = 0
+    ) -> SpendLedger:
         """A zero ledger for traffic in ``[start, end)``."""
         first = epoch_ms(start) // HOUR_MS
         last = (epoch_ms(end) - 1) // HOUR_MS
@@ -100,7 +106,16 @@ class SpendLedger:
             first_hour=int(first),
             key_hourly=np.zeros((n_keys + 1, hours)),
             end_user_hourly=np.zeros((n_end_users, hours)),
+            tag_hourly=np.zeros((n_tags, hours)),
         )
+
+    def add_tags(self, carried: np.ndarray, start_ms: np.ndarray, spend: np.ndarray) -> None:
+        """Book written rows on the tags they carry (``carried``: rows x tags, boolean)."""
+        hour = start_ms // HOUR_MS - self.first_hour
+        inside = (hour >= 0) & (hour < self.key_hourly.shape[1]) & (spend != 0)
+        for j in range(min(carried.shape[1], self.tag_hourly.shape[0])):
+            ok = inside & carried[:, j]
+            np.add.at(self.tag_hourly[j], hour[ok], spend[ok])
 
     @property
     def hours(self) -> np.ndarray:
@@ -119,6 +134,25 @@ class SpendLedger:
         np.add.at(self.key_hourly, (rows[ok], hour[ok]), spend[ok])
         ok = inside & (end_user_idx >= 0)
         np.add.at(self.end_user_hourly, (end_user_idx[ok], hour[ok]), spend[ok])
+
+
+def tags_carried(
+    pop: Population, key_idx: np.ndarray, tag_variant: np.ndarray, extra_tag: np.ndarray
+) -> np.ndarray:
+    """Which of ``pop.tags`` each request carries (rows x tags, boolean), as the rendered
+    ``request_tags`` put them: variant 0 none, 1 the key's default tags, 2 those plus the extra
+    tag ``EXTRA_TAGS[extra_tag % len(EXTRA_TAGS)]`` (master-key and keyless calls: no defaults)."""
+    names = [t.tag_name for t in pop.tags]
+    n_keys = len(pop.keys)
+    defaults = np.zeros((n_keys + 2, len(names)), dtype=bool)  # + no key (-2), master key (-1)
+    for i, key in enumerate(pop.keys):
+        defaults[i] = [name in key.default_tags for name in names]
+    extras = np.array([[e == name for name in names] for e in EXTRA_TAGS], dtype=bool)
+    extras = extras.reshape(len(EXTRA_TAGS), len(names))
+    rows = np.where(key_idx < 0, n_keys + 2 + key_idx, key_idx)
+    carried = (tag_variant != 0)[:, None] & defaults[rows]
+    carried |= (tag_variant == 2)[:, None] & extras[extra_tag % len(EXTRA_TAGS)]
+    return carried
 
 
 @dataclass(frozen=True)
@@ -343,6 +377,22 @@ def _size_end_users(z: _Sizing) -> tuple[EndUser, ...]:
     return tuple(end_users)
 
 
+def _size_tags(z: _Sizing) -> tuple[Tag, ...]:
+    """Tags with a budget row: sized by profile from the full cost of the requests carrying
+    them; the counter resets with the budget row (all-time spend without one)."""
+    tags = []
+    for j, tag in enumerate(z.pop.tags):
+        series = (
+            z.ledger.tag_hourly[j] if j < z.ledger.tag_hourly.shape[0] else np.zeros(len(z.hours))
+        )
+        duration = z.duration_of(tag.budget_id)
+        ws = z.spend(series, duration)
+        z.set_budget(tag.budget_id, *size_limits(tag.profile, ws))
+        truth = _current(ws, duration)
+        tags.append(replace(tag, period_spend=truth, spend=z.counter("tag", tag.tag_name, truth)))
+    return tuple(tags)
+
+
 def finalize(population: Population, ledger: SpendLedger) -> Population:
     """The population with budget amounts, ``budget_reset_at`` and live ``spend`` counters."""
     z = _Sizing(population, ledger)
@@ -353,6 +403,7 @@ def finalize(population: Population, ledger: SpendLedger) -> Population:
         "organizations": _size_organizations(z),
         "team_members": _size_team_members(z),
         "end_users": _size_end_users(z),
+        "tags": _size_tags(z),
     }
     return replace(
         population,

@@ -1,4 +1,4 @@
-"""Seeded generator of the proxy's population: orgs, teams, users, keys, end users, budgets.
+"""Seeded generator of the proxy's population: orgs, teams, users, keys, end users, tags, budgets.
 
 Pure: the same seed and time range give the same population. Budget amounts and live ``spend``
 counters are filled in later by :mod:`dagster_project.simulator.budgets`, from the spend the
@@ -50,7 +50,7 @@ class PopulationSpec:
 @dataclass(frozen=True)
 class Budget:
     """A ``BudgetTable`` row. ``owner`` says who references it (``organization``, ``key``,
-    ``team_member`` or ``end_user_tier``)."""
+    ``team_member``, ``end_user_tier`` or ``tag``)."""
 
     budget_id: str
     owner: str
@@ -157,6 +157,17 @@ class EndUser(_SpendCounters):
 
 
 @dataclass(frozen=True)
+class Tag(_SpendCounters):
+    """A ``TagTable`` row for a tag requests carry; ``budget_id`` = its budget row, if any (the
+    proxy enforces only tags with a budget row; every request with the tag adds its full cost)."""
+
+    tag_name: str
+    budget_id: str | None
+    profile: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class TeamMember(_SpendCounters):
     """A ``TeamMembership`` row; ``budget_id`` = the member's own budget row, if any."""
 
@@ -201,6 +212,7 @@ class Population:
     org_members: tuple[OrgMember, ...]
     budgets: tuple[Budget, ...]
     deployments: tuple[Deployment, ...]
+    tags: tuple[Tag, ...] = ()
     drifted: frozenset[tuple[str, str]] = field(default_factory=frozenset)
 
     def budget(self, budget_id: str | None) -> Budget | None:
@@ -453,6 +465,27 @@ def _end_users(draw: _Draw, n: int) -> list[EndUser]:
     return end_users
 
 
+# TagTable rows: tags of EXTRA_TAGS (keys' default tags and per-request extras), by profile. A
+# "none" tag has a row without budget_id (not enforced upstream); the other tags are not in
+# TagTable at all (User-Agent tags and the rest of EXTRA_TAGS).
+TAG_BUDGETS: tuple[tuple[str, str, str | None], ...] = (
+    ("prod", "over", "1d"),
+    ("staging", "soft", "7d"),
+    ("feature:summarize", "under", "1mo"),
+    ("feature:search", "none", None),
+)
+
+
+def _tags(draw: _Draw) -> list[Tag]:
+    """TagTable rows (their budget rows are sized later from the tags' full-cost spend)."""
+    tags = []
+    for name, profile, duration in TAG_BUDGETS:
+        created = draw.before_start(120)
+        budget_id = None if profile == "none" else draw.budget("tag", duration, created)
+        tags.append(Tag(tag_name=name, budget_id=budget_id, profile=profile, created_at=created))
+    return tags
+
+
 def _team_members(draw: _Draw, people: list[User], teams: list[Team]) -> list[TeamMember]:
     """One membership per (user, team); about a third with their own member budget."""
     created = {t.team_id: t.created_at for t in teams}
@@ -487,6 +520,9 @@ def generate_population(
     org_members = [
         OrgMember(u.user_id, u.organization_id, u.user_role) for u in people if u.organization_id
     ]
+    deployments = _deployments(draw.rng)
+    # A generator of its own (same budget list): tags leave every other entity of a seed as it was.
+    tags = _tags(replace(draw, rng=np.random.default_rng([seed, 5])))
     return Population(
         seed=seed,
         start=start,
@@ -499,5 +535,6 @@ def generate_population(
         team_members=tuple(team_members),
         org_members=tuple(org_members),
         budgets=tuple(draw.budgets),
-        deployments=_deployments(draw.rng),
+        deployments=deployments,
+        tags=tuple(tags),
     )

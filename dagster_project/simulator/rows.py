@@ -550,6 +550,19 @@ def population_rows(pop: Population) -> dict[str, list[dict]]:
         for d in pop.deployments
         if d.spec.in_db
     ]
+    tags = [
+        {
+            "tag_name": t.tag_name,
+            "description": f"Traffic tagged {t.tag_name}",
+            "models": [],
+            "spend": t.spend,
+            "budget_id": t.budget_id,
+            "created_at": t.created_at,
+            "created_by": CREATOR,
+            "updated_at": t.created_at,
+        }
+        for t in pop.tags
+    ]
     return {
         "BudgetTable": budgets,
         "OrganizationTable": orgs,
@@ -561,6 +574,7 @@ def population_rows(pop: Population) -> dict[str, list[dict]]:
         "TeamMembership": team_members,
         "OrganizationMembership": org_members,
         "ProxyModelTable": models,
+        "TagTable": tags,  # after BudgetTable (foreign key); skipped where the schema lacks it
     }
 
 

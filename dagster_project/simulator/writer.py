@@ -12,7 +12,7 @@ import threading
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import psycopg
@@ -122,12 +122,18 @@ class CounterDeltas:
     organizations: dict[str, float]
     team_members: dict[tuple[str, str], float]
     end_users: dict[str, float]
+    tags: dict[str, float] = field(default_factory=dict)
 
 
 def counter_deltas(
-    population: Population, key_idx: np.ndarray, end_user_idx: np.ndarray, spend: np.ndarray
+    population: Population,
+    key_idx: np.ndarray,
+    end_user_idx: np.ndarray,
+    spend: np.ndarray,
+    tags_carried: np.ndarray | None = None,
 ) -> CounterDeltas:
-    """Aggregate a flushed batch's spend by key, owner, team, org, member and end user."""
+    """Aggregate a flushed batch's spend by key, owner, team, org, member and end user, and (with
+    ``tags_carried``, rows x ``population.tags``) the full cost per tag of the rows carrying it."""
     keys: dict[str, float] = defaultdict(float)
     users: dict[str, float] = defaultdict(float)
     teams: dict[str, float] = defaultdict(float)
@@ -156,7 +162,13 @@ def counter_deltas(
             end_user_idx[eu_paying].tolist(), spend[eu_paying].tolist(), strict=True
         ):
             end_users[population.end_users[i].user_id] += amount
-    return CounterDeltas(keys, users, teams, orgs, members, end_users)
+    tags: dict[str, float] = {}
+    if tags_carried is not None:
+        for j, tag in enumerate(population.tags):
+            amount = float(spend[paying & tags_carried[:, j]].sum())
+            if amount:
+                tags[tag.tag_name] = amount
+    return CounterDeltas(keys, users, teams, orgs, members, end_users, tags)
 
 
 def apply_counter_deltas(conn: psycopg.Connection, prefix: str, deltas: CounterDeltas) -> None:
@@ -167,6 +179,7 @@ def apply_counter_deltas(conn: psycopg.Connection, prefix: str, deltas: CounterD
         ("TeamTable", "team_id", deltas.teams),
         ("OrganizationTable", "organization_id", deltas.organizations),
         ("EndUserTable", "user_id", deltas.end_users),
+        ("TagTable", "tag_name", deltas.tags),  # empty unless the schema has TagTable
     )
     with conn.cursor() as cur:
         for table, id_column, amounts in updates:

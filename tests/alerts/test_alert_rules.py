@@ -160,6 +160,28 @@ def test_crossing_alert_fields_and_message():
         assert part in alert.message
 
 
+def test_tag_max_budget_alert_says_requests_with_the_tag_are_rejected():
+    budget_period = period(
+        entity_type="tag",
+        entity_id="prod",
+        entity_alias="prod",
+        budget_source="tag_budget",
+        budget_id="b-tag",
+        budget_duration="1d",
+        period_start=ts("2026-11-20 00:00"),
+        period_end=ts("2026-11-21 00:00"),
+        is_current_period=True,
+        max_budget_usd=Decimal(20),
+        period_spend_usd=Decimal("20.5"),
+    )
+    row = crossing(budget_period, "max_budget", "2026-11-20 09:30", "20.5")
+    alert = crossing_alert(BudgetCrossing.from_row(_joined([row], [budget_period])[0]), NOW)
+    assert alert.entity_type == "tag"
+    assert alert.message.startswith("Tag prod reached its max budget of $20.00")
+    assert "limit from the tag's budget b-tag" in alert.message
+    assert "rejects every further request carrying this tag" in alert.message
+
+
 def test_crossing_in_a_closed_period_is_late():
     periods, crossings = designed_marts()
     row = next(c for c in _joined(crossings, periods) if c["period_end"] == ts("2026-11-01"))
@@ -324,6 +346,8 @@ def test_labels_for_people():
     token = "cfedbd559269d70529f8d7e5115ca217a09d686c39ae646906966f46c703e747"
     assert entity_label("key", token, "prod-app") == "Key 'prod-app' (cfedbd559269…)"
     assert entity_label("team_member", "t-1/u-2", None) == "Team member t-1/u-2"
+    assert entity_label("tag", "prod", "prod") == "Tag prod"
+    assert budget_label("tag_budget", "b-9") == "the tag's budget b-9"
     assert budget_label("key_budget", "b-1") == "the key's budget b-1"
     assert budget_label("team", "team-1") == "the team's limits"
     assert budget_label(None, None) == ""

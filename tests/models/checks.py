@@ -159,3 +159,63 @@ def check_current_periods(path: Path, as_of: datetime) -> None:
             assert row["period_start"] <= as_of < row["period_end"]
             assert row["projected_period_spend_usd"] >= row["period_spend_usd"]
             assert row["projection_basis_days"] is not None
+
+
+def check_tag_budgets(path: Path, data: RawDataset) -> int:
+    """Tag budgets from first principles: only tags with a TagTable row and an existing budget
+    row have periods; every request carrying the tag counts with its full cost (a request with
+    two budgeted tags counts in full for both); crossings are the exact request that reached the
+    limit. Returns the number of tag periods with spend compared."""
+    budgets = {b["budget_id"]: b for b in data.rows("budgets")}
+    budgeted = {t["tag_name"]: budgets[t["budget_id"]] for t in data.rows("tags")
+                if t["budget_id"] in budgets}  # fmt: skip
+    periods = [r for r in read_mart(path, "fct_budget_periods") if r["entity_type"] == "tag"]
+    assert {r["entity_id"] for r in periods} == set(budgeted)
+    assert {r["budget_source"] for r in periods} == {"tag_budget"}
+    carried = [
+        (row, {t for t in json.loads(row["request_tags"] or "[]") if t})
+        for row in data.rows("spend_logs")
+    ]
+    both = [row for row, tags in carried if {"prod", "batch"} <= tags and row["spend"] > 0]
+    assert both, "the dataset has requests carrying two budgeted tags"
+    compared = 0
+    for tag, budget in budgeted.items():
+        duration = parse_duration(budget["budget_duration"])
+        spend: dict = defaultdict(Decimal)
+        count: Counter = Counter()
+        crossed: dict = {}
+        limit = money(budget["max_budget"])
+        mine = sorted(
+            (row for row, tags in carried if tag in tags),
+            key=lambda r: (r["start_time"], r["request_id"]),
+        )
+        for row in mine:
+            start, _ = period_bounds(row["start_time"], duration, "UTC", budget["created_at"])
+            spend[start] += money(row["spend"])  # the full cost, whatever the other tags
+            count[start] += 1
+            if start not in crossed and spend[start] >= limit:
+                crossed[start] = row["start_time"]
+        rows = {r["period_start"]: r for r in periods if r["entity_id"] == tag}
+        assert {s for s, r in rows.items() if r["request_count"] > 0} == set(spend), tag
+        for start, total in spend.items():
+            assert rows[start]["period_spend_usd"] == total, (tag, start)
+            assert rows[start]["request_count"] == count[start], (tag, start)
+            assert rows[start]["max_budget_crossed_at"] == crossed.get(start), (tag, start)
+            compared += 1
+        if not mine:
+            assert [r["request_count"] for r in rows.values()] == [0], tag
+    first = both[0]
+    for tag in ("prod", "batch"):
+        start, _ = period_bounds(
+            first["start_time"], parse_duration(budgeted[tag]["budget_duration"]), "UTC",
+            budgeted[tag]["created_at"],
+        )  # fmt: skip
+        row = next(r for r in periods if r["entity_id"] == tag and r["period_start"] == start)
+        assert row["period_spend_usd"] >= money(first["spend"])
+    crossings = {
+        r["entity_id"]
+        for r in read_mart(path, "fct_budget_threshold_crossings")
+        if r["entity_type"] == "tag" and r["crossing_type"] == "max_budget"
+    }
+    assert crossings == {"prod", "batch"}
+    return compared

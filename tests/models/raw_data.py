@@ -3,7 +3,7 @@
 The tables and columns follow ``dagster_project/lib/raw_contract.py`` (fact tables) and the
 proxy's column names (snapshots), so the dbt project sees what the extraction lands. The data
 covers every budget source and duration kind, invalid durations, deleted and unknown keys,
-multi-tag requests, failures, cache hits and error logs.
+multi-tag requests, tag budgets (and tags without one), failures, cache hits and error logs.
 """
 
 from __future__ import annotations
@@ -96,6 +96,15 @@ SNAPSHOT_COLUMNS: dict[str, dict[str, str]] = {
         "spend": "double",
         "total_spend": "double",
     },
+    "tags": {
+        "tag_name": "varchar",
+        "description": "varchar",
+        "budget_id": "varchar",
+        "spend": "double",
+        "created_at": "timestamp",
+        "created_by": "varchar",
+        "updated_at": "timestamp",
+    },
     "budgets": {
         "budget_id": "varchar",
         "max_budget": "double",
@@ -162,6 +171,8 @@ def make_dataset(
         ("b_enduser_hour", 0.05, 0.03, "6h"),
         ("b_enduser_default", 1.5, None, "daily"),
         ("b_key_10d", 12.0, 8.0, "10d"),
+        ("b_tag_day", 2.5, 1.5, "1d"),
+        ("b_tag_week", 15.0, None, "7d"),
     ]
     for budget_id, max_budget, soft, duration in budgets:
         data.rows("budgets").append(
@@ -269,6 +280,29 @@ def make_dataset(
                 "budget_id": budget_id,
                 "spend": rng.uniform(0, 2),
                 "blocked": False,
+            }
+        )
+    # Tag budgets: only a TagTable row with a budget row counts. "prod" and "batch" (often on the
+    # same request: it counts in full for both) and "idle" (never used: only a current period)
+    # have one; "exp" has a row without budget_id, "team:ml" one whose budget row does not exist,
+    # and "User-Agent: curl" no row at all: none of these three has periods.
+    tags = [
+        ("prod", "b_tag_day"),
+        ("batch", "b_tag_week"),
+        ("idle", "b_tag_week"),
+        ("exp", None),
+        ("team:ml", "b_tag_missing"),
+    ]
+    for tag_name, budget_id in tags:
+        data.rows("tags").append(
+            {
+                "tag_name": tag_name,
+                "description": f"{tag_name} traffic",
+                "budget_id": budget_id,
+                "spend": 0.0 if tag_name == "idle" else 1.25,
+                "created_at": created,
+                "created_by": "admin",
+                "updated_at": created,
             }
         )
     keys = [

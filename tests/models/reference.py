@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -43,6 +44,23 @@ class Request:
     started_at: datetime
     spend: Decimal
     entities: dict[str, str]  # entity_type -> entity_id
+    tags: frozenset[str] = frozenset()  # distinct non-empty tags: each counts the full cost
+
+    def counts_against(self, entity_type: str, entity_id: str) -> bool:
+        if entity_type == "tag":
+            return entity_id in self.tags
+        return self.entities.get(entity_type) == entity_id
+
+
+def request_tags(text: str | None) -> frozenset[str]:
+    """The distinct non-empty string tags of a request_tags JSON text (nothing if not a list)."""
+    try:
+        tags = json.loads(text or "[]")
+    except ValueError:
+        return frozenset()
+    if not isinstance(tags, list):
+        return frozenset()
+    return frozenset(t for t in tags if isinstance(t, str) and t)
 
 
 def attributed_requests(data: RawDataset) -> list[Request]:
@@ -77,6 +95,7 @@ def attributed_requests(data: RawDataset) -> list[Request]:
                 row["start_time"],
                 money(row["spend"]),
                 {k: v for k, v in entities.items() if v},
+                request_tags(row["request_tags"]),
             )
         )
     return out
@@ -173,6 +192,22 @@ def resolved_budgets(data: RawDataset) -> list[Budget]:
                     u["created_at"],
                 )
             )
+    # Tags: only a TagTable row whose budget_id finds a budget row; the request's full cost
+    # counts for every tag it carries (Request.counts_against).
+    for t in data.rows("tags"):
+        b = budgets.get(t.get("budget_id"))
+        if b and has_limit(b):
+            out.append(
+                Budget(
+                    "tag",
+                    t["tag_name"],
+                    "tag_budget",
+                    b["budget_duration"],
+                    money(b["soft_budget"]),
+                    money(b["max_budget"]),
+                    b["created_at"],
+                )
+            )
     for m in data.rows("team_memberships"):
         b = budgets.get(m["budget_id"])
         if b and has_limit(b):
@@ -214,7 +249,7 @@ def budget_periods(
     """Periods with spend of one valid budget, keyed by UTC period start."""
     duration = parse_duration(budget.duration)
     mine = sorted(
-        (r for r in requests if r.entities.get(budget.entity_type) == budget.entity_id),
+        (r for r in requests if r.counts_against(budget.entity_type, budget.entity_id)),
         key=lambda r: (r.started_at, r.request_id),
     )
     if not mine:

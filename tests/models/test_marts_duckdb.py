@@ -19,6 +19,7 @@ from tests.models.checks import (
     check_current_periods,
     check_spend_daily,
     check_tag_allocation,
+    check_tag_budgets,
     check_threshold_crossings,
 )
 from tests.models.dbt_runner import AS_OF, DbtFailedError, duckdb_env, read_mart, run_dbt
@@ -63,6 +64,10 @@ def test_errors_daily_counts_error_logs(built_duckdb):
 
 def test_budget_periods_match_reference(built_duckdb):
     assert check_budget_periods(built_duckdb.path, built_duckdb.data) > 1000
+
+
+def test_tag_budgets_count_full_cost_per_budgeted_tag(built_duckdb):
+    assert check_tag_budgets(built_duckdb.path, built_duckdb.data) > 20
 
 
 def test_every_budget_has_one_current_period(built_duckdb):

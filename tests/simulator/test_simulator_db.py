@@ -237,6 +237,33 @@ def test_budgets_are_crossed_by_some_and_counters_are_set(simulated):
             assert logged == pytest.approx(key.period_spend)
 
 
+def test_tag_rows_and_a_crossed_tag_budget(simulated):
+    """TagTable rows for some carried tags (one without budget); a budgeted tag's full-cost spend,
+    summed from the logs per day of its 1d budget, goes over its max budget."""
+    src, result = simulated
+    pop = result.population
+    tags = {
+        r[0]: r[1:]
+        for r in rows(
+            src,
+            f"SELECT t.tag_name, t.budget_id, t.spend, b.max_budget, b.budget_duration FROM "
+            f"{src.table('TagTable')} t LEFT JOIN {src.table('BudgetTable')} b USING (budget_id)",
+        )
+    }
+    assert set(tags) == {t.tag_name for t in pop.tags}
+    assert any(budget_id is None for budget_id, *_ in tags.values())
+    budget_id, spend, max_budget, duration = tags["prod"]
+    assert budget_id is not None
+    assert duration == "1d"
+    assert spend == pytest.approx(next(t.spend for t in pop.tags if t.tag_name == "prod"))
+    day_max = scalar(
+        src,
+        f"SELECT max(s) FROM (SELECT date_trunc('day', \"startTime\"), sum(spend) AS s "
+        f"FROM {src.table('SpendLogs')} WHERE request_tags ? 'prod' GROUP BY 1) d",
+    )
+    assert day_max > max_budget
+
+
 def test_older_schema_without_newer_columns(make_source):
     src = make_source(until=OLD_SCHEMA)
     assert OLD_SCHEMA < SPEND_LOGS_ORGANIZATION_ID < DELETED_KEYS_TABLES

@@ -18,6 +18,7 @@ from dagster_project.simulator.budgets import (
     next_reset,
     period_labels,
     size_limits,
+    tags_carried,
     window_spend,
 )
 from dagster_project.simulator.catalog import FLUSH_INTERVAL_S, FLUSH_JITTER_S, MASTER_KEY
@@ -269,3 +270,48 @@ def test_finalize_sizes_budgets_and_counters(population, batch):
     assert all(k.spend == k.period_spend for k in steady)
     assert sum(o.period_spend for o in final.organizations) <= float(batch["spend"].sum()) + 1e-6
     assert any(b.max_budget is not None for b in final.budgets if b.owner == "end_user_tier")
+
+
+def test_tags_carried_match_the_rendered_request_tags(population, batch):
+    """The ledger books each tag on exactly the rows whose request_tags carry it."""
+    names = [t.tag_name for t in population.tags]
+    carried = tags_carried(population, batch["key"], batch["tag_variant"], batch["extra_tag"])
+    text = build_text_plan(population)
+    rendered = [
+        set(json.loads(unescape(t)))
+        for t in spend_log_columns(batch, text, stamp_created=True)["request_tags"]
+    ]
+    expected = np.array([[name in tags for name in names] for tags in rendered], dtype=bool)
+    assert carried.shape == expected.shape
+    assert (carried == expected).all()
+    assert carried.all(axis=1).sum() < carried.any(axis=1).sum()  # some rows carry several
+
+
+def test_tag_budgets_are_sized_from_full_cost_per_tag(population, batch):
+    assert [t.tag_name for t in population.tags] == [
+        "prod",
+        "staging",
+        "feature:summarize",
+        "feature:search",
+    ]
+    budget_ids = {b.budget_id for b in population.budgets if b.owner == "tag"}
+    assert {t.budget_id for t in population.tags} - {None} == budget_ids
+    assert any(t.budget_id is None for t in population.tags)
+    ledger = SpendLedger.empty(
+        START, END, len(population.keys), len(population.end_users), len(population.tags)
+    )
+    ledger.add(batch["key"], batch["end_user"], batch["start_ms"], batch["spend"])
+    carried = tags_carried(population, batch["key"], batch["tag_variant"], batch["extra_tag"])
+    ledger.add_tags(carried, batch["start_ms"], batch["spend"])
+    # Full cost: a row with two tags counts for both, so the tags may add up to more than the spend.
+    for j in range(len(population.tags)):
+        assert ledger.tag_hourly[j].sum() == pytest.approx(batch["spend"][carried[:, j]].sum())
+    final = finalize(population, ledger)
+    budgets = {b.budget_id: b for b in final.budgets}
+    prod = next(t for t in final.tags if t.tag_name == "prod")
+    peak = window_spend(ledger.tag_hourly[0], ledger.hours, "1d", int(ledger.hours[-1])).peak
+    assert peak > budgets[prod.budget_id].max_budget  # the demo crosses it in some day
+    assert budgets[prod.budget_id].soft_budget < budgets[prod.budget_id].max_budget
+    assert budgets[prod.budget_id].budget_duration == "1d"
+    unbudgeted = next(t for t in final.tags if t.budget_id is None)
+    assert unbudgeted.period_spend == pytest.approx(ledger.tag_hourly[3].sum())

@@ -19,6 +19,7 @@ _ENTITY_LABELS = {
     "user": "User",
     "end_user": "End user",
     "team_member": "Team member",
+    "tag": "Tag",
 }
 
 
@@ -69,6 +70,7 @@ _BUDGET_SOURCES = {
     "end_user_budget": "the end user's budget",
     "end_user_default": "the proxy-wide end-user default budget",
     "team_member_budget": "the team membership's budget",
+    "tag_budget": "the tag's budget",
 }
 
 
@@ -95,6 +97,12 @@ def _advice(alert_type: str, entity_type: str, period_end: datetime | None, clos
         else "this budget never resets"
     )
     if alert_type == "max_budget":
+        if entity_type == "tag":
+            return (
+                "The proxy rejects every further request carrying this tag (whatever its key, "
+                "team or user) until the tag's max budget is raised or the tag is removed from "
+                f"the callers' requests and key/team metadata ({reset})."
+            )
         return (
             f"The proxy rejects further requests for this {entity_type.replace('_', ' ')} "
             f"until the max budget is raised ({reset})."

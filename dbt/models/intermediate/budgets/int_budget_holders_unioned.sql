@@ -1,8 +1,9 @@
 -- Every entity that can hold a budget or a spend counter, one row per entity (proxy-db.md §4.1,
--- §4.3): keys, teams, organizations, users (without the proxy-budget row), end users and team
--- members. Keys, teams and users carry limits on their own row (budget_duration, max_budget,
--- budget_reset_at; soft_budget for teams); keys, organizations, end users and team members link
--- a budget row through budget_id.
+-- §4.3): keys, teams, organizations, users (without the proxy-budget row), end users, team
+-- members and tags. Keys, teams and users carry limits on their own row (budget_duration,
+-- max_budget, budget_reset_at; soft_budget for teams); keys, organizations, end users, team
+-- members and tags link a budget row through budget_id. Tags are holders only with a TagTable
+-- row whose budget_id points at an existing budget row (the proxy enforces nothing else).
 with
 
 keys as (
@@ -38,6 +39,18 @@ end_users as (
 team_memberships as (
 
     select * from {{ ref('stg_proxy__team_memberships') }}
+
+),
+
+tags as (
+
+    select * from {{ ref('stg_proxy__tags') }}
+
+),
+
+budgets as (
+
+    select * from {{ ref('stg_proxy__budgets') }}
 
 ),
 
@@ -108,9 +121,22 @@ budget_row_links as (
         cast(null as timestamp) as created_at
     from team_memberships
 
+    union all
+
+    select
+        'tag' as entity_type,
+        tags.tag_name as entity_id,
+        tags.tag_name as entity_alias,
+        tags.budget_id,
+        tags.spend_counter_usd,
+        tags.created_at
+    from tags
+    inner join budgets
+        on tags.budget_id = budgets.budget_id
+
 ),
 
--- Organizations, end users and team members: all their limits live on the budget row.
+-- Organizations, end users, team members and tags: all their limits live on the budget row.
 budget_row_holders as (
 
     select
