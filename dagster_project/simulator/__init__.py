@@ -223,6 +223,7 @@ def simulate(
         f"{len(population.teams)} teams, {len(population.users)} users, "
         f"{len(population.keys)} keys ({len(population.deleted_keys)} deleted), "
         f"{len(population.end_users)} end users, {len(population.tags)} tags, "
+        f"{len(population.projects)} projects, "
         f"{len(population.budgets)} budgets"
     )
     result = SimulationResult(
@@ -317,7 +318,12 @@ def _run_live(
                         else None
                     )
                     deltas = counter_deltas(
-                        population, batch["key"], batch["end_user"], batch["spend"], carried
+                        population,
+                        batch["key"],
+                        batch["end_user"],
+                        batch["spend"],
+                        carried,
+                        with_projects="ProjectTable" in shapes,
                     )
                     apply_counter_deltas(conn, prefix, deltas)
                     say(f"live: {logs.spend_logs:,} rows appended")

@@ -30,6 +30,7 @@ from dagster_project.simulator.population import (
     Key,
     Organization,
     Population,
+    Project,
     Tag,
     Team,
     TeamMember,
@@ -393,6 +394,26 @@ def _size_tags(z: _Sizing) -> tuple[Tag, ...]:
     return tuple(tags)
 
 
+def _size_projects(z: _Sizing) -> tuple[Project, ...]:
+    """Projects with a budget row: sized by profile from the spend of their keys (live and
+    deleted); the counter resets with the budget row (all-time spend without one)."""
+    projects = []
+    for project in z.pop.projects:
+        series = z.keys_series(lambda k, p=project.project_id: k.project_id == p)
+        duration = z.duration_of(project.budget_id)
+        ws = z.spend(series, duration)
+        z.set_budget(project.budget_id, *size_limits(project.profile, ws))
+        truth = _current(ws, duration)
+        projects.append(
+            replace(
+                project,
+                period_spend=truth,
+                spend=z.counter("project", project.project_id, truth),
+            )
+        )
+    return tuple(projects)
+
+
 def finalize(population: Population, ledger: SpendLedger) -> Population:
     """The population with budget amounts, ``budget_reset_at`` and live ``spend`` counters."""
     z = _Sizing(population, ledger)
@@ -404,6 +425,7 @@ def finalize(population: Population, ledger: SpendLedger) -> Population:
         "team_members": _size_team_members(z),
         "end_users": _size_end_users(z),
         "tags": _size_tags(z),
+        "projects": _size_projects(z),  # last: the drift draws of the others stay as they were
     }
     return replace(
         population,

@@ -1,4 +1,5 @@
-"""Seeded generator of the proxy's population: orgs, teams, users, keys, end users, tags, budgets.
+"""Seeded generator of the proxy's population: orgs, teams, users, keys, end users, tags,
+projects, budgets.
 
 Pure: the same seed and time range give the same population. Budget amounts and live ``spend``
 counters are filled in later by :mod:`dagster_project.simulator.budgets`, from the spend the
@@ -50,7 +51,7 @@ class PopulationSpec:
 @dataclass(frozen=True)
 class Budget:
     """A ``BudgetTable`` row. ``owner`` says who references it (``organization``, ``key``,
-    ``team_member``, ``end_user_tier`` or ``tag``)."""
+    ``team_member``, ``end_user_tier``, ``tag`` or ``project``)."""
 
     budget_id: str
     owner: str
@@ -144,6 +145,7 @@ class Key(_OwnLimits):
     model_weights: tuple[float, ...]
     deleted_row_id: str
     soft_budget: float | None = None
+    project_id: str | None = None  # ProjectTable row the key belongs to, if any
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,19 @@ class Tag(_SpendCounters):
     proxy enforces only tags with a budget row; every request with the tag adds its full cost)."""
 
     tag_name: str
+    budget_id: str | None
+    profile: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Project(_SpendCounters):
+    """A ``ProjectTable`` row of a team; ``budget_id`` = its budget row, if any (the proxy enforces
+    only projects with a budget row; every request of the project's keys adds its full cost)."""
+
+    project_id: str
+    project_alias: str
+    team_id: str | None
     budget_id: str | None
     profile: str
     created_at: datetime
@@ -213,6 +228,7 @@ class Population:
     budgets: tuple[Budget, ...]
     deployments: tuple[Deployment, ...]
     tags: tuple[Tag, ...] = ()
+    projects: tuple[Project, ...] = ()
     drifted: frozenset[tuple[str, str]] = field(default_factory=frozenset)
 
     def budget(self, budget_id: str | None) -> Budget | None:
@@ -486,6 +502,49 @@ def _tags(draw: _Draw) -> list[Tag]:
     return tags
 
 
+# ProjectTable rows (alias, profile, budget duration): each takes a team and about two thirds of
+# that team's keys not yet in a project. A "none" project has a row without budget_id (not
+# enforced upstream); the other keys belong to no project.
+PROJECT_BUDGETS: tuple[tuple[str, str, str | None], ...] = (
+    ("checkout-assistant", "over", "1d"),
+    ("support-bot", "soft", "7d"),
+    ("data-pipeline", "under", "1mo"),
+    ("sandbox", "none", None),
+)
+
+
+def _projects(draw: _Draw, keys: list[Key]) -> tuple[list[Project], list[Key]]:
+    """ProjectTable rows (budget rows sized later from their keys' spend) and the keys with their
+    ``project_id``; teams with the most keys first, so that every project has keys."""
+    rng = draw.rng
+    by_team: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        if key.team_id:
+            by_team.setdefault(key.team_id, []).append(i)
+    teams = sorted(by_team, key=lambda t: (-len(by_team[t]), t))
+    projects, keys = [], list(keys)
+    for n, (alias, profile, duration) in enumerate(PROJECT_BUDGETS):
+        team_id = teams[n] if n < len(teams) else None
+        created = draw.before_start(100)
+        project_id = seeded_uuid(rng)
+        budget_id = None if profile == "none" else draw.budget("project", duration, created)
+        members = by_team.get(team_id, []) if team_id else []
+        picked = [i for j, i in enumerate(members) if j == 0 or rng.random() < 0.67]
+        for i in picked:
+            keys[i] = replace(keys[i], project_id=project_id)
+        projects.append(
+            Project(
+                project_id=project_id,
+                project_alias=alias,
+                team_id=team_id,
+                budget_id=budget_id,
+                profile=profile,
+                created_at=created,
+            )
+        )
+    return projects, keys
+
+
 def _team_members(draw: _Draw, people: list[User], teams: list[Team]) -> list[TeamMember]:
     """One membership per (user, team); about a third with their own member budget."""
     created = {t.team_id: t.created_at for t in teams}
@@ -523,6 +582,8 @@ def generate_population(
     deployments = _deployments(draw.rng)
     # A generator of its own (same budget list): tags leave every other entity of a seed as it was.
     tags = _tags(replace(draw, rng=np.random.default_rng([seed, 5])))
+    # Likewise for projects (and the keys' project_id).
+    projects, keys = _projects(replace(draw, rng=np.random.default_rng([seed, 6])), keys)
     return Population(
         seed=seed,
         start=start,
@@ -537,4 +598,5 @@ def generate_population(
         budgets=tuple(draw.budgets),
         deployments=deployments,
         tags=tuple(tags),
+        projects=tuple(projects),
     )

@@ -563,11 +563,33 @@ def population_rows(pop: Population) -> dict[str, list[dict]]:
         }
         for t in pop.tags
     ]
+    projects = [
+        {
+            "project_id": p.project_id,
+            "project_alias": p.project_alias,
+            "description": f"Project {p.project_alias}",
+            "team_id": p.team_id,
+            "budget_id": p.budget_id,
+            "metadata": Jsonb({}),
+            "models": [],
+            "spend": p.spend,
+            "model_spend": Jsonb({}),
+            "blocked": False,
+            "created_at": p.created_at,
+            "created_by": CREATOR,
+            "updated_at": p.created_at,
+            "updated_by": CREATOR,
+        }
+        for p in pop.projects
+    ]
     return {
         "BudgetTable": budgets,
         "OrganizationTable": orgs,
         "TeamTable": teams,
         "UserTable": users,
+        # after BudgetTable and TeamTable, before the keys (foreign keys); skipped where the
+        # schema lacks it (and so does the keys' project_id column)
+        "ProjectTable": projects,
         "VerificationToken": keys,
         "DeletedVerificationToken": deleted,
         "EndUserTable": end_users,
@@ -594,6 +616,7 @@ def _key_row(k: Key) -> dict:
         "budget_duration": k.budget_duration,
         "budget_reset_at": k.budget_reset_at,
         "budget_id": k.budget_id,
+        "project_id": k.project_id,
         "created_at": created,
         "created_by": k.user_id or CREATOR,
         "updated_at": created,

@@ -123,6 +123,7 @@ class CounterDeltas:
     team_members: dict[tuple[str, str], float]
     end_users: dict[str, float]
     tags: dict[str, float] = field(default_factory=dict)
+    projects: dict[str, float] = field(default_factory=dict)
 
 
 def counter_deltas(
@@ -131,15 +132,19 @@ def counter_deltas(
     end_user_idx: np.ndarray,
     spend: np.ndarray,
     tags_carried: np.ndarray | None = None,
+    *,
+    with_projects: bool = False,
 ) -> CounterDeltas:
-    """Aggregate a flushed batch's spend by key, owner, team, org, member and end user, and (with
-    ``tags_carried``, rows x ``population.tags``) the full cost per tag of the rows carrying it."""
+    """Aggregate a flushed batch's spend by key, owner, team, org, member and end user, (with
+    ``tags_carried``, rows x ``population.tags``) the full cost per tag of the rows carrying it,
+    and (``with_projects``: the schema has ProjectTable) by the keys' project."""
     keys: dict[str, float] = defaultdict(float)
     users: dict[str, float] = defaultdict(float)
     teams: dict[str, float] = defaultdict(float)
     orgs: dict[str, float] = defaultdict(float)
     members: dict[tuple[str, str], float] = defaultdict(float)
     end_users: dict[str, float] = defaultdict(float)
+    projects: dict[str, float] = defaultdict(float)
     paying = spend > 0
     if paying.any():
         ki, per_key = np.unique(key_idx[paying], return_inverse=True)
@@ -157,6 +162,8 @@ def counter_deltas(
                 orgs[key.organization_id] += amount
             if key.team_id and key.user_id:
                 members[(key.team_id, key.user_id)] += amount
+            if with_projects and key.project_id:
+                projects[key.project_id] += amount
         eu_paying = paying & (end_user_idx >= 0)
         for i, amount in zip(
             end_user_idx[eu_paying].tolist(), spend[eu_paying].tolist(), strict=True
@@ -168,7 +175,7 @@ def counter_deltas(
             amount = float(spend[paying & tags_carried[:, j]].sum())
             if amount:
                 tags[tag.tag_name] = amount
-    return CounterDeltas(keys, users, teams, orgs, members, end_users, tags)
+    return CounterDeltas(keys, users, teams, orgs, members, end_users, tags, projects)
 
 
 def apply_counter_deltas(conn: psycopg.Connection, prefix: str, deltas: CounterDeltas) -> None:
@@ -180,6 +187,7 @@ def apply_counter_deltas(conn: psycopg.Connection, prefix: str, deltas: CounterD
         ("OrganizationTable", "organization_id", deltas.organizations),
         ("EndUserTable", "user_id", deltas.end_users),
         ("TagTable", "tag_name", deltas.tags),  # empty unless the schema has TagTable
+        ("ProjectTable", "project_id", deltas.projects),  # likewise
     )
     with conn.cursor() as cur:
         for table, id_column, amounts in updates:

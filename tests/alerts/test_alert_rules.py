@@ -160,13 +160,37 @@ def test_crossing_alert_fields_and_message():
         assert part in alert.message
 
 
-def test_tag_max_budget_alert_says_requests_with_the_tag_are_rejected():
+@pytest.mark.parametrize(
+    ("entity", "alias", "source", "budget_id", "starts", "advice"),
+    [
+        (
+            "tag/prod",
+            "prod",
+            "tag_budget",
+            "b-tag",
+            "Tag prod reached its max budget of $20.00",
+            "rejects every further request carrying this tag",
+        ),
+        (
+            "project/proj-1",
+            "Search",
+            "project_budget",
+            "b-proj",
+            "Project 'Search' (proj-1) reached its max budget of $20.00",
+            "rejects every further request made with this project's keys",
+        ),
+    ],
+)
+def test_tag_and_project_max_budget_alerts_say_what_the_proxy_rejects(
+    entity, alias, source, budget_id, starts, advice
+):
+    entity_type, entity_id = entity.split("/")
     budget_period = period(
-        entity_type="tag",
-        entity_id="prod",
-        entity_alias="prod",
-        budget_source="tag_budget",
-        budget_id="b-tag",
+        entity_type=entity_type,
+        entity_id=entity_id,
+        entity_alias=alias,
+        budget_source=source,
+        budget_id=budget_id,
         budget_duration="1d",
         period_start=ts("2026-11-20 00:00"),
         period_end=ts("2026-11-21 00:00"),
@@ -176,10 +200,10 @@ def test_tag_max_budget_alert_says_requests_with_the_tag_are_rejected():
     )
     row = crossing(budget_period, "max_budget", "2026-11-20 09:30", "20.5")
     alert = crossing_alert(BudgetCrossing.from_row(_joined([row], [budget_period])[0]), NOW)
-    assert alert.entity_type == "tag"
-    assert alert.message.startswith("Tag prod reached its max budget of $20.00")
-    assert "limit from the tag's budget b-tag" in alert.message
-    assert "rejects every further request carrying this tag" in alert.message
+    assert alert.entity_type == entity_type
+    assert alert.message.startswith(starts)
+    assert f"limit from the {entity_type}'s budget {budget_id}" in alert.message
+    assert advice in alert.message
 
 
 def test_crossing_in_a_closed_period_is_late():
@@ -348,6 +372,8 @@ def test_labels_for_people():
     assert entity_label("team_member", "t-1/u-2", None) == "Team member t-1/u-2"
     assert entity_label("tag", "prod", "prod") == "Tag prod"
     assert budget_label("tag_budget", "b-9") == "the tag's budget b-9"
+    assert entity_label("project", "proj-1", "Search") == "Project 'Search' (proj-1)"
+    assert budget_label("project_budget", "b-7") == "the project's budget b-7"
     assert budget_label("key_budget", "b-1") == "the key's budget b-1"
     assert budget_label("team", "team-1") == "the team's limits"
     assert budget_label(None, None) == ""

@@ -37,7 +37,7 @@ def test_extract_only_prints_progress_and_leaves_the_published_warehouse_alone(c
     assert "rows_stored=12" in out
     assert "pass  raw/spend_logs:reconciliation" in out
     assert "raw layer only" in out
-    assert "summary: 23 assets materialized, 6 checks passed" in out
+    assert "summary: 24 assets materialized, 6 checks passed" in out
     assert not (wh / "warehouse.duckdb").exists()
     con = duckdb.connect(str(wh / "state" / "build.duckdb"), read_only=True)
     try:

@@ -101,7 +101,7 @@ def test_materializations_carry_extraction_metadata(env):
     assert spend["watermark"].value
     assert spend["drift_columns"].value == "none"
     assert mats["raw/verification_tokens"]["status"].value == "present"
-    assert len([k for k in mats if k.startswith("raw/")]) == 23
+    assert len([k for k in mats if k.startswith("raw/")]) == 24
 
 
 def test_quiet_proxy_is_fresh_and_a_lagging_lake_is_stale(env, monkeypatch):

@@ -161,6 +161,34 @@ def check_current_periods(path: Path, as_of: datetime) -> None:
             assert row["projection_basis_days"] is not None
 
 
+def _check_full_cost_periods(
+    periods: list[dict], holder: str, budget: dict, requests: list[dict]
+) -> int:
+    """One budget holder's periods against ``requests`` (each at its full cost): spend, count
+    and the exact request that reached the max budget, per period. Returns periods compared."""
+    duration = parse_duration(budget["budget_duration"])
+    spend: dict = defaultdict(Decimal)
+    count: Counter = Counter()
+    crossed: dict = {}
+    limit = money(budget["max_budget"])
+    mine = sorted(requests, key=lambda r: (r["start_time"], r["request_id"]))
+    for row in mine:
+        start, _ = period_bounds(row["start_time"], duration, "UTC", budget["created_at"])
+        spend[start] += money(row["spend"])
+        count[start] += 1
+        if start not in crossed and spend[start] >= limit:
+            crossed[start] = row["start_time"]
+    rows = {r["period_start"]: r for r in periods if r["entity_id"] == holder}
+    assert {s for s, r in rows.items() if r["request_count"] > 0} == set(spend), holder
+    for start, total in spend.items():
+        assert rows[start]["period_spend_usd"] == total, (holder, start)
+        assert rows[start]["request_count"] == count[start], (holder, start)
+        assert rows[start]["max_budget_crossed_at"] == crossed.get(start), (holder, start)
+    if not mine:
+        assert [r["request_count"] for r in rows.values()] == [0], holder
+    return len(spend)
+
+
 def check_tag_budgets(path: Path, data: RawDataset) -> int:
     """Tag budgets from first principles: only tags with a TagTable row and an existing budget
     row have periods; every request carrying the tag counts with its full cost (a request with
@@ -180,30 +208,9 @@ def check_tag_budgets(path: Path, data: RawDataset) -> int:
     assert both, "the dataset has requests carrying two budgeted tags"
     compared = 0
     for tag, budget in budgeted.items():
-        duration = parse_duration(budget["budget_duration"])
-        spend: dict = defaultdict(Decimal)
-        count: Counter = Counter()
-        crossed: dict = {}
-        limit = money(budget["max_budget"])
-        mine = sorted(
-            (row for row, tags in carried if tag in tags),
-            key=lambda r: (r["start_time"], r["request_id"]),
-        )
-        for row in mine:
-            start, _ = period_bounds(row["start_time"], duration, "UTC", budget["created_at"])
-            spend[start] += money(row["spend"])  # the full cost, whatever the other tags
-            count[start] += 1
-            if start not in crossed and spend[start] >= limit:
-                crossed[start] = row["start_time"]
-        rows = {r["period_start"]: r for r in periods if r["entity_id"] == tag}
-        assert {s for s, r in rows.items() if r["request_count"] > 0} == set(spend), tag
-        for start, total in spend.items():
-            assert rows[start]["period_spend_usd"] == total, (tag, start)
-            assert rows[start]["request_count"] == count[start], (tag, start)
-            assert rows[start]["max_budget_crossed_at"] == crossed.get(start), (tag, start)
-            compared += 1
-        if not mine:
-            assert [r["request_count"] for r in rows.values()] == [0], tag
+        # the full cost, whatever the other tags
+        mine = [row for row, tags in carried if tag in tags]
+        compared += _check_full_cost_periods(periods, tag, budget, mine)
     first = both[0]
     for tag in ("prod", "batch"):
         start, _ = period_bounds(
@@ -218,4 +225,47 @@ def check_tag_budgets(path: Path, data: RawDataset) -> int:
         if r["entity_type"] == "tag" and r["crossing_type"] == "max_budget"
     }
     assert crossings == {"prod", "batch"}
+    return compared
+
+
+def check_project_budgets(path: Path, data: RawDataset) -> int:
+    """Project budgets from first principles: only projects with a ProjectTable row and an
+    existing budget row have periods; a request counts with its full cost for the project of its
+    key (the live key, else the key's deleted copy); crossings are the exact request that reached
+    the limit; the project's spend counter is reconciled. Returns the number of project periods
+    with spend compared."""
+    budgets = {b["budget_id"]: b for b in data.rows("budgets")}
+    budgeted = {p["project_id"]: budgets[p["budget_id"]] for p in data.rows("projects")
+                if p["budget_id"] in budgets}  # fmt: skip
+    project_of = {k["token"]: k["project_id"] for k in data.rows("deleted_verification_tokens")}
+    project_of.update({k["token"]: k["project_id"] for k in data.rows("verification_tokens")})
+    periods = [r for r in read_mart(path, "fct_budget_periods") if r["entity_type"] == "project"]
+    assert {r["entity_id"] for r in periods} == set(budgeted)
+    assert {r["budget_source"] for r in periods} == {"project_budget"}
+    aliases = {p["project_id"]: p["project_alias"] or p["project_id"]
+               for p in data.rows("projects")}  # fmt: skip
+    assert all(r["entity_alias"] == aliases[r["entity_id"]] for r in periods)
+    live = {k["token"] for k in data.rows("verification_tokens")}
+    deleted_key_requests = [
+        row for row in data.rows("spend_logs")
+        if row["api_key"] not in live and project_of.get(row["api_key"]) in budgeted
+    ]  # fmt: skip
+    assert deleted_key_requests, "the dataset has requests of a deleted key in a budgeted project"
+    compared = 0
+    for project, budget in budgeted.items():
+        mine = [r for r in data.rows("spend_logs") if project_of.get(r["api_key"]) == project]
+        compared += _check_full_cost_periods(periods, project, budget, mine)
+    crossings = {
+        r["entity_id"]
+        for r in read_mart(path, "fct_budget_threshold_crossings")
+        if r["entity_type"] == "project" and r["crossing_type"] == "max_budget"
+    }
+    assert crossings == {"proj_a", "proj_b"}
+    reconciled = {
+        r["entity_id"]: r
+        for r in read_mart(path, "fct_spend_counter_reconciliation")
+        if r["entity_type"] == "project"
+    }
+    assert set(reconciled) == set(budgeted)
+    assert reconciled["proj_idle"]["log_spend_usd"] == 0
     return compared

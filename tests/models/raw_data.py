@@ -3,7 +3,8 @@
 The tables and columns follow ``dagster_project/lib/raw_contract.py`` (fact tables) and the
 proxy's column names (snapshots), so the dbt project sees what the extraction lands. The data
 covers every budget source and duration kind, invalid durations, deleted and unknown keys,
-multi-tag requests, tag budgets (and tags without one), failures, cache hits and error logs.
+multi-tag requests, tag and project budgets (and tags and projects without one), failures, cache
+hits and error logs.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _KEY_COLUMNS = {
     "team_id": "varchar",
     "organization_id": "varchar",
     "budget_id": "varchar",
+    "project_id": "varchar",
     "budget_duration": "varchar",
     "max_budget": "double",
     "spend": "double",
@@ -105,6 +107,20 @@ SNAPSHOT_COLUMNS: dict[str, dict[str, str]] = {
         "created_by": "varchar",
         "updated_at": "timestamp",
     },
+    "projects": {
+        "project_id": "varchar",
+        "project_alias": "varchar",
+        "description": "varchar",
+        "team_id": "varchar",
+        "budget_id": "varchar",
+        "metadata": "varchar",
+        "spend": "double",
+        "blocked": "boolean",
+        "created_at": "timestamp",
+        "created_by": "varchar",
+        "updated_at": "timestamp",
+        "updated_by": "varchar",
+    },
     "budgets": {
         "budget_id": "varchar",
         "max_budget": "double",
@@ -173,6 +189,8 @@ def make_dataset(
         ("b_key_10d", 12.0, 8.0, "10d"),
         ("b_tag_day", 2.5, 1.5, "1d"),
         ("b_tag_week", 15.0, None, "7d"),
+        ("b_proj_day", 2.5, 1.5, "1d"),
+        ("b_proj_month", 60.0, None, "1mo"),
     ]
     for budget_id, max_budget, soft, duration in budgets:
         data.rows("budgets").append(
@@ -305,6 +323,43 @@ def make_dataset(
                 "updated_at": created,
             }
         )
+    # Project budgets: a request counts for its key's project (live key, else its deleted copy)
+    # when the project has a ProjectTable row with a budget row. "proj_a" (keys k1, k2) and
+    # "proj_b" (no alias; key k7 and the deleted key) cross their limits, "proj_idle" has no key
+    # (only a current period); "proj_free" (k3) has no budget_id, "proj_dangling" (k4) one whose
+    # budget row does not exist, and k5's "proj_norow" no row at all: none of these has periods.
+    projects = [
+        ("proj_a", "Alpha", "team_1", "b_proj_day"),
+        ("proj_b", None, "team_5", "b_proj_month"),
+        ("proj_idle", "Idle", None, "b_proj_month"),
+        ("proj_free", "Free", "team_2", None),
+        ("proj_dangling", "Dangling", "team_3", "b_proj_missing"),
+    ]
+    for project_id, alias, team_id, budget_id in projects:
+        data.rows("projects").append(
+            {
+                "project_id": project_id,
+                "project_alias": alias,
+                "description": f"{project_id} project",
+                "team_id": team_id,
+                "budget_id": budget_id,
+                "metadata": "{}",
+                "spend": 0.0 if project_id == "proj_idle" else 2.5,
+                "blocked": False,
+                "created_at": created,
+                "created_by": "admin",
+                "updated_at": created,
+                "updated_by": "admin",
+            }
+        )
+    key_projects = {
+        "hash_k1": "proj_a",
+        "hash_k2": "proj_a",
+        "hash_k3": "proj_free",
+        "hash_k4": "proj_dangling",
+        "hash_k5": "proj_norow",
+        "hash_k7": "proj_b",
+    }
     keys = [
         # token, alias, user, team, org, budget, max, duration
         ("hash_k1", "key-one", "user_1", "team_1", "org_a", "b_key_week", 60.0, None),
@@ -325,6 +380,7 @@ def make_dataset(
                 "team_id": team_id,
                 "organization_id": org_id,
                 "budget_id": budget_id,
+                "project_id": key_projects.get(token),
                 "budget_duration": duration,
                 "max_budget": max_budget,
                 "spend": rng.uniform(0, 10),
@@ -342,6 +398,7 @@ def make_dataset(
         "token": "hash_deleted",
         "key_alias": "key-deleted",
         "team_id": "team_6",
+        "project_id": "proj_b",
         "deleted_at": start + timedelta(days=10),
     }
     data.rows("deleted_verification_tokens").append(deleted_key)

@@ -88,6 +88,7 @@ def attributed_requests(data: RawDataset) -> list[Request]:
             "user": user_id,
             "end_user": _blank(row["end_user"]),
             "team_member": f"{team_id}/{user_id}" if team_id and user_id else None,
+            "project": key.get("project_id"),  # the key's project (live key, else deleted copy)
         }
         out.append(
             Request(
@@ -202,6 +203,22 @@ def resolved_budgets(data: RawDataset) -> list[Budget]:
                     "tag",
                     t["tag_name"],
                     "tag_budget",
+                    b["budget_duration"],
+                    money(b["soft_budget"]),
+                    money(b["max_budget"]),
+                    b["created_at"],
+                )
+            )
+    # Projects: only a ProjectTable row whose budget_id finds a budget row; every request of the
+    # project's keys counts with its full cost.
+    for p in data.rows("projects"):
+        b = budgets.get(p.get("budget_id"))
+        if b and has_limit(b):
+            out.append(
+                Budget(
+                    "project",
+                    p["project_id"],
+                    "project_budget",
                     b["budget_duration"],
                     money(b["soft_budget"]),
                     money(b["max_budget"]),

@@ -17,6 +17,7 @@ from tests.models.budget_periods import parse_duration, period_bounds
 from tests.models.checks import (
     check_budget_periods,
     check_current_periods,
+    check_project_budgets,
     check_spend_daily,
     check_tag_allocation,
     check_tag_budgets,
@@ -68,6 +69,10 @@ def test_budget_periods_match_reference(built_duckdb):
 
 def test_tag_budgets_count_full_cost_per_budgeted_tag(built_duckdb):
     assert check_tag_budgets(built_duckdb.path, built_duckdb.data) > 20
+
+
+def test_project_budgets_count_full_cost_of_the_project_keys(built_duckdb):
+    assert check_project_budgets(built_duckdb.path, built_duckdb.data) > 20
 
 
 def test_every_budget_has_one_current_period(built_duckdb):

@@ -33,7 +33,8 @@ KEY_TESTS = {"primary_key", "unique_combination_of_columns"}
 MODELS_WITHOUT_A_KEY: dict[str, str] = {
     "int_entity_requests": (
         "unique by construction (int_spend_logs_attributed's tested primary key crossed with the"
-        " six entity kinds, plus the distinct budgeted tags of each request); a key test on this"
+        " seven entity kinds, the project kind only for budgeted projects, plus the distinct"
+        " budgeted tags of each request); a key test on this"
         " view groups about five rows per request, 1 GB and 6 s at 1 M requests, the largest"
         " memory of a pipeline run"
     ),

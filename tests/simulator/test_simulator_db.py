@@ -264,6 +264,41 @@ def test_tag_rows_and_a_crossed_tag_budget(simulated):
     assert day_max > max_budget
 
 
+def test_project_rows_key_links_and_a_crossed_project_budget(simulated):
+    """ProjectTable rows (one without budget), live and deleted keys carrying their project_id;
+    the 1d-budgeted project's spend, summed from its keys' logs per day, goes over its max."""
+    src, result = simulated
+    pop = result.population
+    projects = {
+        r[0]: r[1:]
+        for r in rows(
+            src,
+            f"SELECT p.project_id, p.project_alias, p.budget_id, p.spend, b.max_budget, "
+            f"b.budget_duration FROM {src.table('ProjectTable')} p "
+            f"LEFT JOIN {src.table('BudgetTable')} b USING (budget_id)",
+        )
+    }
+    assert set(projects) == {p.project_id for p in pop.projects}
+    assert any(budget_id is None for _, budget_id, *_ in projects.values())
+    key_projects = dict(
+        rows(src, f"SELECT token, project_id FROM {src.table('VerificationToken')}")
+        + rows(src, f"SELECT token, project_id FROM {src.table('DeletedVerificationToken')}")
+    )
+    assert key_projects == {k.token: k.project_id for k in pop.keys}
+    over = pop.projects[0]
+    alias, _, spend, max_budget, duration = projects[over.project_id]
+    assert (alias, duration) == ("checkout-assistant", "1d")
+    assert spend == pytest.approx(over.spend)
+    tokens = [k.token for k in pop.keys if k.project_id == over.project_id]
+    day_max = scalar(
+        src,
+        f"SELECT max(s) FROM (SELECT date_trunc('day', \"startTime\"), sum(spend) AS s "
+        f"FROM {src.table('SpendLogs')} WHERE api_key = ANY(%s) GROUP BY 1) d",
+        tokens,
+    )
+    assert day_max > max_budget
+
+
 def test_older_schema_without_newer_columns(make_source):
     src = make_source(until=OLD_SCHEMA)
     assert OLD_SCHEMA < SPEND_LOGS_ORGANIZATION_ID < DELETED_KEYS_TABLES
@@ -282,6 +317,7 @@ def test_older_schema_without_newer_columns(make_source):
     assert "created_at" not in columns
     assert "organization_id" not in columns
     assert scalar(src, "SELECT to_regclass(%s)", f'"{src.prefix}DeletedVerificationToken"') is None
+    assert scalar(src, "SELECT to_regclass(%s)", f'"{src.prefix}ProjectTable"') is None
     assert scalar(src, f"SELECT count(*) FROM {src.table('VerificationToken')}") == len(
         result.population.live_keys
     )
@@ -351,3 +387,14 @@ def test_live_mode_appends_with_database_timestamps(make_source):
     assert live_rows >= result.live_spend_logs
     counters = scalar(src, f"SELECT sum(spend) FROM {src.table('VerificationToken')}")
     assert counters > sum(k.spend for k in result.population.live_keys)
+    in_projects = [k.token for k in result.population.keys if k.project_id]
+    live_project_spend = scalar(
+        src,
+        f"SELECT coalesce(sum(spend), 0) FROM {logs} WHERE created_at > %s AND api_key = ANY(%s)",
+        result.end,
+        in_projects,
+    )
+    project_counters = scalar(src, f"SELECT sum(spend) FROM {src.table('ProjectTable')}")
+    assert project_counters == pytest.approx(
+        sum(p.spend for p in result.population.projects) + live_project_spend
+    )

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
 
+from dagster_project.simulator import population as population_module
 from dagster_project.simulator.budgets import (
     SpendLedger,
     WindowSpend,
@@ -315,3 +317,49 @@ def test_tag_budgets_are_sized_from_full_cost_per_tag(population, batch):
     assert budgets[prod.budget_id].budget_duration == "1d"
     unbudgeted = next(t for t in final.tags if t.budget_id is None)
     assert unbudgeted.period_spend == pytest.approx(ledger.tag_hourly[3].sum())
+
+
+def test_projects_leave_the_rest_of_a_seed_unchanged(population, monkeypatch):
+    """Projects draw from a generator of their own: without them, every other entity (and every
+    other budget row) of the seed is the same; only the keys' project_id differs."""
+    monkeypatch.setattr(population_module, "PROJECT_BUDGETS", ())
+    without = generate_population(7, START, END)
+    assert without.projects == ()
+    assert [replace(k, project_id=None) for k in population.keys] == list(without.keys)
+    assert [b for b in population.budgets if b.owner != "project"] == list(without.budgets)
+    assert population.tags == without.tags
+    assert population.end_users == without.end_users
+
+
+def test_project_budgets_are_sized_from_their_keys_spend(population, batch):
+    assert [p.project_alias for p in population.projects] == [
+        "checkout-assistant",
+        "support-bot",
+        "data-pipeline",
+        "sandbox",
+    ]
+    budget_ids = {b.budget_id for b in population.budgets if b.owner == "project"}
+    assert {p.budget_id for p in population.projects} - {None} == budget_ids
+    teams = {p.project_id: p.team_id for p in population.projects}
+    for project in population.projects:
+        mine = [k for k in population.keys if k.project_id == project.project_id]
+        assert mine, project.project_alias
+        assert {k.team_id for k in mine} == {project.team_id}
+    assert any(k.project_id is None for k in population.keys)
+    assert all(k.project_id is None or k.project_id in teams for k in population.keys)
+    ledger = SpendLedger.empty(START, END, len(population.keys), len(population.end_users))
+    ledger.add(batch["key"], batch["end_user"], batch["start_ms"], batch["spend"])
+    final = finalize(population, ledger)
+    budgets = {b.budget_id: b for b in final.budgets}
+    rows = {p.project_id: [i for i, k in enumerate(population.keys) if k.project_id == p.project_id]
+            for p in population.projects}  # fmt: skip
+    over = final.projects[0]
+    series = ledger.key_hourly[rows[over.project_id]].sum(axis=0)
+    peak = window_spend(series, ledger.hours, "1d", int(ledger.hours[-1])).peak
+    assert peak > budgets[over.budget_id].max_budget  # the demo crosses it in some day
+    assert budgets[over.budget_id].soft_budget < budgets[over.budget_id].max_budget
+    assert budgets[over.budget_id].budget_duration == "1d"
+    unbudgeted = next(p for p in final.projects if p.budget_id is None)
+    assert unbudgeted.period_spend == pytest.approx(
+        ledger.key_hourly[rows[unbudgeted.project_id]].sum()
+    )

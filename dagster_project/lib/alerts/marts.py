@@ -25,7 +25,11 @@ ALERTS_TABLE = "fct_budget_alerts"
 # name, type, description.
 ALERTS_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("alert_id", "varchar", "Stable id of the breach (entity, budget, period, type, threshold)."),
-    ("entity_type", "varchar", "key, team, organization, user, end_user, team_member or tag."),
+    (
+        "entity_type",
+        "varchar",
+        "key, team, organization, user, end_user, team_member, tag or project.",
+    ),
     ("entity_id", "varchar", "The entity's id (team members: team_id/user_id)."),
     ("entity_alias", "varchar", "The entity's alias or e-mail, when it has one."),
     ("alert_type", "varchar", "soft_budget, max_budget, threshold or projected."),

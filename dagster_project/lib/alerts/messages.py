@@ -20,6 +20,7 @@ _ENTITY_LABELS = {
     "end_user": "End user",
     "team_member": "Team member",
     "tag": "Tag",
+    "project": "Project",
 }
 
 
@@ -71,6 +72,7 @@ _BUDGET_SOURCES = {
     "end_user_default": "the proxy-wide end-user default budget",
     "team_member_budget": "the team membership's budget",
     "tag_budget": "the tag's budget",
+    "project_budget": "the project's budget",
 }
 
 
@@ -102,6 +104,11 @@ def _advice(alert_type: str, entity_type: str, period_end: datetime | None, clos
                 "The proxy rejects every further request carrying this tag (whatever its key, "
                 "team or user) until the tag's max budget is raised or the tag is removed from "
                 f"the callers' requests and key/team metadata ({reset})."
+            )
+        if entity_type == "project":
+            return (
+                "The proxy rejects every further request made with this project's keys until "
+                f"the project's max budget is raised or the keys are moved out of it ({reset})."
             )
         return (
             f"The proxy rejects further requests for this {entity_type.replace('_', ' ')} "

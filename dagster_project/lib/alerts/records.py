@@ -17,7 +17,16 @@ from typing import Any
 
 from dagster_project.lib.times import as_utc, iso
 
-ENTITY_TYPES = ("key", "team", "organization", "user", "end_user", "team_member", "tag")
+ENTITY_TYPES = (
+    "key",
+    "team",
+    "organization",
+    "user",
+    "end_user",
+    "team_member",
+    "tag",
+    "project",
+)
 ALERT_TYPES = ("soft_budget", "max_budget", "threshold", "projected")
 DEFAULT_PROJECTION_MIN_BASIS_DAYS = 3
 DEFAULT_PROJECTION_MIN_ELAPSED_FRACTION = 0.1

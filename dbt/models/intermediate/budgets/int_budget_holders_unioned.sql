@@ -1,9 +1,10 @@
 -- Every entity that can hold a budget or a spend counter, one row per entity (proxy-db.md §4.1,
 -- §4.3): keys, teams, organizations, users (without the proxy-budget row), end users, team
--- members and tags. Keys, teams and users carry limits on their own row (budget_duration,
--- max_budget, budget_reset_at; soft_budget for teams); keys, organizations, end users, team
--- members and tags link a budget row through budget_id. Tags are holders only with a TagTable
--- row whose budget_id points at an existing budget row (the proxy enforces nothing else).
+-- members, tags and projects. Keys, teams and users carry limits on their own row
+-- (budget_duration, max_budget, budget_reset_at; soft_budget for teams); keys, organizations, end
+-- users, team members, tags and projects link a budget row through budget_id. Tags and projects
+-- are holders only with a TagTable / ProjectTable row whose budget_id points at an existing
+-- budget row (the proxy enforces nothing else).
 with
 
 keys as (
@@ -45,6 +46,12 @@ team_memberships as (
 tags as (
 
     select * from {{ ref('stg_proxy__tags') }}
+
+),
+
+projects as (
+
+    select * from {{ ref('stg_proxy__projects') }}
 
 ),
 
@@ -134,9 +141,23 @@ budget_row_links as (
     inner join budgets
         on tags.budget_id = budgets.budget_id
 
+    union all
+
+    select
+        'project' as entity_type,
+        projects.project_id as entity_id,
+        coalesce(projects.project_alias, projects.project_id) as entity_alias,
+        projects.budget_id,
+        projects.spend_counter_usd,
+        projects.created_at
+    from projects
+    inner join budgets
+        on projects.budget_id = budgets.budget_id
+
 ),
 
--- Organizations, end users, team members and tags: all their limits live on the budget row.
+-- Organizations, end users, team members, tags and projects: all their limits live on the budget
+-- row.
 budget_row_holders as (
 
     select

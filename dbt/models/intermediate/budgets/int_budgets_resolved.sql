@@ -10,6 +10,7 @@
 --                       for end users without a budget row
 --   team_member_budget  the team membership's budget row
 --   tag_budget          the tag's budget row (TagTable.budget_id; tags without one have none)
+--   project_budget      the project's budget row (ProjectTable.budget_id; likewise)
 -- Only rows with at least one limit are budgets. anchor_at (creation time of the row holding the
 -- duration) anchors N-day periods.
 with
@@ -44,8 +45,8 @@ own_limits as (
 
 ),
 
--- key_budget, organization_budget, end_user_budget, team_member_budget, tag_budget: the linked
--- budget row.
+-- key_budget, organization_budget, end_user_budget, team_member_budget, tag_budget,
+-- project_budget: the linked budget row.
 budget_row_limits as (
 
     select

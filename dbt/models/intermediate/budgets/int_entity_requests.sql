@@ -1,8 +1,9 @@
 -- Each request once per entity it counts against: its key, team, organization, user (key
--- owner), end user and team member (team_id/user_id of the key, proxy-db.md §3.8), and each
--- distinct budgeted tag it carries. One scan of the spend logs crossed with the six entity kinds
--- (not six scans), plus the requests whose tag list holds a tag with a budget: a request with
--- several such tags counts in full for each of them (no split, unlike fct_spend_by_tag_daily).
+-- owner), end user and team member (team_id/user_id of the key, proxy-db.md §3.8), its key's
+-- project when that project has a budget row, and each distinct budgeted tag it carries. One
+-- scan of the spend logs crossed with the seven entity kinds (not seven scans), plus the requests
+-- whose tag list holds a tag with a budget: a request with several such tags counts in full for
+-- each of them (no split, unlike fct_spend_by_tag_daily).
 with
 
 spend_logs as (
@@ -23,9 +24,20 @@ holders as (
 
 ),
 
+-- Projects with a budget row: requests of other projects' keys get no project row.
+budgeted_projects as (
+
+    select entity_id as project_id
+    from holders
+    where entity_type = 'project'
+
+),
+
 entity_kinds as (
 
-    {% for entity_type in ['key', 'team', 'organization', 'user', 'end_user', 'team_member'] %}
+    {% for entity_type in [
+        'key', 'team', 'organization', 'user', 'end_user', 'team_member', 'project'
+    ] %}
     select '{{ entity_type }}' as entity_type
     {% if not loop.last %}union all{% endif %}
     {% endfor %}
@@ -43,6 +55,7 @@ fanned_out as (
             when 'user' then spend_logs.user_id
             when 'end_user' then spend_logs.end_user_id
             when 'team_member' then spend_logs.team_id || '/' || spend_logs.user_id
+            when 'project' then budgeted_projects.project_id
         end as entity_id,
         spend_logs.request_id,
         spend_logs.spend_usd,
@@ -50,6 +63,8 @@ fanned_out as (
         spend_logs.started_at,
         spend_logs.started_at_local
     from spend_logs
+    left join budgeted_projects
+        on spend_logs.project_id = budgeted_projects.project_id
     cross join entity_kinds
 
 ),

@@ -3,9 +3,9 @@
     "'" ~ default_id ~ "'" if default_id is not none else 'cast(null as varchar)'
 ) -%}
 -- Every live spend counter the proxy keeps, with the duration that resets it (proxy-db.md §4.3):
--- keys (own duration, else their budget row's), users, teams, end users, team members and tags
--- with a budget row (their budget row's; end users without one follow the default budget row when
--- configured).
+-- keys (own duration, else their budget row's), users, teams, end users, team members, and tags
+-- and projects with a budget row (their budget row's; end users without one follow the default
+-- budget row when configured).
 -- Organization counters are never reset, so they compare with all-time log spend.
 with
 

@@ -1,5 +1,5 @@
 -- Spend logs with their attribution completed through the key (live or deleted): the key's
--- owner and organization fill columns an older proxy left empty.
+-- owner and organization fill columns an older proxy left empty; the project is the key's.
 with
 
 spend_logs as (
@@ -32,6 +32,7 @@ attributed as (
             spend_logs.organization_id, keys.organization_id, teams.organization_id
         ) as organization_id,
         spend_logs.end_user_id,
+        keys.project_id,
         spend_logs.model_id,
 
         ----------  strings

@@ -1,7 +1,7 @@
--- Each live spend counter (key, team, organization, user, end user, team member, budgeted tag)
--- against the spend the logs give for the same window: the counter's current period (its reset
--- duration aligned in var budget_timezone) up to var budget_as_of, or all time for counters that
--- are never reset (organizations, and entities without a duration). Drift beyond
+-- Each live spend counter (key, team, organization, user, end user, team member, budgeted tag,
+-- budgeted project) against the spend the logs give for the same window: the counter's current
+-- period (its reset duration aligned in var budget_timezone) up to var budget_as_of, or all time
+-- for counters that are never reset (organizations, and entities without a duration). Drift beyond
 -- max(var counter_drift_tolerance_usd, var counter_drift_tolerance_pct % of log spend) is flagged.
 -- Counters with an unparsable duration get status invalid_duration and no comparison.
 with

@@ -10,6 +10,7 @@ source as (
         ['team_id', 'varchar'],
         ['organization_id', 'varchar'],
         ['budget_id', 'varchar'],
+        ['project_id', 'varchar'],
         ['budget_duration', 'varchar'],
         ['max_budget', 'double precision'],
         ['spend', 'double precision'],
@@ -31,6 +32,7 @@ renamed as (
         nullif(team_id, '') as team_id,
         nullif(organization_id, '') as organization_id,
         nullif(budget_id, '') as budget_id,
+        nullif(project_id, '') as project_id,
 
         ----------  strings
         key_name,
