@@ -428,7 +428,7 @@ def test_deployed_pipeline_survives_a_kill_and_delivers_everything_once(
                 if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS
             ]
 
-        # 3. Three scheduled runs succeed, each republishing the warehouse with newer rows.
+        # 3. Two scheduled runs succeed, the second republishing the warehouse with newer rows.
         first_seen: dict[str, float] = {}  # request_id -> when the warehouse first held it
         looks: list[Published] = []
 
@@ -474,7 +474,7 @@ def test_deployed_pipeline_survives_a_kill_and_delivers_everything_once(
             )
             return token, crossing_start
 
-        for number in range(3):
+        for number in range(2):
             done = wait_for_success_after(number, 360, f"scheduled run {number + 1} to succeed")
             seen = observe()
             if number == 0:  # the next run, uninterrupted, alerts on it
