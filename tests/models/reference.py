@@ -161,13 +161,18 @@ def resolved_budgets(data: RawDataset) -> list[Budget]:
                     t["created_at"],
                 )
             )
+    # Reached through a budget row only. Tags and projects need a TagTable / ProjectTable row
+    # whose budget_id finds a budget row; a request's full cost counts for every tag it carries
+    # and for its key's project (Request.counts_against).
     linked = [
         ("organization", "organization_budget", "organizations", "organization_id"),
         ("end_user", "end_user_budget", "end_users", "user_id"),
+        ("tag", "tag_budget", "tags", "tag_name"),
+        ("project", "project_budget", "projects", "project_id"),
     ]
     for entity_type, source, table, id_column in linked:
         for row in data.rows(table):
-            b = budgets.get(row["budget_id"])
+            b = budgets.get(row.get("budget_id"))
             if b and has_limit(b):
                 out.append(
                     Budget(
@@ -191,38 +196,6 @@ def resolved_budgets(data: RawDataset) -> list[Budget]:
                     None,
                     money(u["max_budget"]),
                     u["created_at"],
-                )
-            )
-    # Tags: only a TagTable row whose budget_id finds a budget row; the request's full cost
-    # counts for every tag it carries (Request.counts_against).
-    for t in data.rows("tags"):
-        b = budgets.get(t.get("budget_id"))
-        if b and has_limit(b):
-            out.append(
-                Budget(
-                    "tag",
-                    t["tag_name"],
-                    "tag_budget",
-                    b["budget_duration"],
-                    money(b["soft_budget"]),
-                    money(b["max_budget"]),
-                    b["created_at"],
-                )
-            )
-    # Projects: only a ProjectTable row whose budget_id finds a budget row; every request of the
-    # project's keys counts with its full cost.
-    for p in data.rows("projects"):
-        b = budgets.get(p.get("budget_id"))
-        if b and has_limit(b):
-            out.append(
-                Budget(
-                    "project",
-                    p["project_id"],
-                    "project_budget",
-                    b["budget_duration"],
-                    money(b["soft_budget"]),
-                    money(b["max_budget"]),
-                    b["created_at"],
                 )
             )
     for m in data.rows("team_memberships"):

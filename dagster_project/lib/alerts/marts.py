@@ -103,7 +103,7 @@ def read_marts(conn: Any, schema: str) -> tuple[list[BudgetCrossing], list[Budge
     )
     periods = _records(
         conn,
-        f"select {', '.join(BudgetPeriod.COLUMNS)} "
+        f"select {', '.join(BudgetPeriod.columns())} "
         f'from "{schema}".{PERIODS_MODEL} where is_current_period',
     )
     return (

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -122,25 +122,11 @@ class BudgetPeriod:
     last_request_at: datetime | None
     evaluated_at: datetime | None  # dbt's evaluation instant (its build time or budget_as_of)
 
-    COLUMNS = (
-        "entity_type",
-        "entity_id",
-        "entity_alias",
-        "budget_source",
-        "budget_id",
-        "period_start",
-        "period_end",
-        "is_current_period",
-        "period_spend_usd",
-        "max_budget_usd",
-        "soft_budget_usd",
-        "max_budget_crossed_at",
-        "soft_budget_crossed_at",
-        "projected_period_spend_usd",
-        "projection_basis_days",
-        "last_request_at",
-        "evaluated_at",
-    )
+    @classmethod
+    def columns(cls) -> tuple[str, ...]:
+        """The mart columns :meth:`from_row` reads (the subject's, then the period's)."""
+        period = (f.name for f in fields(cls) if f.name != "subject")
+        return (*(f.name for f in fields(BudgetSubject)), *period)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> BudgetPeriod:

@@ -176,7 +176,7 @@ def skip_reason(
 def missing_tables(build_path: Path, relations: Iterable[str]) -> list[str]:
     """The relations (as dbt names them, ``"db"."schema"."table"``) absent from the build
     database: a build is due whatever the fingerprint says."""
-    wanted = {relation.replace('"', "").split(".", 1)[-1].lower() for relation in relations}
+    wanted = {".".join(_schema_and_table(relation)) for relation in relations}
     with duckdb.connect(str(build_path)) as conn:
         present = {
             f"{schema}.{name}".lower()
