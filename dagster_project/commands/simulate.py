@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from dagster_project.lib.postgres import redact
 from dagster_project.settings import ConfigError, load_settings, validate_database_url
@@ -54,6 +54,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=10.0,
         help="seconds between flushes of one proxy instance, proxy_batch_write_at (default: 10)",
     )
+    parser.add_argument(
+        "--daily-differences",
+        action="store_true",
+        help=(
+            "make the proxy's daily aggregate tables differ from the spend logs like a real "
+            "deployment: spend logs deleted for the first tenth of the range (retention), 30 h "
+            "with spend logs disabled from the middle, an hour of one instance's daily-table "
+            "flushes lost at three quarters"
+        ),
+    )
     parser.set_defaults(func=run)
 
 
@@ -72,7 +82,7 @@ def parse_end(value: str) -> datetime:
 
 def run(args: argparse.Namespace) -> int:
     """Run the simulation and print a summary."""
-    from dagster_project.simulator import simulate
+    from dagster_project.simulator import DailyDifferences, default_end, simulate
 
     settings = load_settings()
     url = args.database_url or settings.database_url
@@ -92,11 +102,17 @@ def run(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr, flush=True)
 
     print(f"simulating into {redact(url)} with prefix {prefix!r}", file=sys.stderr)
+    end = args.end or default_end()
+    differences = (
+        DailyDifferences.spread_over(end - timedelta(days=args.days), end)
+        if args.daily_differences
+        else None
+    )
     result = simulate(
         url,
         prefix,
         seed=args.seed,
-        end=args.end,
+        end=end,
         days=args.days,
         requests_per_day=args.requests_per_day,
         rows=args.rows,
@@ -105,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         live_duration_s=args.duration,
         flush_interval_s=args.flush_interval,
         progress=progress,
+        daily_differences=differences,
     )
     print(
         f"simulated {result.start:%Y-%m-%d %H:%M} .. {result.end:%Y-%m-%d %H:%M} UTC: "

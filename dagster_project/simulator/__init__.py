@@ -27,6 +27,13 @@ from dagster_project.lib.postgres import connect
 from dagster_project.settings import ConfigError
 from dagster_project.simulator.budgets import SpendLedger, epoch_ms, finalize, tags_carried
 from dagster_project.simulator.catalog import FLUSH_INTERVAL_S
+from dagster_project.simulator.daily import (
+    DailyAggregates,
+    DailyDifferences,
+    apply_retention,
+    counted,
+    split_logged,
+)
 from dagster_project.simulator.population import Population, PopulationSpec, generate_population
 from dagster_project.simulator.rows import (
     TextPlan,
@@ -58,7 +65,14 @@ from dagster_project.simulator.writer import (
     table_shapes,
 )
 
-__all__ = ["Population", "PopulationSpec", "SimulationResult", "default_end", "simulate"]
+__all__ = [
+    "DailyDifferences",
+    "Population",
+    "PopulationSpec",
+    "SimulationResult",
+    "default_end",
+    "simulate",
+]
 
 Progress = Callable[[str], None]
 PROGRESS_EVERY_S = 2.0
@@ -161,6 +175,7 @@ def simulate(
     writers: int = 2,
     flush_interval_s: float = FLUSH_INTERVAL_S,
     progress: Progress | None = None,
+    daily_differences: DailyDifferences | None = None,
 ) -> SimulationResult:
     """Simulate ``days`` of traffic ending at ``end`` into the proxy database at ``database_url``.
 
@@ -169,6 +184,8 @@ def simulate(
     unless ``live`` continues the stream. Deterministic for a given seed and explicit ``end``.
     Batches of about ``batch_rows`` rows are copied over ``writers`` connections.
     ``flush_interval_s`` is the proxy's ``proxy_batch_write_at`` (each flush adds 0-5 s jitter).
+    The daily aggregate tables get the same requests as the spend logs, except where
+    ``daily_differences`` parts them (retention, disabled spend logs, a lost flush).
     """
     if days < 0:
         raise ConfigError(f"--days must not be negative (got {days}); use e.g. --days 30.")
@@ -192,6 +209,7 @@ def simulate(
     with psycopg.connect(database_url, autocommit=True) as conn:
         shapes = table_shapes(conn, prefix)
     began = reported = time.perf_counter()
+    daily = _DailySink(DailyAggregates(text, seed, end), daily_differences)
     with ParallelCopier(database_url, prefix, shapes, workers=writers) as copier:
         logs = _LogSink(copier, shapes, text, stamp_created=True)
         buffered: list[Batch] = []
@@ -203,12 +221,12 @@ def simulate(
             stream.add(generate_requests(rng, plan, starts, plan.active_keys(t0, t1)))
             buffered.append(stream.drain(t1))
             if sum(batch_len(b) for b in buffered) >= batch_rows:
-                _flush(logs, ledger, population, concat(buffered))
+                _flush(logs, ledger, population, concat(buffered), daily)
                 buffered = []
                 if time.perf_counter() - reported >= PROGRESS_EVERY_S:
                     _report(say, logs.spend_logs, total, began)
                     reported = time.perf_counter()
-        _flush(logs, ledger, population, concat(buffered))
+        _flush(logs, ledger, population, concat(buffered), daily)
     load_seconds = time.perf_counter() - began
     _report(say, logs.spend_logs, total, began)
 
@@ -217,7 +235,11 @@ def simulate(
         for table, table_rows in population_rows(population).items():
             if table in shapes:
                 insert_rows(conn, prefix, shapes[table], table_rows)
+        daily_rows = daily.aggregates.write(conn, prefix, shapes)
+        deleted = apply_retention(conn, prefix, daily_differences)
         conn.commit()
+    if daily_rows or deleted:
+        say(f"daily tables: {daily_rows:,} rows; {deleted:,} spend logs deleted by retention")
     say(
         f"population: {len(population.organizations)} organizations, "
         f"{len(population.teams)} teams, {len(population.users)} users, "
@@ -256,9 +278,24 @@ def simulate(
     return result
 
 
-def _flush(logs: _LogSink, ledger: SpendLedger, population: Population, batch: Batch) -> None:
+@dataclass(frozen=True)
+class _DailySink:
+    """The daily aggregate tables' side of each flush, and where they part from the logs."""
+
+    aggregates: DailyAggregates
+    differences: DailyDifferences | None
+
+    def write(self, batch: Batch) -> Batch:
+        """Count the batch into the daily tables; return its rows that get a spend log."""
+        self.aggregates.add(counted(batch, self.differences))
+        return split_logged(batch, self.differences)
+
+
+def _flush(
+    logs: _LogSink, ledger: SpendLedger, population: Population, batch: Batch, daily: _DailySink
+) -> None:
     if batch_len(batch):
-        logs.write(batch)
+        logs.write(daily.write(batch))
         ledger.add(batch["key"], batch["end_user"], batch["start_ms"], batch["spend"])
         carried = tags_carried(population, batch["key"], batch["tag_variant"], batch["extra_tag"])
         ledger.add_tags(carried, batch["start_ms"], batch["spend"])
