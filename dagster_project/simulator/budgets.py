@@ -13,6 +13,11 @@ Sizing per profile (``peak`` = the highest spend of any window in the simulated 
 - ``soft``: soft 0.7 x ref, max 1.4 x peak: the soft budget is crossed, the max never;
 - ``over``: soft 0.5 x ref, max 0.85 x ref: both are crossed;
 - ``none``: no limits.
+
+Per-model budgets (``model_max_budget``, rolling windows upstream) are sized from the same
+ledger: a key's daily peak times the share of its requests on its favourite model, times 0.3
+for ``over`` keys (crossed) and 3 for the others (not crossed); one team, one user and one
+end-user tier get one too, with both spellings of an entry in use.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from dagster_project.simulator.catalog import ADMIN_USER_ID, EXTRA_TAGS
+from dagster_project.simulator.catalog import ADMIN_USER_ID, EXTRA_TAGS, MODELS
 from dagster_project.simulator.population import (
     EndUser,
     Key,
@@ -41,6 +46,9 @@ HOUR_MS = 3_600_000
 NO_KEY = -2
 MASTER_KEY_INDEX = -1
 DRIFT_SHARE = 0.1
+MODEL_BUDGET_KEY_SHARE = 0.3
+BUDGET_LIMITS_KEY_SHARE = 0.2
+_WINDOW_DAYS = {"1d": 1, "7d": 7}
 
 
 def epoch_ms(ts: datetime) -> int:
@@ -414,6 +422,86 @@ def _size_projects(z: _Sizing) -> tuple[Project, ...]:
     return tuple(projects)
 
 
+def _model_entry(limit: float, duration: str, *, upstream_names: bool) -> dict:
+    """One ``model_max_budget`` entry, in either accepted spelling."""
+    if upstream_names:
+        return {"budget_limit": limit, "time_period": duration}
+    return {"max_budget": limit, "budget_duration": duration}
+
+
+def _size_model_budgets(z: _Sizing, sized: dict[str, tuple]) -> dict[str, tuple]:
+    """Per-model budgets on some keys (their favourite model, ``1d``), on the first budgeted
+    team and user (the busiest model, ``7d`` and ``12h``) and on one end-user tier (``1mo``). Draws
+    from their own stream, so the other sizes and counters stay as they were."""
+    rng = np.random.default_rng([z.pop.seed, 4])
+    busiest = MODELS[int(np.argmax([m.weight for m in MODELS]))].model_group
+    keys = list(sized["keys"])
+    for i, key in enumerate(keys):
+        if key.profile == "none" or rng.random() >= MODEL_BUDGET_KEY_SHARE:
+            continue
+        top = int(np.argmax(key.model_weights))
+        peak = z.spend(z.ledger.key_hourly[i], "1d").peak * key.model_weights[top]
+        limit = _money(max(peak * (0.3 if key.profile == "over" else 3.0), 0.01), up=True)
+        entry = _model_entry(limit, "1d", upstream_names=bool(i % 2))
+        keys[i] = replace(key, model_max_budget={MODELS[top].model_group: entry})
+    teams, users = list(sized["teams"]), list(sized["users"])
+    for holders, duration, of in ((teams, "7d", "team_id"), (users, "12h", "user_id")):
+        for j, holder in enumerate(holders):
+            if holder.profile == "none":
+                continue
+            series = z.keys_series(lambda k, h=holder, a=of: getattr(k, a) == getattr(h, a))
+            limit = _money(max(0.2 * z.spend(series, "7d").peak, 0.01), up=True)
+            entry = _model_entry(limit, duration, upstream_names=of == "user_id")
+            holders[j] = replace(holder, model_max_budget={busiest: entry})
+            break
+    tier = next((b for b in z.budgets.values() if b.owner == "end_user_tier"), None)
+    if tier is not None:
+        limit = _money(max(0.1 * (tier.max_budget or 1.0), 0.01), up=True)
+        entry = _model_entry(limit, "1mo", upstream_names=True)
+        z.budgets[tier.budget_id] = replace(tier, model_max_budget={busiest: entry})
+    return {**sized, "keys": tuple(keys), "teams": tuple(teams), "users": tuple(users)}
+
+
+def _size_budget_limits(
+    z: _Sizing, sized: dict[str, tuple]
+) -> tuple[dict[str, tuple], tuple[tuple[str, str, str, datetime, float], ...]]:
+    """Multi-window budgets (``budget_limits``: a ``1d`` and a ``7d`` window) on some keys and
+    the first budgeted team, sized like the other limits from each window's spend, and the
+    proxy's ``BudgetWindowSpend`` row of each window: the current window's spend, a few (and the
+    team's weekly window) drifted below it. Draws from their own stream, so nothing else changes."""
+    rng = np.random.default_rng([z.pop.seed, 5])
+    windows: list[tuple[str, str, str, datetime, float]] = []
+
+    def limits(entity_type: str, ident: str, series: np.ndarray, profile: str) -> tuple:
+        entries = []
+        for duration, days in _WINDOW_DAYS.items():
+            ws = z.spend(series, duration)
+            max_ = size_limits(profile, ws)[1] or 1.0
+            reset = next_reset(z.pop.end, duration)
+            entries.append({"budget_duration": duration, "max_budget": max_, "reset_at": None})
+            # a few drift below the logs; the team's weekly window keeps only half its spend
+            factor = float(rng.uniform(0.85, 0.98)) if rng.random() < 0.2 else 1.0
+            if (entity_type, duration) == ("team", "7d"):
+                factor = 0.5
+            spend = ws.current * factor
+            windows.append((entity_type, ident, duration, reset - timedelta(days=days), spend))
+        return tuple(entries)
+
+    keys = list(sized["keys"])
+    for i, key in enumerate(keys):
+        if key.profile == "none" or key.deleted_at or rng.random() >= BUDGET_LIMITS_KEY_SHARE:
+            continue
+        entries = limits("key", key.token, z.ledger.key_hourly[i], key.profile)
+        keys[i] = replace(key, budget_limits=entries)
+    teams = list(sized["teams"])
+    for j, team in enumerate(teams):
+        if team.profile != "none":
+            series = z.keys_series(lambda k, t=team.team_id: k.team_id == t)
+            teams[j] = replace(team, budget_limits=limits("team", team.team_id, series, "over"))
+            break
+    return {**sized, "keys": tuple(keys), "teams": tuple(teams)}, tuple(windows)
+
+
 def finalize(population: Population, ledger: SpendLedger) -> Population:
     """The population with budget amounts, ``budget_reset_at`` and live ``spend`` counters."""
     z = _Sizing(population, ledger)
@@ -427,9 +515,12 @@ def finalize(population: Population, ledger: SpendLedger) -> Population:
         "tags": _size_tags(z),
         "projects": _size_projects(z),  # last: the drift draws of the others stay as they were
     }
+    sized = _size_model_budgets(z, sized)
+    sized, window_spend = _size_budget_limits(z, sized)
     return replace(
         population,
         **sized,
+        window_spend=window_spend,
         budgets=tuple(z.budgets[b.budget_id] for b in population.budgets),
         drifted=frozenset(z.drifted),
     )

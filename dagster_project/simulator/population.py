@@ -60,6 +60,7 @@ class Budget:
     max_budget: float | None = None
     soft_budget: float | None = None
     budget_reset_at: datetime | None = None
+    model_max_budget: dict | None = None  # per-model budgets of the holders (end-user tiers)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +79,8 @@ class _OwnLimits(_SpendCounters):
 
     max_budget: float | None = None
     budget_reset_at: datetime | None = None
+    model_max_budget: dict | None = None  # {model: {budget_limit, time_period}}, if any
+    budget_limits: tuple[dict, ...] | None = None  # [{budget_duration, max_budget, reset_at}]
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,8 @@ class Population:
     tags: tuple[Tag, ...] = ()
     projects: tuple[Project, ...] = ()
     drifted: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+    # BudgetWindowSpend rows: (entity_type, entity_id, window_duration, window_start, spend)
+    window_spend: tuple[tuple[str, str, str, datetime, float], ...] = ()
 
     def budget(self, budget_id: str | None) -> Budget | None:
         """The budget row ``budget_id`` (``None`` for ``None``)."""

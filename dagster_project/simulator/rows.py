@@ -422,6 +422,7 @@ def population_rows(pop: Population) -> dict[str, list[dict]]:
             "soft_budget": b.soft_budget,
             "budget_duration": b.budget_duration,
             "budget_reset_at": b.budget_reset_at,
+            "model_max_budget": Jsonb(b.model_max_budget or {}),
             "created_at": b.created_at,
             "created_by": CREATOR,
             "updated_at": b.created_at,
@@ -462,6 +463,8 @@ def population_rows(pop: Population) -> dict[str, list[dict]]:
             "models": [],
             "budget_duration": t.budget_duration,
             "budget_reset_at": t.budget_reset_at,
+            "model_max_budget": Jsonb(t.model_max_budget or {}),
+            "budget_limits": Jsonb(list(t.budget_limits)) if t.budget_limits else None,
             "created_at": t.created_at,
             "updated_at": t.created_at,
         }
@@ -480,6 +483,7 @@ def population_rows(pop: Population) -> dict[str, list[dict]]:
             "models": [],
             "budget_duration": u.budget_duration,
             "budget_reset_at": u.budget_reset_at,
+            "model_max_budget": Jsonb(u.model_max_budget or {}),
             "created_at": u.created_at,
             "updated_at": u.created_at,
         }
@@ -597,6 +601,18 @@ def population_rows(pop: Population) -> dict[str, list[dict]]:
         "OrganizationMembership": org_members,
         "ProxyModelTable": models,
         "TagTable": tags,  # after BudgetTable (foreign key); skipped where the schema lacks it
+        "BudgetWindowSpend": [  # skipped where the schema lacks it (before 2026-08)
+            {
+                "entity_type": entity_type,
+                "entity_id": entity_id,
+                "window_duration": duration,
+                "window_start": window_start,
+                "spend": spend,
+                "created_at": window_start,
+                "updated_at": pop.end,
+            }
+            for entity_type, entity_id, duration, window_start, spend in pop.window_spend
+        ],
     }
 
 
@@ -615,6 +631,8 @@ def _key_row(k: Key) -> dict:
         "max_budget": k.max_budget,
         "budget_duration": k.budget_duration,
         "budget_reset_at": k.budget_reset_at,
+        "model_max_budget": Jsonb(k.model_max_budget or {}),
+        "budget_limits": Jsonb(list(k.budget_limits)) if k.budget_limits else None,
         "budget_id": k.budget_id,
         "project_id": k.project_id,
         "created_at": created,

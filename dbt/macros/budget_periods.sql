@@ -49,3 +49,12 @@
         + cast(floor(extract(second from {{ ts }})) as integer)
     )
 {% endmacro %}
+
+{#- The end of a rolling window opened at `start`: `months` calendar months when not null, else
+    `seconds` seconds; null (never ends) when both are null. -#}
+{% macro rolling_window_end(start, months, seconds) %}
+    case
+        when {{ months }} is not null then {{ dbt.dateadd('month', months, start) }}
+        when {{ seconds }} is not null then {{ dbt.dateadd('second', seconds, start) }}
+    end
+{% endmacro %}

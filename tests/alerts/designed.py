@@ -23,6 +23,8 @@ PERIOD_COLUMNS = {
     "entity_alias": "varchar",
     "budget_source": "varchar",
     "budget_id": "varchar",
+    "budget_model": "varchar",
+    "budget_window": "varchar",
     "budget_duration": "varchar",
     "period_start": "timestamp",
     "period_end": "timestamp",

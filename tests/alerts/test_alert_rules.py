@@ -206,6 +206,96 @@ def test_tag_and_project_max_budget_alerts_say_what_the_proxy_rejects(
     assert advice in alert.message
 
 
+def test_alert_ids_of_budgets_without_a_model_are_unchanged_by_per_model_budgets():
+    # The id an alert of ID_ARGS had before per-model budgets existed: the ledger's history
+    # must keep matching, or every open breach would be sent again after an upgrade.
+    assert alert_id(**ID_ARGS) == "4ee5ca1d09871e44c32482402ada7113"
+    assert alert_id(**ID_ARGS, budget_model=None) == alert_id(**ID_ARGS)
+    models = {alert_id(**ID_ARGS, budget_model=m) for m in ("gpt-4o", "claude-3", "")}
+    assert len(models) == 3
+    assert alert_id(**ID_ARGS) not in models
+    windows = {alert_id(**ID_ARGS, budget_window=w) for w in ("1d", "30d", "gpt-4o")}
+    assert len(windows) == 3
+    assert not windows & (models | {alert_id(**ID_ARGS)})
+
+
+def test_multi_window_alert_names_its_window():
+    budget_period = period(
+        entity_type="team",
+        entity_id="t-1",
+        entity_alias="search",
+        budget_source="team_budget_limits",
+        budget_window="1d",
+        budget_duration="1d",
+        period_start=ts("2026-11-30 00:00"),
+        period_end=ts("2026-12-01 00:00"),
+        is_current_period=True,
+        max_budget_usd=Decimal(5),
+        period_spend_usd=Decimal("5.5"),
+    )
+    row = crossing(budget_period, "max_budget", "2026-11-30 18:00", "5.5")
+    joined = {**row, "budget_source": "team_budget_limits", "budget_id": None}
+    alert = crossing_alert(BudgetCrossing.from_row({**joined, "budget_window": "1d"}), NOW)
+    assert alert.budget_window == "1d"
+    assert "limit from the team's budget_limits, window 1d" in alert.message
+    assert "rejects further requests for this team" in alert.message
+    assert alert.alert_id != crossing_alert(BudgetCrossing.from_row(joined), NOW).alert_id
+    assert json_payload(alert)["budget_window"] == "1d"
+
+
+@pytest.mark.parametrize(
+    ("crossing_type", "is_current", "says"),
+    [
+        ("max_budget", True, "rejects further gpt-4o requests of this key (other models"),
+        ("threshold", True, "starts rejecting gpt-4o requests of this key"),
+        ("max_budget", False, "The window has ended: nothing is blocked now"),
+    ],
+)
+def test_per_model_budget_alert_names_the_model_and_its_rolling_window(
+    crossing_type, is_current, says
+):
+    start, end = (
+        (ts("2026-11-29 14:03"), ts("2026-12-06 14:03"))
+        if is_current
+        else (ts("2026-11-10 08:00"), ts("2026-11-17 08:00"))
+    )
+    budget_period = period(
+        entity_type="key",
+        entity_id="sk-m",
+        entity_alias="batch-key",
+        budget_source="team_model_max_budget",
+        budget_model="gpt-4o",
+        budget_duration="7d",
+        period_kind="rolling",
+        period_start=start,
+        period_end=end,
+        is_current_period=is_current,
+        max_budget_usd=Decimal(10),
+        period_spend_usd=Decimal("10.25"),
+    )
+    row = crossing(
+        budget_period,
+        crossing_type,
+        "2026-11-30 10:00" if is_current else "2026-11-12 10:00",
+        "10.25",
+        **({"threshold_pct": 85} if crossing_type == "threshold" else {}),
+    )
+    joined = {**row, "budget_source": "team_model_max_budget", "budget_id": None}
+    alert = crossing_alert(BudgetCrossing.from_row({**joined, "budget_model": "gpt-4o"}), NOW)
+    assert alert.budget_model == "gpt-4o"
+    assert "limit from the team's model_max_budget (for each of its keys) for gpt-4o" in (
+        alert.message
+    )
+    assert says in alert.message
+    if crossing_type == "max_budget":
+        assert "reached its gpt-4o budget of $10.00" in alert.message
+    unscoped = crossing_alert(BudgetCrossing.from_row(joined), NOW)
+    assert unscoped.alert_id != alert.alert_id  # one alert per model, none shared
+    assert json_payload(alert)["budget_model"] == "gpt-4o"
+    fields = slack_payload(alert)["blocks"][2]["fields"]
+    assert {"type": "mrkdwn", "text": "*Model*\ngpt-4o"} in fields
+
+
 def test_crossing_in_a_closed_period_is_late():
     periods, crossings = designed_marts()
     row = next(c for c in _joined(crossings, periods) if c["period_end"] == ts("2026-11-01"))

@@ -29,10 +29,12 @@ from dagster_project.settings import load_settings
 from dagster_project.simulator import simulate
 from tests.ingest.helpers import insert_spend, ms, spend_row
 from tests.models.budget_periods import parse_duration, period_bounds
+from tests.models.model_budgets import model_budget_windows
 from tests.models.raw_data import RawDataset
 from tests.models.reference import (
     attributed_requests,
     budget_periods,
+    is_enforced,
     is_valid_duration,
     resolved_budgets,
 )
@@ -61,13 +63,24 @@ def _raw_dataset(build_path) -> RawDataset:
 
 
 def expected_crossing_alerts(data: RawDataset) -> Counter:
-    """(entity_type, entity_id, budget_source, alert_type, pct, period_start, breached_at)."""
+    """(entity_type, entity_id, budget_source, budget_model, budget_window, alert_type, pct,
+    period_start, breached_at)."""
     requests = attributed_requests(data)
     expected: Counter = Counter()
+    for budget, windows in model_budget_windows(data, list(THRESHOLDS)).items():
+        ident = (budget.entity_type, budget.entity_id, budget.budget_source, budget.model, None)
+        for window in windows:
+            at = f"{window.start:%Y-%m-%d %H:%M}"
+            for pct in (None, *THRESHOLDS):
+                limit = budget.limit if pct is None else budget.limit * Decimal(pct) / 100
+                crossed = window.crossings.get(limit)
+                if crossed is not None:
+                    kind = "max_budget" if pct is None else "threshold"
+                    expected[(*ident, kind, None if pct is None else str(pct), at, crossed[0])] += 1
     for budget in resolved_budgets(data):
-        if not is_valid_duration(budget.duration):
+        if not is_enforced(budget):
             continue
-        ident = (budget.entity_type, budget.entity_id, budget.budget_source)
+        ident = (budget.entity_type, budget.entity_id, budget.budget_source, None, budget.window)
         for start, period in budget_periods(budget, requests, "UTC", list(THRESHOLDS)).items():
             at = f"{start:%Y-%m-%d %H:%M}"
             if period.soft_crossed_at is not None:
@@ -89,6 +102,8 @@ def actual_crossing_alerts(alerts) -> Counter:
             a.entity_type,
             a.entity_id,
             a.budget_source,
+            a.budget_model,
+            a.budget_window,
             a.alert_type,
             decimal_text(a.threshold_pct),
             f"{a.period_start:%Y-%m-%d %H:%M}",
@@ -136,7 +151,7 @@ def reconciliation(build_path, counted_from: datetime) -> tuple[set, set]:
 
 def _identities(alerts: Counter) -> set[tuple]:
     """Signatures without ``breached_at``: what makes two alerts the same alert."""
-    return {key[:6] for key in alerts}
+    return {key[:-1] for key in alerts}
 
 
 RESOURCES = {"settings": SettingsResource(), "alert_destinations": AlertDestinationsResource()}
@@ -244,7 +259,7 @@ def test_pipeline_alerts_exactly_once(pipeline_env, receiver):
         assert sum(actual_crossing_alerts(after).values()) == len(_identities(expected_after))
         new = [a for a in after if a.alert_id not in {b.alert_id for b in alerts}]
         fresh = Counter(
-            {k: n for k, n in expected_after.items() if k[:6] not in _identities(expected)}
+            {k: n for k, n in expected_after.items() if k[:-1] not in _identities(expected)}
         )
         assert actual_crossing_alerts(new) == fresh
         mine = [a for a in new if a.entity_id == budget.entity_id]

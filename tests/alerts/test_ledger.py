@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -172,3 +174,80 @@ def test_history_can_be_sent_on_request(ledger):
     result = record_evaluation(ledger, _decide(), ["slack"], NOW, notify_history=True)
     assert result.history == 0
     assert result.queued == len(EXPECTED)
+
+
+def test_an_older_ledger_gains_the_model_and_window_columns_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "alerts.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(_PRE_MODEL_SCHEMA)
+    old.execute(
+        "insert into alerts values ('a1', 'key', 'sk-a', null, 'max_budget', '10', null, "
+        "'2026-11-01T00:00:00+00:00', '2026-12-01T00:00:00+00:00', "
+        "'2026-11-14T09:30:00+00:00', '10.4', '2026-11-14T10:00:00+00:00', 0, 'm', 'key', "
+        "null, null, 'queued')"
+    )
+    old.commit()
+    old.close()
+    conn = connect_ledger(path)
+    try:
+        [kept] = load_alerts(conn)
+        assert (kept.alert_id, kept.budget_model) == ("a1", None)
+        assert kept.period_spend_usd == Decimal("10.4")
+        alerts = [a for a in _decide() if a.alert_id != "a1"]
+        model_alert = replace(alerts[0], alert_id="a2", budget_model="gpt-4o")
+        window_alert = replace(alerts[0], alert_id="a3", budget_window="30d")
+        record_evaluation(conn, [model_alert, window_alert], ["slack"], NOW)
+        stored = {a.alert_id: a for a in load_alerts(conn)}
+        assert (stored["a2"].budget_model, stored["a2"].budget_window) == ("gpt-4o", None)
+        assert (stored["a3"].budget_model, stored["a3"].budget_window) == (None, "30d")
+        assert (stored["a1"].budget_model, stored["a1"].budget_window) == (None, None)
+    finally:
+        conn.close()
+    connect_ledger(path).close()  # opening again adds nothing twice
+
+
+# The alerts table as the ledger created it before budget_model existed.
+_PRE_MODEL_SCHEMA = """
+create table alerts (
+    alert_id text primary key, entity_type text not null, entity_id text not null,
+    entity_alias text, alert_type text not null, threshold_usd text, threshold_pct text,
+    period_start text, period_end text, breached_at text not null,
+    period_spend_usd text not null, detected_at text not null, is_late integer not null,
+    message text not null, budget_source text, budget_id text,
+    projected_period_spend_usd text, notification text not null
+);
+"""
+
+
+def test_a_moved_rolling_window_does_not_send_its_breach_twice(ledger):
+    """A late request older than a per-model budget's first charged request moves the window's
+    start (and so the alert id); the ledger keeps the first alert and queues nothing more."""
+    first = replace(
+        _decide()[0],
+        alert_id="model-w1",
+        is_late=False,
+        alert_type="max_budget",
+        threshold_pct=None,
+        budget_source="key_model_max_budget",
+        budget_model="gpt-4o",
+        period_start=NOW - timedelta(hours=10),
+        period_end=NOW + timedelta(hours=14),
+    )
+    record_evaluation(ledger, [first], ["slack"], NOW)
+    moved = replace(
+        first,
+        alert_id="model-w1-moved",
+        period_start=NOW - timedelta(hours=11),
+        period_end=NOW + timedelta(hours=13),
+    )
+    other_model = replace(moved, alert_id="model-other", budget_model="claude-3")
+    next_window = replace(
+        first,
+        alert_id="model-w2",
+        period_start=NOW + timedelta(hours=14),
+        period_end=NOW + timedelta(hours=38),
+    )
+    result = record_evaluation(ledger, [moved, other_model, next_window], ["slack"], NOW)
+    assert result.new_alert_ids == ["model-other", "model-w2"]
+    assert result.existing == 1
+    assert {row[0] for row in _outbox(ledger)} == {"model-w1", "model-other", "model-w2"}

@@ -11,6 +11,7 @@ from dagster_project.defs.ingest import checks
 from dagster_project.defs.ingest.assets import raw_error_logs, raw_snapshots, raw_spend_logs
 from dagster_project.defs.pipeline.schedules import extract_job, rollback_run_config, schedules
 from dagster_project.defs.resources import SettingsResource
+from dagster_project.lib.ingest.contract import SNAPSHOT_TABLES
 from dagster_project.lib.ingest.source import SPEND_LOGS
 from dagster_project.settings import DEFAULT_SCHEDULE
 from tests.ingest.helpers import Warehouse, insert_spend, ms, spend_row, utcnow
@@ -101,7 +102,7 @@ def test_materializations_carry_extraction_metadata(env):
     assert spend["watermark"].value
     assert spend["drift_columns"].value == "none"
     assert mats["raw/verification_tokens"]["status"].value == "present"
-    assert len([k for k in mats if k.startswith("raw/")]) == 24
+    assert len([k for k in mats if k.startswith("raw/")]) == len(SNAPSHOT_TABLES) + 2
 
 
 def test_quiet_proxy_is_fresh_and_a_lagging_lake_is_stale(env, monkeypatch):

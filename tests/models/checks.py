@@ -12,11 +12,12 @@ import duckdb
 
 from tests.models.budget_periods import parse_duration, period_bounds
 from tests.models.dbt_runner import read_mart
+from tests.models.model_budgets import model_budget_windows, model_budgets
 from tests.models.raw_data import RawDataset
 from tests.models.reference import (
     attributed_requests,
     budget_periods,
-    is_valid_duration,
+    is_enforced,
     money,
     resolved_budgets,
 )
@@ -82,31 +83,27 @@ def check_tag_allocation(path: Path, data: RawDataset) -> None:
     assert tag_requests == expected
 
 
+def _ident(row: dict) -> tuple:
+    return (row["entity_type"], row["entity_id"], row["budget_source"], row["budget_window"])
+
+
 def check_budget_periods(path: Path, data: RawDataset, tz: str = "UTC") -> int:
     """fct_budget_periods equals the reference periods; returns the periods compared."""
     requests = attributed_requests(data)
-    budgets = [b for b in resolved_budgets(data) if is_valid_duration(b.duration)]
-    rows = read_mart(path, "fct_budget_periods")
-    by_key = {
-        (r["entity_type"], r["entity_id"], r["budget_source"], r["period_start"]): r for r in rows
-    }
-    assert {(r["entity_type"], r["entity_id"], r["budget_source"]) for r in rows} == {
-        (b.entity_type, b.entity_id, b.budget_source) for b in budgets
-    }
+    budgets = [b for b in resolved_budgets(data) if is_enforced(b)]
+    rows = [r for r in read_mart(path, "fct_budget_periods") if r["budget_model"] is None]
+    by_key = {(*_ident(r), r["period_start"]): r for r in rows}
+    assert {_ident(r) for r in rows} == {b.ident for b in budgets}
     checked = 0
     for budget in budgets:
         periods = budget_periods(budget, requests, tz, THRESHOLDS)
-        ident = (budget.entity_type, budget.entity_id, budget.budget_source)
         with_spend = {
-            r["period_start"]
-            for r in rows
-            if (r["entity_type"], r["entity_id"], r["budget_source"]) == ident
-            and r["request_count"] > 0
+            r["period_start"] for r in rows if _ident(r) == budget.ident and r["request_count"] > 0
         }
         assert with_spend == set(periods), budget
         duration = parse_duration(budget.duration)
         for start, period in periods.items():
-            row = by_key[(*ident, start)]
+            row = by_key[(*budget.ident, start)]
             assert row["period_spend_usd"] == period.spend
             assert row["request_count"] == period.requests
             assert row["soft_budget_crossed_at"] == period.soft_crossed_at
@@ -123,36 +120,38 @@ def check_threshold_crossings(path: Path, data: RawDataset, tz: str = "UTC") -> 
     requests = attributed_requests(data)
     expected = set()
     for budget in resolved_budgets(data):
-        if not is_valid_duration(budget.duration):
+        if not is_enforced(budget):
             continue
         for start, period in budget_periods(budget, requests, tz, THRESHOLDS).items():
             for limit, (at, cumulative) in period.crossings.items():
-                ident = (budget.entity_type, budget.entity_id, budget.budget_source, start)
-                expected.add((*ident, limit.normalize(), at, cumulative))
+                expected.add((*budget.ident, start, limit.normalize(), at, cumulative))
     actual = {
         (
-            r["entity_type"],
-            r["entity_id"],
-            r["budget_source"],
+            *_ident(r),
             r["period_start"],
             r["threshold_usd"].normalize(),
             r["crossed_at"],
             r["period_spend_at_crossing_usd"],
         )
         for r in read_mart(path, "fct_budget_threshold_crossings")
+        if r["budget_model"] is None
     }
     assert actual == expected
     return len(actual)
 
 
 def check_current_periods(path: Path, as_of: datetime) -> None:
-    """Every budget has exactly one current period, containing the evaluation instant."""
+    """Every calendar budget has exactly one current period, containing the evaluation instant;
+    a per-model budget at most one (none when its last window has ended)."""
     rows = read_mart(path, "fct_budget_periods")
-    current = Counter(
-        (r["entity_type"], r["entity_id"], r["budget_source"])
+    rolling = Counter(
+        (r["entity_type"], r["entity_id"], r["budget_source"], r["budget_model"])
         for r in rows
-        if r["is_current_period"]
+        if r["is_current_period"] and r["budget_model"] is not None
     )
+    assert set(rolling.values()) <= {1}
+    rows = [r for r in rows if r["budget_model"] is None]
+    current = Counter(_ident(r) for r in rows if r["is_current_period"])
     assert set(current.values()) == {1}
     for row in rows:
         if row["is_current_period"] and row["period_end"] is not None:
@@ -269,3 +268,54 @@ def check_project_budgets(path: Path, data: RawDataset) -> int:
     assert set(reconciled) == set(budgeted)
     assert reconciled["proj_idle"]["log_spend_usd"] == 0
     return compared
+
+
+def check_model_budgets(path: Path, data: RawDataset, as_of: datetime) -> int:
+    """Per-model budgets against the reference (tests/models/model_budgets.py): every valid entry's
+    rolling windows with their bounds, spend, request count and the exact crossing requests, the
+    current window, and every entry that cannot be enforced listed with its reason. Returns the
+    number of windows compared."""
+    budgets = model_budgets(data)
+    expected = model_budget_windows(data, THRESHOLDS)
+    rows = [r for r in read_mart(path, "fct_budget_periods") if r["budget_model"] is not None]
+    ident = ("entity_type", "entity_id", "budget_source", "budget_model", "period_start")
+    by_key = {tuple(r[c] for c in ident): r for r in rows}
+    assert len(by_key) == len(rows)
+    want = {
+        (b.entity_type, b.entity_id, b.budget_source, b.model, w.start): (b, w)
+        for b, windows in expected.items()
+        for w in windows
+    }
+    assert set(by_key) == set(want)
+    crossings = set()
+    for key, (budget, window) in want.items():
+        row = by_key[key]
+        assert row["period_end"] == window.end, key
+        assert row["period_kind"] == ("open" if window.end is None else "rolling"), key
+        assert row["max_budget_usd"] == budget.limit, key
+        assert row["period_spend_usd"] == window.spend, key
+        assert row["request_count"] == window.requests, key
+        assert row["first_request_at"] == window.first_at, key
+        assert row["last_request_at"] == window.last_at, key
+        assert row["max_budget_crossed_at"] == window.crossings.get(budget.limit, (None,))[0], key
+        assert row["is_current_period"] == (
+            window.start <= as_of and (window.end is None or as_of < window.end)
+        ), key
+        for limit, (at, cumulative) in window.crossings.items():
+            crossings.add((*key, limit.normalize(), at, cumulative))
+    actual = {
+        (*(r[c] for c in ident), r["threshold_usd"].normalize(), r["crossed_at"],
+         r["period_spend_at_crossing_usd"])
+        for r in read_mart(path, "fct_budget_threshold_crossings")
+        if r["budget_model"] is not None
+    }  # fmt: skip
+    assert actual == crossings
+    listed = {
+        (r["entity_type"], r["entity_id"], r["budget_source"], r["budget_model"])
+        for r in read_mart(path, "fct_budget_duration_errors")
+        if r["budget_source"].endswith("model_max_budget")
+    }
+    assert listed == {
+        (b.entity_type, b.entity_id, b.budget_source, b.model) for b in budgets if b.error
+    }
+    return len(want)

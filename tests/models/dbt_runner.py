@@ -26,6 +26,7 @@ MARTS = (
     "fct_budget_threshold_crossings",
     "fct_budget_duration_errors",
     "fct_spend_counter_reconciliation",
+    "fct_budget_window_reconciliation",
     "dim_keys",
     "dim_teams",
     "dim_organizations",

@@ -39,6 +39,8 @@ _KEY_COLUMNS = {
     "created_at": "timestamp",
     "updated_at": "timestamp",
     "metadata": "varchar",
+    "model_max_budget": "varchar",
+    "budget_limits": "varchar",
 }
 _TEAM_COLUMNS = {
     "team_id": "varchar",
@@ -52,6 +54,8 @@ _TEAM_COLUMNS = {
     "budget_reset_at": "timestamp",
     "created_at": "timestamp",
     "updated_at": "timestamp",
+    "model_max_budget": "varchar",
+    "budget_limits": "varchar",
 }
 SNAPSHOT_COLUMNS: dict[str, dict[str, str]] = {
     "verification_tokens": _KEY_COLUMNS,
@@ -75,6 +79,7 @@ SNAPSHOT_COLUMNS: dict[str, dict[str, str]] = {
         "budget_reset_at": "timestamp",
         "created_at": "timestamp",
         "updated_at": "timestamp",
+        "model_max_budget": "varchar",
     },
     "organizations": {
         "organization_id": "varchar",
@@ -121,6 +126,15 @@ SNAPSHOT_COLUMNS: dict[str, dict[str, str]] = {
         "updated_at": "timestamp",
         "updated_by": "varchar",
     },
+    "budget_window_spend": {
+        "entity_type": "varchar",
+        "entity_id": "varchar",
+        "window_duration": "varchar",
+        "window_start": "timestamp",
+        "spend": "double",
+        "created_at": "timestamp",
+        "updated_at": "timestamp",
+    },
     "budgets": {
         "budget_id": "varchar",
         "max_budget": "double",
@@ -129,6 +143,7 @@ SNAPSHOT_COLUMNS: dict[str, dict[str, str]] = {
         "budget_reset_at": "timestamp",
         "created_at": "timestamp",
         "updated_at": "timestamp",
+        "model_max_budget": "varchar",
     },
 }
 
@@ -492,7 +507,121 @@ def make_dataset(
                 "_batch_id": "b1",
             }
         )
+    _add_model_budgets(data, start, days)
+    _add_budget_limits(data)
     return data
+
+
+_BUDGET_LIMITS: dict[tuple[str, str], Any] = {
+    # (raw table, id) -> budget_limits (multi-window budgets)
+    ("verification_tokens", "hash_k1"): [
+        {"budget_duration": "1d", "max_budget": 2.0, "reset_at": None},
+        {"budget_duration": "30d", "max_budget": 20},
+    ],
+    ("verification_tokens", "hash_k4"): [
+        {"budget_duration": "1d", "max_budget": 1},
+        {"budget_duration": "1d", "max_budget": 2},  # the same window twice: an error
+    ],
+    ("verification_tokens", "hash_k5"): [
+        {"max_budget": 3},  # no duration: an error
+        {"budget_duration": "2mo", "max_budget": 1},  # invalid duration
+    ],
+    ("teams", "team_3"): [
+        {"budget_duration": "1h", "max_budget": 0.5},
+        {"budget_duration": "7d", "max_budget": "7.5"},
+    ],
+    ("teams", "team_4"): {"budget_duration": "1d", "max_budget": 1},  # not a list
+}
+
+
+def _add_budget_limits(data: RawDataset) -> None:
+    """Multi-window budgets (budget_limits) on keys and teams, valid and not."""
+    for (table, ident), value in _BUDGET_LIMITS.items():
+        column = "token" if table == "verification_tokens" else "team_id"
+        row = next(r for r in data.rows(table) if r[column] == ident)
+        row["budget_limits"] = json.dumps(value)
+    # The proxy's BudgetWindowSpend rows: one that agrees with the logs, one that drifted, one
+    # whose window start the warehouse's periods do not share, one of a window not configured.
+    day = datetime(2028, 3, 1)
+    for entity_type, ident, window, start, days, extra in [
+        ("key", "hash_k1", "1d", day, 1, 0.0),
+        ("key", "hash_k1", "30d", day, 31, 5.0),
+        ("team", "team_3", "7d", datetime(2028, 2, 28), 7, 0.0),
+        ("team", "team_3", "1h", day + timedelta(hours=11, minutes=30), 0, 0.0),
+        ("team", "team_3", "12h", day, 0, 0.0),
+    ]:
+        column = "api_key" if entity_type == "key" else "team_id"
+        spent = sum(
+            r["spend"]
+            for r in data.rows("spend_logs")
+            if r[column] == ident and start <= r["start_time"] < start + timedelta(days=days)
+        )
+        data.rows("budget_window_spend").append(
+            {
+                "entity_type": entity_type,
+                "entity_id": ident,
+                "window_duration": window,
+                "window_start": start,
+                "spend": spent + extra,
+                "created_at": start,
+                "updated_at": day + timedelta(hours=11),
+            }
+        )
+
+
+_MODEL_BUDGETS: dict[tuple[str, str, str], Any] = {
+    # (raw table, id column, id) -> model_max_budget
+    ("verification_tokens", "token", "hash_k1"): {
+        "gpt-4o": {"budget_limit": 1.5, "time_period": "7d"}  # overrides team_1's gpt-4o
+    },
+    ("teams", "team_id", "team_1"): {
+        "gpt-4o": {"max_budget": 100, "budget_duration": "30d"},  # the other spelling
+        "claude-3": {"budget_limit": "0.8", "time_period": "2d"},  # a limit as a JSON string
+    },
+    ("deleted_verification_tokens", "token", "hash_deleted"): {
+        "gpt-4o": {"budget_limit": 0.5, "time_period": "1d"}
+    },
+    ("teams", "team_id", "team_2"): ["gpt-4o"],  # not an object: an error for team_2's keys
+    ("verification_tokens", "token", "hash_k3"): {"titan": {"budget_limit": 2}},  # never resets
+    ("verification_tokens", "token", "hash_k6"): {
+        "gpt-4o": {"budget_limit": 1, "time_period": "2mo"}  # invalid duration
+    },
+    ("users", "user_id", "user_2"): {"titan": {"budget_limit": 1.0, "time_period": "12h"}},
+    ("users", "user_id", "user_4"): {
+        "gpt-4o": {"time_period": "1d"},  # no limit
+        "claude-3": {"budget_limit": "lots", "time_period": "1d"},  # not a number
+    },
+    ("users", "user_id", "litellm-proxy-budget"): {"gpt-4o": {"budget_limit": 1}},  # ignored
+    ("budgets", "budget_id", "b_enduser_hour"): {
+        "claude-3": {"budget_limit": 0.5, "time_period": "1mo"}  # cust_1's budget row
+    },
+}
+
+
+def _add_model_budgets(data: RawDataset, start: datetime, days: int) -> None:
+    """Per-model budgets (model_max_budget) on keys, teams, users and a budget row, and requests
+    of key k2 whose model carries a provider prefix (anthropic/claude-3, no model_group): they
+    count against team_1's claude-3 entry once the prefix is dropped; some have zero spend."""
+    for (table, column, ident), value in _MODEL_BUDGETS.items():
+        row = next(r for r in data.rows(table) if r[column] == ident)
+        row["model_max_budget"] = json.dumps(value)
+    template = next(r for r in data.rows("spend_logs") if r["api_key"] == "hash_k2")
+    for i in range(60):
+        started = start + timedelta(hours=i * days * 24 / 60, minutes=7 * (i % 5))
+        data.rows("spend_logs").append(
+            {
+                **template,
+                "request_id": f"req_prefixed_{i:03d}",
+                "start_time": started,
+                "end_time": started + timedelta(seconds=2),
+                "completion_start_time": started + timedelta(seconds=1),
+                "model": "anthropic/claude-3",
+                "model_group": "",
+                "end_user": "cust_1",
+                "spend": 0.0 if i % 7 == 3 else 0.05 + (i % 4) * 0.1,
+                "_extracted_at": started + timedelta(seconds=30),
+            }
+        )
 
 
 def create_raw_tables(conn: duckdb.DuckDBPyConnection, tables: list[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -111,6 +112,48 @@ class Budget:
     soft: Decimal | None
     max: Decimal | None
     anchor: datetime | None
+    window: str | None = None  # a budget_limits window: its duration (identity among windows)
+    error: str | None = None  # why a budget_limits window cannot be enforced
+
+    @property
+    def ident(self) -> tuple[str, str, str, str | None]:
+        return (self.entity_type, self.entity_id, self.budget_source, self.window)
+
+
+_WINDOW_LIMIT = re.compile(r"[0-9]{1,15}(\.[0-9]{1,10})?")
+
+
+def budget_limit_windows(row: dict[str, Any], entity_type: str, entity_id: str) -> list[Budget]:
+    """The windows of a key's or team's budget_limits (multi-window budgets), valid or not."""
+    text = row.get("budget_limits")
+    if text is None or text.strip() in ("", "[]", "null"):
+        return []
+    value = json.loads(text)
+    source = f"{entity_type}_budget_limits"
+    if not isinstance(value, list):
+        return [Budget(entity_type, entity_id, source, None, None, None, row["created_at"],
+                       "#0", "not a list")]  # fmt: skip
+    out, seen = [], set()
+    for position, entry in enumerate(value, start=1):
+        entry = entry if isinstance(entry, dict) else {}
+        duration, limit = entry.get("budget_duration"), entry.get("max_budget")
+        limit_text = None if limit is None else str(limit).strip()
+        error = None
+        if duration is None:
+            error = "no duration"
+        elif limit_text is None:
+            error = "no max_budget"
+        elif not _WINDOW_LIMIT.fullmatch(limit_text):
+            error = "max_budget not a number"
+        elif duration in seen:
+            error = "same duration twice"
+        if duration is not None:
+            seen.add(duration)
+        window = duration if error is None else f"{duration or ''}#{position}"
+        limit_value = Decimal(limit_text) if error is None else None
+        out.append(Budget(entity_type, entity_id, source, duration, None, limit_value,
+                          row["created_at"], window, error))  # fmt: skip
+    return out
 
 
 def resolved_budgets(data: RawDataset) -> list[Budget]:
@@ -148,7 +191,10 @@ def resolved_budgets(data: RawDataset) -> list[Budget]:
                     k["created_at"] if own else b["created_at"],
                 )
             )
+    for k in data.rows("verification_tokens"):
+        out += budget_limit_windows(k, "key", k["token"])
     for t in data.rows("teams"):
+        out += budget_limit_windows(t, "team", t["team_id"])
         if has_limit(t):
             out.append(
                 Budget(
@@ -271,6 +317,11 @@ def budget_periods(
             crossings=crossed,
         )
     return periods
+
+
+def is_enforced(budget: Budget) -> bool:
+    """A budget the marts evaluate: a valid duration and, for windows, a valid entry."""
+    return budget.error is None and is_valid_duration(budget.duration)
 
 
 def is_valid_duration(text: str | None) -> bool:

@@ -176,7 +176,7 @@ def test_materialize_builds_marts_in_the_build_database(tmp_path, monkeypatch):
     assert all(c.passed or c.severity == dg.AssetCheckSeverity.WARN for c in checks)
     with duckdb.connect(str(build_path), read_only=True) as conn:
         total = conn.execute("select sum(request_count) from main.fct_spend_daily").fetchone()
-        assert total == (400,)
+        assert total == conn.execute("select count(*) from raw.spend_logs").fetchone()
         # no organization table: only the ids the logs name, flagged as unknown to the proxy
         assert conn.execute(
             "select count(*) from main.dim_organizations where is_known"

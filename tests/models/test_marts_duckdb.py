@@ -17,6 +17,7 @@ from tests.models.budget_periods import parse_duration, period_bounds
 from tests.models.checks import (
     check_budget_periods,
     check_current_periods,
+    check_model_budgets,
     check_project_budgets,
     check_spend_daily,
     check_tag_allocation,
@@ -24,8 +25,9 @@ from tests.models.checks import (
     check_threshold_crossings,
 )
 from tests.models.dbt_runner import AS_OF, DbtFailedError, duckdb_env, read_mart, run_dbt
+from tests.models.model_budgets import model_budgets
 from tests.models.raw_data import make_dataset, write_raw_layer
-from tests.models.reference import attributed_requests, is_valid_duration, money, resolved_budgets
+from tests.models.reference import attributed_requests, is_enforced, money, resolved_budgets
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +47,8 @@ def test_build_ran_unit_tests_and_data_tests(built_duckdb):
 
 
 def test_spend_daily_matches_raw_rows(built_duckdb):
-    assert check_spend_daily(built_duckdb.path, built_duckdb.data) == 3000
+    rows = len(built_duckdb.data.rows("spend_logs"))
+    assert check_spend_daily(built_duckdb.path, built_duckdb.data) == rows > 3000
 
 
 def test_tag_allocation_never_double_counts(built_duckdb):
@@ -79,6 +82,63 @@ def test_every_budget_has_one_current_period(built_duckdb):
     check_current_periods(built_duckdb.path, datetime.fromisoformat(AS_OF))
 
 
+def test_model_budgets_roll_windows_like_the_proxy(built_duckdb):
+    as_of = datetime.fromisoformat(AS_OF)
+    assert check_model_budgets(built_duckdb.path, built_duckdb.data, as_of) > 100
+
+
+def test_multi_window_budgets_have_periods_per_window(built_duckdb):
+    """budget_limits: each window of a key's or team's list is a budget of its own, aligned like
+    an ordinary reset; the reference comparison of all periods covers their spend and crossings."""
+    windows = {
+        (r["entity_id"], r["budget_window"], r["period_kind"])
+        for r in read_mart(built_duckdb.path, "fct_budget_periods")
+        if r["budget_window"] is not None
+    }
+    assert windows >= {
+        ("hash_k1", "1d", "day"),
+        ("hash_k1", "30d", "month"),
+        ("team_3", "1h", "seconds"),
+        ("team_3", "7d", "week"),
+        ("hash_k4", "1d", "day"),
+    }
+    assert {w[:2] for w in windows} == {
+        ("hash_k1", "1d"), ("hash_k1", "30d"), ("team_3", "1h"), ("team_3", "7d"), ("hash_k4", "1d")
+    }  # fmt: skip
+    crossed = {
+        (r["entity_id"], r["budget_window"])
+        for r in read_mart(built_duckdb.path, "fct_budget_threshold_crossings")
+        if r["budget_window"] is not None and r["crossing_type"] == "max_budget"
+    }
+    assert ("hash_k1", "1d") in crossed
+    assert ("team_3", "1h") in crossed
+
+
+def test_budget_window_spend_is_reconciled_with_the_logs(built_duckdb):
+    """BudgetWindowSpend rows against the logs: the log spend of the window is summed here from
+    the raw rows, and each designed row gets its status."""
+    rows = {
+        (r["entity_id"], r["budget_window"]): r
+        for r in read_mart(built_duckdb.path, "fct_budget_window_reconciliation")
+    }
+    assert {k: r["reconciliation_status"] for k, r in rows.items()} == {
+        ("hash_k1", "1d"): "ok",
+        ("hash_k1", "30d"): "drift",
+        ("team_3", "7d"): "ok",
+        ("team_3", "1h"): "not_aligned",
+        ("team_3", "12h"): "not_configured",
+    }
+    day = datetime(2028, 3, 1)
+    logs = built_duckdb.data.rows("spend_logs")
+    k1_day = [r for r in logs if r["api_key"] == "hash_k1" and r["start_time"].date() == day.date()]
+    assert rows[("hash_k1", "1d")]["log_window_spend_usd"] == sum(
+        (money(r["spend"]) for r in k1_day), Decimal(0)
+    )
+    assert rows[("hash_k1", "1d")]["request_count"] == len(k1_day)
+    assert rows[("hash_k1", "30d")]["drift_usd"] >= Decimal("4.99")
+    assert rows[("team_3", "1h")]["log_window_spend_usd"] is None
+
+
 def test_threshold_crossings_match_reference(built_duckdb):
     assert check_threshold_crossings(built_duckdb.path, built_duckdb.data) > 100
 
@@ -88,19 +148,28 @@ def test_invalid_durations_are_listed_not_unlimited(built_duckdb):
         (r["entity_type"], r["entity_id"], r["budget_duration"])
         for r in read_mart(built_duckdb.path, "fct_budget_duration_errors")
         if r["budget_source"] != "spend_counter"
+        and r["budget_model"] is None
+        and not r["budget_source"].endswith("model_max_budget")
     }
     expected = {
         (b.entity_type, b.entity_id, b.duration)
         for b in resolved_budgets(built_duckdb.data)
-        if not is_valid_duration(b.duration)
+        if not is_enforced(b)
     }
     assert listed == expected
     assert expected == {
         ("key", "hash_k7", "1d trailing"),
         ("user", "user_5", "1M"),
         ("team_member", "team_2/user_2", "2mo"),
+        ("key", "hash_k4", "1d"),  # budget_limits: the same window twice
+        ("key", "hash_k5", None),  # budget_limits: a window without a duration
+        ("key", "hash_k5", "2mo"),  # budget_limits: an invalid duration
+        ("team", "team_4", None),  # budget_limits: not a list
     }
-    assert "WARN 6 has_no_rows_fct_budget_duration_errors" in built_duckdb.output
+    model_errors = sum(b.error is not None for b in model_budgets(built_duckdb.data))
+    assert model_errors == 4
+    warned = 6 + model_errors + 4
+    assert f"WARN {warned} has_no_rows_fct_budget_duration_errors" in built_duckdb.output
 
 
 def test_reconciliation_uses_current_period_log_spend(built_duckdb):

@@ -35,7 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from dagster_project.lib.alerts.messages import health_message
-from dagster_project.lib.alerts.records import Alert, HealthProblem, decimal_text, to_decimal
+from dagster_project.lib.alerts.records import (
+    CONTRACT_COLUMNS,
+    Alert,
+    HealthProblem,
+    decimal_text,
+    to_decimal,
+)
 from dagster_project.lib.times import iso, parse_iso
 
 LEDGER_FILE_NAME = "alerts.sqlite"
@@ -64,7 +70,9 @@ create table if not exists alerts (
     budget_source text,
     budget_id text,
     projected_period_spend_usd text,
-    notification text not null check (notification in ('queued', 'no_destination', 'history'))
+    notification text not null check (notification in ('queued', 'no_destination', 'history')),
+    budget_model text,
+    budget_window text
 );
 create table if not exists health_events (
     event_id text primary key,
@@ -117,7 +125,20 @@ def connect_ledger(path: Path) -> sqlite3.Connection:
     conn.execute("pragma journal_mode = wal")
     conn.execute("pragma synchronous = full")
     conn.executescript(_SCHEMA)
+    _add_missing_columns(conn)
     return conn
+
+
+# Columns added after the first release: (table, column, type). A ledger written by an older
+# version gets them on open (null for its rows), so the alert history is never rewritten.
+_ADDED_COLUMNS = (("alerts", "budget_model", "text"), ("alerts", "budget_window", "text"))
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, typ in _ADDED_COLUMNS:
+        present = {row["name"] for row in conn.execute(f"pragma table_info({table})")}
+        if column not in present:
+            conn.execute(f"alter table {table} add column {column} {typ}")
 
 
 def connect_ledger_readonly(path: Path) -> sqlite3.Connection:
@@ -223,9 +244,12 @@ def record_evaluation(
                 notification = "queued"
             else:
                 notification = "no_destination"
+            if _same_breach_in_an_overlapping_window(conn, alert):
+                existing += 1
+                continue
             cursor = conn.execute(
-                "insert into alerts values "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) on conflict do nothing",
+                f"insert into alerts ({', '.join(_ALERT_COLUMNS)}) "
+                f"values ({', '.join('?' for _ in _ALERT_COLUMNS)}) on conflict do nothing",
                 _alert_params(alert, notification),
             )
             if cursor.rowcount == 0:
@@ -245,7 +269,51 @@ def record_evaluation(
     return EvaluationResult(new_ids, existing, queued, history, resolved)
 
 
+# The columns of ``alerts`` an evaluation writes, in the order of ``_alert_params``.
+_ALERT_COLUMNS = (
+    *CONTRACT_COLUMNS,
+    "budget_source",
+    "budget_id",
+    "projected_period_spend_usd",
+    "notification",
+    "budget_model",
+    "budget_window",
+)
+
+
+def _same_breach_in_an_overlapping_window(conn: sqlite3.Connection, alert: Alert) -> bool:
+    """Whether a per-model budget's breach is already recorded for an overlapping window.
+
+    A rolling window opens at the first charged request, so a late request older than that one
+    can move the window's start, and with it the alert's id. The breach is the same: the ledger
+    keeps the alert it recorded first and sends nothing again.
+    """
+    if alert.budget_model is None or alert.period_start is None:
+        return False
+    found = conn.execute(
+        "select 1 from alerts where entity_type = ? and entity_id = ? "
+        "and coalesce(budget_source, '') = ? and budget_model = ? and alert_type = ? "
+        "and coalesce(threshold_pct, '') = ? and alert_id <> ? "
+        "and (? is null or period_start < ?) and (period_end is null or period_end > ?) "
+        "limit 1",
+        (
+            alert.entity_type,
+            alert.entity_id,
+            alert.budget_source or "",
+            alert.budget_model,
+            alert.alert_type,
+            decimal_text(alert.threshold_pct) or "",
+            alert.alert_id,
+            iso(alert.period_end),
+            iso(alert.period_end),
+            iso(alert.period_start),
+        ),
+    ).fetchone()
+    return found is not None
+
+
 def _alert_params(alert: Alert, notification: str) -> tuple[Any, ...]:
+    """The values of ``_ALERT_COLUMNS`` for one alert."""
     return (
         alert.alert_id,
         alert.entity_type,
@@ -265,6 +333,8 @@ def _alert_params(alert: Alert, notification: str) -> tuple[Any, ...]:
         alert.budget_id,
         decimal_text(alert.projected_period_spend_usd),
         notification,
+        alert.budget_model,
+        alert.budget_window,
     )
 
 
@@ -353,7 +423,15 @@ def alert_from_row(row: sqlite3.Row | dict[str, Any]) -> Alert:
         budget_source=row["budget_source"],
         budget_id=row["budget_id"],
         projected_period_spend_usd=to_decimal(row["projected_period_spend_usd"]),
+        budget_model=_added(row, "budget_model"),
+        budget_window=_added(row, "budget_window"),
     )
+
+
+def _added(row: sqlite3.Row | dict[str, Any], column: str) -> Any:
+    """A column of ``_ADDED_COLUMNS``: None in a ledger opened read-only before it was added
+    (sqlite3.Row's ``in`` looks at values, so its keys are asked)."""
+    return row[column] if column in row.keys() else None  # noqa: SIM118
 
 
 def load_alerts(conn: sqlite3.Connection) -> list[Alert]:

@@ -95,7 +95,9 @@ def read_marts(conn: Any, schema: str) -> tuple[list[BudgetCrossing], list[Budge
             crossings.period_start,
             crossings.period_end,
             periods.budget_source,
-            periods.budget_id
+            periods.budget_id,
+            periods.budget_model,
+            periods.budget_window
         from "{schema}".{CROSSINGS_MODEL} as crossings
         inner join "{schema}".{PERIODS_MODEL} as periods
             on crossings.budget_period_id = periods.budget_period_id

@@ -73,17 +73,60 @@ _BUDGET_SOURCES = {
     "team_member_budget": "the team membership's budget",
     "tag_budget": "the tag's budget",
     "project_budget": "the project's budget",
+    "key_model_max_budget": "the key's model_max_budget",
+    "team_model_max_budget": "the team's model_max_budget (for each of its keys)",
+    "user_model_max_budget": "the user's model_max_budget",
+    "end_user_budget_model_max_budget": "the model_max_budget of the end user's budget",
+    "key_budget_limits": "the key's budget_limits",
+    "team_budget_limits": "the team's budget_limits",
 }
 
 
-def budget_label(budget_source: str | None, budget_id: str | None) -> str:
-    """Where the limit comes from, e.g. ``the key's budget b-1``."""
+def budget_label(
+    budget_source: str | None,
+    budget_id: str | None,
+    budget_model: str | None = None,
+    budget_window: str | None = None,
+) -> str:
+    """Where the limit comes from, e.g. ``the key's budget b-1``, ``the key's model_max_budget
+    for gpt-4o`` or ``the team's budget_limits, window 1d``."""
     if not budget_source:
         return ""
     label = _BUDGET_SOURCES.get(budget_source, budget_source.replace("_", " "))
     if budget_id and label.endswith("budget"):
         label += f" {budget_id}"
+    if budget_model is not None:
+        label += f" for {budget_model}"
+    if budget_window is not None:
+        label += f", window {budget_window}"
     return label
+
+
+def _model_advice(alert: Alert) -> str:
+    """What to do about a per-model budget: it only blocks one model, in a rolling window."""
+    who = alert.entity_type.replace("_", " ")
+    end = alert.period_end
+    window = (
+        f"the window ends at {as_utc(end):%Y-%m-%d %H:%M} UTC and the next opens at the "
+        f"{who}'s next charged {alert.budget_model} request"
+        if end
+        else "this per-model budget never resets"
+    )
+    if alert.is_late:
+        return (
+            f"The window has ended: nothing is blocked now, but review why {alert.budget_model} "
+            "spend went over and whether the per-model limit fits."
+        )
+    if alert.alert_type == "max_budget":
+        return (
+            f"The proxy rejects further {alert.budget_model} requests of this {who} (other "
+            "models still work) until the per-model limit in model_max_budget is raised "
+            f"({window})."
+        )
+    return (
+        f"At 100% the proxy starts rejecting {alert.budget_model} requests of this {who}: "
+        f"review the usage or raise the per-model limit in model_max_budget ({window})."
+    )
 
 
 def _advice(alert_type: str, entity_type: str, period_end: datetime | None, closed: bool) -> str:
@@ -145,12 +188,18 @@ def alert_message(alert: Alert) -> str:
             "period, "
             f"above its {kind} of {usd(alert.threshold_usd)} (forecast as of {when})"
         )
-    source = budget_label(alert.budget_source, alert.budget_id)
+    source = budget_label(
+        alert.budget_source, alert.budget_id, alert.budget_model, alert.budget_window
+    )
     source = f" (limit from {source})" if source else ""
+    if alert.budget_model is not None:
+        what = what.replace("its max budget", f"its {alert.budget_model} budget")
+        advice = _model_advice(alert)
+    else:
+        advice = _advice(alert.alert_type, alert.entity_type, alert.period_end, alert.is_late)
     text = (
         f"{who} {what}{source}: {usd(alert.period_spend_usd)} spent in the period "
-        f"{period_label(alert.period_start, alert.period_end)}. "
-        f"{_advice(alert.alert_type, alert.entity_type, alert.period_end, closed=alert.is_late)}"
+        f"{period_label(alert.period_start, alert.period_end)}. {advice}"
     )
     if alert.is_late:
         text += " Detected late: first seen after the period had closed."
@@ -183,6 +232,8 @@ def json_payload(alert: Alert) -> dict[str, Any]:
         body[name] = value
     body["budget_source"] = alert.budget_source
     body["budget_id"] = alert.budget_id
+    body["budget_model"] = alert.budget_model
+    body["budget_window"] = alert.budget_window
     if alert.projected_period_spend_usd is not None:
         body["projected_period_spend_usd"] = float(alert.projected_period_spend_usd)
     return body
@@ -210,6 +261,10 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
         ("Budget", usd(alert.threshold_usd)),
         ("Period", period_label(alert.period_start, alert.period_end)),
     ]
+    if alert.budget_model is not None:
+        fields.append(("Model", alert.budget_model))
+    if alert.budget_window is not None:
+        fields.append(("Window", alert.budget_window))
     return {
         "text": f"{title}: {alert.message}",
         "blocks": [

@@ -55,13 +55,17 @@ def _text(value: Any) -> str | None:
 
 @dataclass(frozen=True)
 class BudgetSubject:
-    """Whose budget: the entity and the budget its limit comes from."""
+    """Whose budget: the entity and the budget its limit comes from (``budget_model``: the model
+    a per-model budget limits; ``budget_window``: the window of a multi-window budget; both None
+    for the other budgets)."""
 
     entity_type: str
     entity_id: str
     entity_alias: str | None
     budget_source: str | None
     budget_id: str | None
+    budget_model: str | None = None
+    budget_window: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> BudgetSubject:
@@ -71,6 +75,8 @@ class BudgetSubject:
             entity_alias=row.get("entity_alias"),
             budget_source=row.get("budget_source"),
             budget_id=_text(row.get("budget_id")),
+            budget_model=_text(row.get("budget_model")),
+            budget_window=_text(row.get("budget_window")),
         )
 
 
@@ -175,6 +181,8 @@ class Alert:
     budget_id: str | None = None
     projected_period_spend_usd: Decimal | None = None
     projected_budget: str | None = None  # max_budget or soft_budget: what a forecast exceeds
+    budget_model: str | None = None  # the model of a per-model budget (model_max_budget)
+    budget_window: str | None = None  # the window of a multi-window budget (budget_limits)
 
     def contract_row(self) -> dict[str, Any]:
         """The contract columns only, in contract order."""
@@ -220,6 +228,8 @@ def alert_id(
     period_end: datetime | None,
     alert_type: str,
     threshold: str | Decimal | None,
+    budget_model: str | None = None,
+    budget_window: str | None = None,
 ) -> str:
     """Stable identity of one breach: same inputs, same id, in every process and every run.
 
@@ -229,6 +239,8 @@ def alert_id(
     ``threshold`` alerts, the budget kind (``max_budget``/``soft_budget``) for ``projected``
     alerts, and nothing for ``soft_budget``/``max_budget`` (one per period). Amounts are
     deliberately left out: editing a budget mid-period does not re-open an alert that fired.
+    ``budget_model`` (per-model budgets) and ``budget_window`` (multi-window budgets) are appended
+    only when set, so the ids of every other budget are unchanged.
     """
     if alert_type not in ALERT_TYPES:
         raise ValueError(f"unknown alert_type {alert_type!r}; expected one of {ALERT_TYPES}")
@@ -242,5 +254,7 @@ def alert_id(
         "open-ended" if period_end is None else iso(period_start) or "",
         alert_type,
         token,
+        *(() if budget_model is None else ("model", budget_model)),
+        *(() if budget_window is None else ("window", budget_window)),
     )
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]

@@ -155,6 +155,8 @@ def _budget_alert(
             period_end=period_end,
             alert_type=alert_type,
             threshold=threshold,
+            budget_model=subject.budget_model,
+            budget_window=subject.budget_window,
         ),
         entity_type=subject.entity_type,
         entity_id=subject.entity_id,
@@ -173,6 +175,8 @@ def _budget_alert(
         budget_id=subject.budget_id,
         projected_period_spend_usd=projected_period_spend_usd,
         projected_budget=projected_budget,
+        budget_model=subject.budget_model,
+        budget_window=subject.budget_window,
     )
     return replace(alert, message=alert_message(alert))
 

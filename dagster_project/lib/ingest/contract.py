@@ -123,6 +123,7 @@ SNAPSHOT_TABLES: dict[str, str] = {
     "DailyOrganizationSpend": "daily_organization_spend",
     "DailyEndUserSpend": "daily_end_user_spend",
     "DailyTagSpend": "daily_tag_spend",
+    "BudgetWindowSpend": "budget_window_spend",
 }
 
 # Snapshot tables that only grow: read incrementally on a timestamp (key, cursor column).
@@ -149,6 +150,7 @@ OPTIONAL_TABLES = frozenset(
         "DailyOrganizationSpend",
         "DailyEndUserSpend",
         "DailyTagSpend",
+        "BudgetWindowSpend",
     }
 )
 

@@ -17,11 +17,19 @@ spend_counters as (
 
 ),
 
+model_budgets as (
+
+    select * from {{ ref('int_model_budgets_resolved') }}
+
+),
+
 durations as (
 
     select budget_duration from budgets
     union
     select counter_duration as budget_duration from spend_counters
+    union
+    select budget_duration from model_budgets
 
 ),
 

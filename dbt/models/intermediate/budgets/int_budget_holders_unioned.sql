@@ -4,7 +4,8 @@
 -- (budget_duration, max_budget, budget_reset_at; soft_budget for teams); keys, organizations, end
 -- users, team members, tags and projects link a budget row through budget_id. Tags and projects
 -- are holders only with a TagTable / ProjectTable row whose budget_id points at an existing
--- budget row (the proxy enforces nothing else).
+-- budget row (the proxy enforces nothing else). Keys and teams also carry their multi-window
+-- budgets (budget_limits JSON).
 with
 
 keys as (
@@ -73,7 +74,8 @@ key_holders as (
         max_budget_usd,
         spend_counter_usd,
         budget_reset_at,
-        created_at
+        created_at,
+        budget_limits_json
     from keys
 
 ),
@@ -90,7 +92,8 @@ team_holders as (
         max_budget_usd,
         spend_counter_usd,
         budget_reset_at,
-        created_at
+        created_at,
+        budget_limits_json
     from teams
 
 ),
@@ -170,7 +173,8 @@ budget_row_holders as (
         cast(null as numeric(38, 10)) as max_budget_usd,
         spend_counter_usd,
         cast(null as timestamp) as budget_reset_at,
-        created_at
+        created_at,
+        cast(null as varchar) as budget_limits_json
     from budget_row_links
 
 ),
@@ -187,7 +191,8 @@ user_holders as (
         max_budget_usd,
         spend_counter_usd,
         budget_reset_at,
-        created_at
+        created_at,
+        cast(null as varchar) as budget_limits_json
     from users
     where not is_proxy_budget_row
 

@@ -28,48 +28,9 @@ entity_requests as (
 
 ),
 
-thresholds as (
-
-    {% for pct in var('alert_threshold_pcts') %}
-    select cast({{ pct }} as numeric(9, 4)) as threshold_pct
-    {% if not loop.last %}union all{% endif %}
-    {% endfor %}
-
-),
-
 limits as (
 
-    select
-        entity_budget_id,
-        'soft_budget' as crossing_type,
-        cast(null as numeric(9, 4)) as threshold_pct,
-        soft_budget_usd as threshold_usd
-    from valid_budgets
-    where soft_budget_usd is not null
-
-    union all
-
-    select
-        entity_budget_id,
-        'max_budget' as crossing_type,
-        cast(null as numeric(9, 4)) as threshold_pct,
-        max_budget_usd as threshold_usd
-    from valid_budgets
-    where max_budget_usd is not null
-
-    union all
-
-    select
-        valid_budgets.entity_budget_id,
-        'threshold' as crossing_type,
-        thresholds.threshold_pct,
-        cast(
-            valid_budgets.max_budget_usd * thresholds.threshold_pct * cast(0.01 as numeric(9, 4))
-            as numeric(38, 10)
-        ) as threshold_usd
-    from valid_budgets
-    cross join thresholds
-    where valid_budgets.max_budget_usd is not null
+    {{ budget_limit_rows('valid_budgets') }}
 
 ),
 

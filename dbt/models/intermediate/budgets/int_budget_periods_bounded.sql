@@ -162,6 +162,7 @@ joined as (
         valid_budgets.entity_id,
         valid_budgets.entity_alias,
         valid_budgets.budget_source,
+        valid_budgets.budget_window,
         valid_budgets.budget_id,
         valid_budgets.budget_duration,
         valid_budgets.soft_budget_usd,
@@ -191,13 +192,16 @@ joined as (
 final as (
 
     select
-        {{ surrogate_key(['entity_type', 'entity_id', 'budget_source', 'period_start']) }}
-            as budget_period_id,
+        {{ surrogate_key([
+            'entity_type', 'entity_id', "budget_source || coalesce(':' || budget_window, '')",
+            'period_start',
+        ]) }} as budget_period_id,
         entity_budget_id,
         entity_type,
         entity_id,
         entity_alias,
         budget_source,
+        budget_window,
         budget_id,
         budget_duration,
         period_kind,

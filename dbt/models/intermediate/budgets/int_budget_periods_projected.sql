@@ -197,6 +197,7 @@ final as (
         entity_id,
         entity_alias,
         budget_source,
+        budget_window,
         budget_id,
         budget_duration,
         period_kind,

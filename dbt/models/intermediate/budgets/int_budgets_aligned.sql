@@ -1,10 +1,11 @@
 -- A table: four budget models read it.
 {{ config(materialized='table') }}
 
--- Every budget whose duration parses, with its period alignment (int_budget_durations_parsed:
--- period_kind, step_days, step_seconds; is_sub_hour when Nm / Ns steps put period boundaries
--- inside local hours) and, as wall-clock time in var budget_timezone, the anchor of N-day
--- periods (1970-01-01 when unknown) and the owner's creation time. Budgets whose duration
+-- Every budget whose duration parses (and, for budget_limits windows, whose entry is valid),
+-- with its period alignment (int_budget_durations_parsed: period_kind, step_days,
+-- step_seconds; is_sub_hour when Nm / Ns steps put period boundaries inside local hours) and,
+-- as wall-clock time in var budget_timezone, the anchor of N-day periods (1970-01-01 when
+-- unknown) and the owner's creation time. Budgets whose duration
 -- cannot be parsed are left out here and listed in fct_budget_duration_errors.
 with
 
@@ -28,6 +29,7 @@ aligned as (
         budgets.entity_id,
         budgets.entity_alias,
         budgets.budget_source,
+        budgets.budget_window,
         budgets.budget_id,
         budgets.budget_duration,
         budgets.soft_budget_usd,
@@ -44,7 +46,7 @@ aligned as (
     from budgets
     inner join durations
         on coalesce(budgets.budget_duration, '<none>') = durations.duration_key
-    where durations.is_valid
+    where durations.is_valid and budgets.config_error is null
 
 )
 

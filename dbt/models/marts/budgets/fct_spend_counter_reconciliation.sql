@@ -198,19 +198,9 @@ flagged as (
         comparison_window,
         case
             when comparison_window = 'invalid_duration' then 'invalid_duration'
-            when
-                abs(coalesce(spend_counter_usd, 0) - log_spend_usd) > case
-                    when
-                        log_spend_usd
-                        * cast({{ var('counter_drift_tolerance_pct') }} as numeric(9, 4))
-                        * cast(0.01 as numeric(9, 4))
-                        > cast({{ var('counter_drift_tolerance_usd') }} as numeric(38, 10))
-                        then
-                            log_spend_usd
-                            * cast({{ var('counter_drift_tolerance_pct') }} as numeric(9, 4))
-                            * cast(0.01 as numeric(9, 4))
-                    else cast({{ var('counter_drift_tolerance_usd') }} as numeric(38, 10))
-                end
+            when {{ is_beyond_drift_tolerance(
+                'coalesce(spend_counter_usd, 0) - log_spend_usd', 'log_spend_usd',
+            ) }}
                 then 'drift'
             else 'ok'
         end as reconciliation_status,

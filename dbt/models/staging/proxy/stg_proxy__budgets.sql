@@ -5,6 +5,7 @@ source as (
     {{ source_columns('proxy', 'budgets', [
         ['budget_id', 'varchar'],
         ['budget_duration', 'varchar'],
+        ['model_max_budget', 'varchar'],
         ['max_budget', 'double precision'],
         ['soft_budget', 'double precision'],
         ['budget_reset_at', 'timestamp'],
@@ -22,6 +23,7 @@ renamed as (
 
         ----------  strings
         budget_duration,
+        nullif(model_max_budget, '{}') as model_max_budget_json,
 
         ----------  numerics
         {{ to_money('max_budget') }} as max_budget_usd,

@@ -8,6 +8,8 @@ source as (
         ['team_alias', 'varchar'],
         ['organization_id', 'varchar'],
         ['budget_duration', 'varchar'],
+        ['model_max_budget', 'varchar'],
+        ['budget_limits', 'varchar'],
         ['max_budget', 'double precision'],
         ['soft_budget', 'double precision'],
         ['spend', 'double precision'],
@@ -31,6 +33,8 @@ renamed as (
         ----------  strings
         nullif(team_alias, '') as team_alias,
         budget_duration,
+        nullif(model_max_budget, '{}') as model_max_budget_json,
+        nullif(budget_limits, '[]') as budget_limits_json,
 
         ----------  numerics
         {{ to_money('max_budget') }} as max_budget_usd,

@@ -13,6 +13,8 @@ source as (
         ['budget_id', 'varchar'],
         ['project_id', 'varchar'],
         ['budget_duration', 'varchar'],
+        ['model_max_budget', 'varchar'],
+        ['budget_limits', 'varchar'],
         ['max_budget', 'double precision'],
         ['spend', 'double precision'],
         ['blocked', 'boolean'],
@@ -41,6 +43,8 @@ renamed as (
         key_name,
         nullif(key_alias, '') as key_alias,
         budget_duration,
+        nullif(model_max_budget, '{}') as model_max_budget_json,
+        nullif(budget_limits, '[]') as budget_limits_json,
 
         ----------  numerics
         {{ to_money('max_budget') }} as max_budget_usd,

@@ -10,6 +10,7 @@ source as (
         ['team_id', 'varchar'],
         ['organization_id', 'varchar'],
         ['budget_duration', 'varchar'],
+        ['model_max_budget', 'varchar'],
         ['max_budget', 'double precision'],
         ['spend', 'double precision'],
         ['budget_reset_at', 'timestamp'],
@@ -31,6 +32,7 @@ renamed as (
         nullif(user_email, '') as user_email,
         user_role,
         budget_duration,
+        nullif(model_max_budget, '{}') as model_max_budget_json,
 
         ----------  numerics
         {{ to_money('max_budget') }} as max_budget_usd,
