@@ -2,10 +2,10 @@
 
 ``simulate(url, prefix, seed=..., end=..., days=...)`` fills a proxy database (schema built by
 :func:`dagster_project.lib.migrations.apply_migrations`, any prefix and version) with
-organizations, teams, users, keys, end users, memberships, budgets and model deployments, and with
-spend logs and error logs flushed in the proxy's order. It returns a :class:`SimulationResult`
-whose ``population`` carries every generated entity, its budgets and its live counters, so tests
-can compute expected values independently of the rows.
+organizations, teams, users, keys (some deleted, some rotated), end users, memberships, budgets
+and model deployments, and with spend logs and error logs flushed in the proxy's order. It
+returns a :class:`SimulationResult` whose ``population`` carries every generated entity, its
+budgets and its live counters, so tests can compute expected values independently of the rows.
 
 Modules: :mod:`.catalog` (models, prices, failure kinds), :mod:`.population` (entities),
 :mod:`.workload` (requests and flush order), :mod:`.budgets` (windows, sizing, counters),
@@ -232,7 +232,7 @@ def simulate(
 
     population = finalize(population, ledger)
     with psycopg.connect(database_url) as conn:
-        for table, table_rows in population_rows(population).items():
+        for table, table_rows in population_rows(population, prefix).items():
             if table in shapes:
                 insert_rows(conn, prefix, shapes[table], table_rows)
         daily_rows = daily.aggregates.write(conn, prefix, shapes)
@@ -243,7 +243,8 @@ def simulate(
     say(
         f"population: {len(population.organizations)} organizations, "
         f"{len(population.teams)} teams, {len(population.users)} users, "
-        f"{len(population.keys)} keys ({len(population.deleted_keys)} deleted), "
+        f"{len(population.keys)} keys ({len(population.deleted_keys)} deleted, "
+        f"{len(population.rotations)} rotations), "
         f"{len(population.end_users)} end users, {len(population.tags)} tags, "
         f"{len(population.projects)} projects, "
         f"{len(population.budgets)} budgets"

@@ -36,6 +36,7 @@ from dagster_project.simulator.population import (
     Organization,
     Population,
     Project,
+    Rotation,
     Tag,
     Team,
     TeamMember,
@@ -96,7 +97,13 @@ def next_reset(at: datetime, duration: str | None) -> datetime | None:
 @dataclass
 class SpendLedger:
     """Hourly spend per key (plus one row for master-key calls), per end user and per tag of
-    ``Population.tags`` (every request carrying a tag books its full cost on it)."""
+    ``Population.tags`` (every request carrying a tag books its full cost on it).
+
+    Keys are booked by index, not by hash: a rotated key's row holds its spend under every hash
+    it had (``Population.key_hashes``), as the proxy keeps the live row's ``spend`` across a
+    regeneration (the row is updated in place; only the copy in ``DeletedVerificationToken``
+    freezes the counter at the rotation). So live key counters and budgets follow the key, not
+    the hash in ``SpendLogs.api_key``."""
 
     first_hour: int
     key_hourly: np.ndarray
@@ -286,6 +293,25 @@ def _size_keys(z: _Sizing) -> tuple[Key, ...]:
             )
         )
     return tuple(keys)
+
+
+def _size_rotations(z: _Sizing) -> tuple[Rotation, ...]:
+    """The old row's counter and reset as copied at each rotation: the spend of the key's window
+    containing the rotation, over the whole hours before it (the ledger is hourly)."""
+    rotations = []
+    for r in z.pop.rotations:
+        key = z.pop.keys[r.key_index]
+        at_hour = epoch_ms(r.rotated_at) // HOUR_MS
+        series = np.where(z.hours < at_hour, z.ledger.key_hourly[r.key_index], 0.0)
+        ws = z.spend(series, key.budget_duration, at_hour)
+        rotations.append(
+            replace(
+                r,
+                spend=_current(ws, key.budget_duration),
+                budget_reset_at=next_reset(r.rotated_at, key.budget_duration),
+            )
+        )
+    return tuple(rotations)
 
 
 def _size_users(z: _Sizing) -> tuple[User, ...]:
@@ -514,6 +540,7 @@ def finalize(population: Population, ledger: SpendLedger) -> Population:
         "end_users": _size_end_users(z),
         "tags": _size_tags(z),
         "projects": _size_projects(z),  # last: the drift draws of the others stay as they were
+        "rotations": _size_rotations(z),  # no draws
     }
     sized = _size_model_budgets(z, sized)
     sized, window_spend = _size_budget_limits(z, sized)

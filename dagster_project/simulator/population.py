@@ -1,5 +1,5 @@
 """Seeded generator of the proxy's population: orgs, teams, users, keys, end users, tags,
-projects, budgets.
+projects, budgets, and key rotations (:class:`Rotation`).
 
 Pure: the same seed and time range give the same population. Budget amounts and live ``spend``
 counters are filled in later by :mod:`dagster_project.simulator.budgets`, from the spend the
@@ -34,6 +34,21 @@ CREATOR = ADMIN_USER_ID
 """``created_by`` / ``updated_by`` of management rows (the admin made them in the UI)."""
 
 _KEY_ALPHABET = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
+
+ROTATED_KEY_SHARE = 0.1
+"""Share of the live keys regenerated inside the simulated range (at least one from 10 keys)."""
+TWICE_ROTATED_SHARE = 0.3
+"""Share of the rotated keys regenerated twice (chains old1 -> old2 -> live; at least one)."""
+ROTATION_EVIDENCE: tuple[str, ...] = ("audit_log", "deprecated_token", "none")
+"""What a rotation leaves besides the ``DeletedVerificationToken`` copy of the old row: an
+``AuditLog`` row (audit logging on), a ``DeprecatedVerificationToken`` row (a grace period still
+running at the end of the range; the proxy deletes the row after ``revoke_at``), or nothing."""
+GRACE_PERIODS: tuple[tuple[str, timedelta], ...] = (
+    ("24h", timedelta(hours=24)),
+    ("72h", timedelta(hours=72)),
+    ("7d", timedelta(days=7)),
+)
+"""``grace_period`` of a regenerate call with a ``deprecated_token`` rotation."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +230,30 @@ class Deployment:
 
 
 @dataclass(frozen=True)
+class Rotation:
+    """One regeneration of live key ``pop.keys[key_index]`` at ``rotated_at``, as the proxy
+    writes it: the old row copied into ``DeletedVerificationToken`` (row ``deleted_row_id``,
+    token ``old_token``), the live row updated in place to ``new_token``, and the ``evidence``
+    (:data:`ROTATION_EVIDENCE`) in row ``evidence_row_id`` (``revoke_at`` = end of the grace
+    period of a ``deprecated_token`` rotation). ``number`` counts the key's rotations from 1;
+    ``spend`` and ``budget_reset_at`` are the old row's counter and reset as copied, filled in by
+    :mod:`dagster_project.simulator.budgets`."""
+
+    key_index: int
+    number: int
+    old_token: str
+    old_key_name: str
+    new_token: str
+    rotated_at: datetime
+    evidence: str
+    deleted_row_id: str
+    evidence_row_id: str
+    revoke_at: datetime | None = None
+    spend: float = 0.0
+    budget_reset_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Population:
     """Everything the simulator writes besides the logs."""
 
@@ -235,6 +274,8 @@ class Population:
     drifted: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     # BudgetWindowSpend rows: (entity_type, entity_id, window_duration, window_start, spend)
     window_spend: tuple[tuple[str, str, str, datetime, float], ...] = ()
+    # key regenerations, ordered by key index then time (see Rotation)
+    rotations: tuple[Rotation, ...] = ()
 
     def budget(self, budget_id: str | None) -> Budget | None:
         """The budget row ``budget_id`` (``None`` for ``None``)."""
@@ -251,6 +292,15 @@ class Population:
     def deleted_keys(self) -> tuple[Key, ...]:
         """Keys moved to ``DeletedVerificationToken``."""
         return tuple(k for k in self.keys if k.deleted_at is not None)
+
+    def rotations_of(self, key_index: int) -> tuple[Rotation, ...]:
+        """The rotations of ``keys[key_index]``, oldest first."""
+        return tuple(r for r in self.rotations if r.key_index == key_index)
+
+    def key_hashes(self, key_index: int) -> tuple[str, ...]:
+        """Every hash ``keys[key_index]`` had, oldest first; the last is its live ``token``."""
+        rotations = self.rotations_of(key_index)
+        return (*(r.old_token for r in rotations), self.keys[key_index].token)
 
 
 def seeded_uuid(rng: np.random.Generator) -> str:
@@ -550,6 +600,68 @@ def _projects(draw: _Draw, keys: list[Key]) -> tuple[list[Project], list[Key]]:
     return projects, keys
 
 
+def _rotations(
+    rng: np.random.Generator, keys: list[Key], start: datetime, end: datetime
+) -> list[Rotation]:
+    """Regenerations of about :data:`ROTATED_KEY_SHARE` of the live keys (deleted keys never),
+    at least an hour after creation and inside ``[start, end)``; a few keys twice. Evidence kinds
+    are dealt round-robin in shuffled order, so each is present from three rotations on; a
+    ``deprecated_token`` rotation falls inside its grace period's distance from ``end`` (the
+    proxy deletes its row after ``revoke_at``). A rotated key keeps its drawn ``token`` as the
+    live hash; the hashes it had before are drawn here, from ``rng`` alone."""
+    span = end - start
+    hi = end - min(timedelta(hours=1), span * 0.02)
+
+    def earliest(key: Key) -> datetime:
+        return max(start + span * 0.05, key.created_at + timedelta(hours=1))
+
+    live = [i for i, k in enumerate(keys) if k.deleted_at is None]
+    eligible = [i for i in live if earliest(keys[i]) < hi]
+    if len(keys) < 10 or not eligible:
+        return []
+    n = min(len(eligible), max(1, round(ROTATED_KEY_SHARE * len(live))))
+    picked = sorted(int(i) for i in rng.choice(eligible, size=n, replace=False))
+    n_twice = max(1, round(TWICE_ROTATED_SHARE * n))
+    twice = {int(i) for i in rng.choice(picked, size=n_twice, replace=False)}
+    counts = [2 if i in twice else 1 for i in picked]
+    kinds = iter(str(k) for k in rng.permutation(np.resize(ROTATION_EVIDENCE, sum(counts))))
+    rotations = []
+    for i, count in zip(picked, counts, strict=True):
+        lo = earliest(keys[i])
+        drawn: list[tuple[datetime, str, timedelta | None]] = []
+        for _ in range(count):
+            kind, grace, at_least = next(kinds), None, lo
+            if kind == "deprecated_token":
+                grace = GRACE_PERIODS[int(rng.integers(len(GRACE_PERIODS)))][1]
+                at_least = max(lo, end - grace + timedelta(minutes=1))
+            seconds = float(rng.uniform(0, (hi - at_least).total_seconds()))
+            drawn.append(
+                ((at_least + timedelta(seconds=seconds)).replace(microsecond=0), kind, grace)
+            )
+        drawn.sort(key=lambda d: d[0])
+        raws = [_raw_key(rng) for _ in range(count)] + [keys[i].raw_key]
+        previous: datetime | None = None
+        for j, (at, kind, grace) in enumerate(drawn):
+            if previous is not None and at <= previous:
+                at = previous + timedelta(seconds=1)
+            rotations.append(
+                Rotation(
+                    key_index=i,
+                    number=j + 1,
+                    old_token=hash_key(raws[j]),
+                    old_key_name=abbreviate_key(raws[j]),
+                    new_token=hash_key(raws[j + 1]),
+                    rotated_at=at,
+                    evidence=kind,
+                    deleted_row_id=seeded_uuid(rng),
+                    evidence_row_id=seeded_uuid(rng) if kind != "none" else "",
+                    revoke_at=at + grace if grace is not None else None,
+                )
+            )
+            previous = at
+    return rotations
+
+
 def _team_members(draw: _Draw, people: list[User], teams: list[Team]) -> list[TeamMember]:
     """One membership per (user, team); about a third with their own member budget."""
     created = {t.team_id: t.created_at for t in teams}
@@ -589,6 +701,8 @@ def generate_population(
     tags = _tags(replace(draw, rng=np.random.default_rng([seed, 5])))
     # Likewise for projects (and the keys' project_id).
     projects, keys = _projects(replace(draw, rng=np.random.default_rng([seed, 6])), keys)
+    # Likewise for key rotations ([seed, 6] is the projects' stream).
+    rotations = _rotations(np.random.default_rng([seed, 7]), keys, start, end)
     return Population(
         seed=seed,
         start=start,
@@ -604,4 +718,5 @@ def generate_population(
         deployments=deployments,
         tags=tuple(tags),
         projects=tuple(projects),
+        rotations=tuple(rotations),
     )

@@ -15,7 +15,7 @@ from datetime import datetime
 import numpy as np
 from psycopg.types.json import Jsonb
 
-from dagster_project.simulator.budgets import MASTER_KEY_INDEX
+from dagster_project.simulator.budgets import MASTER_KEY_INDEX, epoch_ms
 from dagster_project.simulator.catalog import (
     ADMIN_USER_ID,
     AUTH_FAILURE,
@@ -24,7 +24,7 @@ from dagster_project.simulator.catalog import (
     MASTER_KEY,
     ModelSpec,
 )
-from dagster_project.simulator.population import CREATOR, Key, Population
+from dagster_project.simulator.population import CREATOR, Key, Population, Rotation
 from dagster_project.simulator.workload import Batch
 
 NULL = "\\N"
@@ -102,7 +102,6 @@ class TextPlan:
     key_team: list[str]
     key_org: list[str]
     key_ip: list[str]
-    key_meta: list[str]
     key_cache_enabled: list[bool]
     key_tags: list[list[str]]
     model_name: list[str]
@@ -118,6 +117,21 @@ class TextPlan:
     failure_code: list[str]
     failure_text: list[list[str]]
     end_user: list[str]
+    # Key rotations: per key index (the last two: no key, master key) the rotation instants in
+    # epoch ms, and the hash and metadata fragment of each era, oldest first (the last = live).
+    key_rotated_ms: list[np.ndarray]
+    key_hashes: list[tuple[str, ...]]
+    key_metas: list[tuple[str, ...]]
+
+    def eras(self, key: np.ndarray, start_ms: np.ndarray) -> np.ndarray:
+        """Which hash each request's key had when it started: the number of the key's rotations
+        at or before ``start_ms`` (0 for keys never rotated), strictly by time."""
+        era = np.zeros(len(key), dtype=np.int64)
+        for k, rotated in enumerate(self.key_rotated_ms):
+            if len(rotated):
+                rows = key == k
+                era[rows] = np.searchsorted(rotated, start_ms[rows], side="right")
+        return era
 
 
 def _key_meta(key: Key | None, pop: Population, token: str, email: str | None) -> str:
@@ -144,8 +158,7 @@ def _tag_variants(user_agent: str, defaults: tuple[str, ...]) -> list[str]:
 def build_text_plan(pop: Population) -> TextPlan:
     """Render the constant text of ``pop`` once. Index ``-1`` = master key, ``-2`` = no key."""
     emails = {u.user_id: u.user_email for u in pop.users}
-    keys: list[Key | None] = [*pop.keys, None, None]  # [..., no key (-2), master key (-1)]
-    tokens = [k.token for k in pop.keys] + ["", MASTER_KEY]
+    tokens = [k.token for k in pop.keys] + ["", MASTER_KEY]  # [..., no key (-2), master (-1)]
     specs = [d.spec for d in pop.deployments]
     failure_kinds = [*FAILURES, AUTH_FAILURE]
     return TextPlan(
@@ -154,10 +167,6 @@ def build_text_plan(pop: Population) -> TextPlan:
         key_team=[k.team_id or "" for k in pop.keys] + ["", ""],
         key_org=[k.organization_id or "" for k in pop.keys] + ["", ""],
         key_ip=[k.requester_ip for k in pop.keys] + ["", "10.0.0.2"],
-        key_meta=[
-            _key_meta(k, pop, t, emails.get(k.user_id) if k and k.user_id else None)
-            for k, t in zip(keys, tokens, strict=True)
-        ],
         key_cache_enabled=[k.cache_enabled for k in pop.keys] + [False, True],
         key_tags=[_tag_variants(k.user_agent, k.default_tags) for k in pop.keys]
         + [_tag_variants("python-requests/2.32.3", ()), _tag_variants("curl/8.5.0", ())],
@@ -204,6 +213,20 @@ def build_text_plan(pop: Population) -> TextPlan:
             for f in failure_kinds
         ],
         end_user=[e.user_id for e in pop.end_users],
+        key_rotated_ms=[
+            np.array([epoch_ms(r.rotated_at) for r in pop.rotations_of(i)], dtype=np.int64)
+            for i in range(len(pop.keys))
+        ]
+        + [np.zeros(0, dtype=np.int64)] * 2,
+        key_hashes=[pop.key_hashes(i) for i in range(len(pop.keys))] + [(t,) for t in tokens[-2:]],
+        key_metas=[
+            tuple(
+                _key_meta(k, pop, h, emails.get(k.user_id) if k.user_id else None)
+                for h in pop.key_hashes(i)
+            )
+            for i, k in enumerate(pop.keys)
+        ]
+        + [(_key_meta(None, pop, t, None),) for t in tokens[-2:]],
     )
 
 
@@ -311,6 +334,7 @@ def spend_log_columns(batch: Batch, text: TextPlan, *, stamp_created: bool) -> d
     eus = batch["end_user"].tolist()
     ids = batch["ids"].tolist()
     duration = (batch["end_ms"] - batch["start_ms"]).tolist()
+    eras = text.eras(batch["key"], batch["start_ms"]).tolist()
 
     cols: dict[str, list] = {name: [None] * n for name in SPEND_LOG_COLUMNS}
     n_extra = len(EXTRA_TAGS)
@@ -341,7 +365,7 @@ def spend_log_columns(batch: Batch, text: TextPlan, *, stamp_created: bool) -> d
             request_id = f"{request_id}_cache_hit{e / 1000 + sub / 1e6:.6f}"
         cols["request_id"][i] = request_id
         cols["call_type"][i] = text.call_type[m]
-        cols["api_key"][i] = text.key_token[ki]
+        cols["api_key"][i] = text.key_hashes[ki][eras[i]]  # the hash the key had then
         cols["spend"][i] = repr(sp)
         cols["total_tokens"][i] = str(pt + ct)
         cols["prompt_tokens"][i] = str(pt)
@@ -360,7 +384,8 @@ def spend_log_columns(batch: Batch, text: TextPlan, *, stamp_created: bool) -> d
             else _success_metadata(text.model_meta[m], pt, ct, sp, sub / 100)
         )
         ip = text.key_ip[ki]
-        cols["metadata"][i] = f'{text.key_meta[ki]}"requester_ip_address": "{ip}", {body}'
+        meta = text.key_metas[ki][eras[i]]
+        cols["metadata"][i] = f'{meta}"requester_ip_address": "{ip}", {body}'
         cols["cache_hit"][i] = "True" if hit else "False"
         cache_on = text.key_cache_enabled[ki]
         cols["cache_key"][i] = (
@@ -412,8 +437,9 @@ def error_log_columns(batch: Batch, text: TextPlan) -> dict[str, list]:
     }
 
 
-def population_rows(pop: Population) -> dict[str, list[dict]]:
-    """Rows of every population table, keyed by table name without prefix, in insert order."""
+def population_rows(pop: Population, prefix: str) -> dict[str, list[dict]]:
+    """Rows of every population table, keyed by table name without prefix, in insert order
+    (``prefix`` is the proxy's table prefix, which ``AuditLog.table_name`` carries)."""
     ts = pop.start
     budgets = [
         {
@@ -489,18 +515,11 @@ def population_rows(pop: Population) -> dict[str, list[dict]]:
         }
         for u in pop.users
     ]
-    keys = [_key_row(k) for k in pop.live_keys]
-    deleted = [
-        {
-            **_key_row(k),
-            "id": k.deleted_row_id,
-            "deleted_at": k.deleted_at,
-            "deleted_by": CREATOR,
-            "deleted_by_api_key": None,
-            "litellm_changed_by": None,
-        }
-        for k in pop.deleted_keys
+    keys = [
+        _key_row(k, pop.rotations_of(i)) for i, k in enumerate(pop.keys) if k.deleted_at is None
     ]
+    deleted = [_deleted_row(_key_row(k), k.deleted_row_id, k.deleted_at) for k in pop.deleted_keys]
+    rotations = _rotation_rows(pop, prefix)
     end_users = [
         {
             "user_id": e.user_id,
@@ -595,7 +614,10 @@ def population_rows(pop: Population) -> dict[str, list[dict]]:
         # schema lacks it (and so does the keys' project_id column)
         "ProjectTable": projects,
         "VerificationToken": keys,
-        "DeletedVerificationToken": deleted,
+        "DeletedVerificationToken": deleted + rotations["DeletedVerificationToken"],
+        # skipped where the schema lacks them (DeprecatedVerificationToken before 2026-02)
+        "AuditLog": rotations["AuditLog"],
+        "DeprecatedVerificationToken": rotations["DeprecatedVerificationToken"],
         "EndUserTable": end_users,
         "TeamMembership": team_members,
         "OrganizationMembership": org_members,
@@ -616,8 +638,95 @@ def population_rows(pop: Population) -> dict[str, list[dict]]:
     }
 
 
-def _key_row(k: Key) -> dict:
+def _deleted_row(row: dict, row_id: str, deleted_at: datetime | None) -> dict:
+    """A ``DeletedVerificationToken`` row: the key row plus the deletion metadata."""
+    return {
+        **row,
+        "id": row_id,
+        "deleted_at": deleted_at,
+        "deleted_by": CREATOR,
+        "deleted_by_api_key": None,
+        "litellm_changed_by": None,
+    }
+
+
+def _plain(row: dict) -> dict:
+    """A key row as JSON values (``AuditLog.before_value``)."""
+    return {
+        name: value.obj
+        if isinstance(value, Jsonb)
+        else value.isoformat()
+        if isinstance(value, datetime)
+        else value
+        for name, value in row.items()
+    }
+
+
+def _rotation_rows(pop: Population, prefix: str) -> dict[str, list[dict]]:
+    """What the proxy's regenerate endpoint leaves per rotation: the old row (old hash, the
+    rotation count, spend counter and reset as they were then) copied into
+    ``DeletedVerificationToken``; with audit logging an ``AuditLog`` row (action ``rotated``,
+    object id = old hash, the old row before and the new hash after); with a grace period still
+    running at the end a ``DeprecatedVerificationToken`` row (the proxy deletes it after
+    ``revoke_at``). The live row itself is updated in place (:func:`_key_row`)."""
+    out: dict[str, list[dict]] = {
+        "DeletedVerificationToken": [],
+        "AuditLog": [],
+        "DeprecatedVerificationToken": [],
+    }
+    for i, key in enumerate(pop.keys):
+        rotations = pop.rotations_of(i)
+        names = [r.old_key_name for r in rotations] + [key.key_name]
+        for j, r in enumerate(rotations):
+            old = {
+                **_key_row(key, rotations[:j]),
+                "token": r.old_token,
+                "key_name": r.old_key_name,
+                "spend": r.spend,
+                "budget_reset_at": r.budget_reset_at,
+            }
+            out["DeletedVerificationToken"].append(
+                _deleted_row(old, r.deleted_row_id, r.rotated_at)
+            )
+            if r.evidence == "audit_log":
+                out["AuditLog"].append(
+                    {
+                        "id": r.evidence_row_id,
+                        "updated_at": r.rotated_at,
+                        "changed_by": CREATOR,
+                        "changed_by_api_key": MASTER_KEY,
+                        "action": "rotated",
+                        "table_name": f"{prefix}VerificationToken",
+                        "object_id": r.old_token,
+                        "before_value": Jsonb(_plain(old)),
+                        "updated_values": Jsonb(
+                            {
+                                "token": r.new_token,
+                                "key_name": names[j + 1],
+                                "rotation_count": r.number,
+                                "last_rotation_at": r.rotated_at.isoformat(),
+                                "updated_at": r.rotated_at.isoformat(),
+                            }
+                        ),
+                    }
+                )
+            if r.evidence == "deprecated_token" and r.revoke_at and r.revoke_at > pop.end:
+                out["DeprecatedVerificationToken"].append(
+                    {
+                        "id": r.evidence_row_id,
+                        "token": r.old_token,
+                        "active_token_id": r.new_token,
+                        "revoke_at": r.revoke_at,
+                        "created_at": r.rotated_at,
+                    }
+                )
+    return out
+
+
+def _key_row(k: Key, rotations: tuple[Rotation, ...] = ()) -> dict:
+    """A ``VerificationToken`` row of ``k`` after ``rotations`` (its hash is ``k.token``)."""
     created: datetime = k.created_at
+    last = rotations[-1].rotated_at if rotations else None
     return {
         "token": k.token,
         "key_name": k.key_name,
@@ -637,6 +746,8 @@ def _key_row(k: Key) -> dict:
         "project_id": k.project_id,
         "created_at": created,
         "created_by": k.user_id or CREATOR,
-        "updated_at": created,
-        "updated_by": k.user_id or CREATOR,
+        "updated_at": last or created,
+        "updated_by": CREATOR if last else k.user_id or CREATOR,
+        "rotation_count": len(rotations),
+        "last_rotation_at": last,
     }

@@ -87,9 +87,10 @@ def test_counts_match_the_result(simulated):
     assert scalar(src, f"SELECT count(*) FROM {src.table('VerificationToken')}") == len(
         pop.live_keys
     )
+    # deleted keys, and the old row of each key rotation
     assert scalar(src, f"SELECT count(*) FROM {src.table('DeletedVerificationToken')}") == len(
         pop.deleted_keys
-    )
+    ) + len(pop.rotations)
     assert scalar(src, f"SELECT count(*) FROM {src.table('OrganizationTable')}") == len(
         pop.organizations
     )
@@ -226,13 +227,15 @@ def test_budgets_are_crossed_by_some_and_counters_are_set(simulated):
     ]
     assert teams_over_soft or any(t.profile == "soft" for t in pop.teams)
     assert pop.drifted, "a few counters drift from the logs"
-    # the logs agree with the population's period spend for keys without a window
-    for key in pop.live_keys:
-        if key.budget_duration is None:
+    # the logs agree with the population's period spend for keys without a window (under every
+    # hash a rotated key had: the live row's counter follows the key across rotations)
+    for i, key in enumerate(pop.keys):
+        if key.deleted_at is None and key.budget_duration is None:
             logged = scalar(
                 src,
-                f"SELECT coalesce(sum(spend), 0) FROM {src.table('SpendLogs')} WHERE api_key = %s",
-                key.token,
+                f"SELECT coalesce(sum(spend), 0) FROM {src.table('SpendLogs')} "
+                "WHERE api_key = ANY(%s)",
+                list(pop.key_hashes(i)),
             )
             assert logged == pytest.approx(key.period_spend)
 
@@ -284,12 +287,19 @@ def test_project_rows_key_links_and_a_crossed_project_budget(simulated):
         rows(src, f"SELECT token, project_id FROM {src.table('VerificationToken')}")
         + rows(src, f"SELECT token, project_id FROM {src.table('DeletedVerificationToken')}")
     )
-    assert key_projects == {k.token: k.project_id for k in pop.keys}
+    assert key_projects == {
+        token: k.project_id for i, k in enumerate(pop.keys) for token in pop.key_hashes(i)
+    }
     over = pop.projects[0]
     alias, _, spend, max_budget, duration = projects[over.project_id]
     assert (alias, duration) == ("checkout-assistant", "1d")
     assert spend == pytest.approx(over.spend)
-    tokens = [k.token for k in pop.keys if k.project_id == over.project_id]
+    tokens = [
+        token
+        for i, k in enumerate(pop.keys)
+        if k.project_id == over.project_id
+        for token in pop.key_hashes(i)
+    ]
     day_max = scalar(
         src,
         f"SELECT max(s) FROM (SELECT date_trunc('day', \"startTime\"), sum(spend) AS s "
@@ -297,6 +307,112 @@ def test_project_rows_key_links_and_a_crossed_project_budget(simulated):
         tokens,
     )
     assert day_max > max_budget
+
+
+def test_key_rotations_are_written_like_the_proxy_writes_them(simulated):
+    """Each rotated key: the live row under its new hash (rotation count and time set), the old
+    row copied into DeletedVerificationToken under the old hash; its spend logs carry each hash
+    exactly while it was current; AuditLog and DeprecatedVerificationToken rows for exactly the
+    rotations with that evidence; a key rotated twice (old1 -> old2 -> live)."""
+    src, result = simulated
+    pop = result.population
+    assert {r.evidence for r in pop.rotations} == {"audit_log", "deprecated_token", "none"}
+    rotated = sorted({r.key_index for r in pop.rotations})
+    assert any(len(pop.rotations_of(i)) == 2 for i in rotated), "a chain of two rotations"
+    assert all(pop.keys[i].deleted_at is None for i in rotated)
+    live = {
+        r[0]: r[1:]
+        for r in rows(
+            src,
+            "SELECT token, created_at, key_alias, user_id, team_id, rotation_count, "
+            f"last_rotation_at FROM {src.table('VerificationToken')}",
+        )
+    }
+    deleted = {
+        r[0]: r[1:]
+        for r in rows(
+            src,
+            "SELECT token, created_at, key_alias, user_id, team_id, rotation_count, deleted_at "
+            f"FROM {src.table('DeletedVerificationToken')}",
+        )
+    }
+    logged = 0
+    for i in rotated:
+        key, rotations, hashes = pop.keys[i], pop.rotations_of(i), pop.key_hashes(i)
+        created, alias, user_id, team_id, count, last = live[key.token]
+        assert (created, alias, user_id, team_id) == (
+            key.created_at,
+            key.key_alias,
+            key.user_id,
+            key.team_id,
+        )
+        assert (count, last) == (len(rotations), rotations[-1].rotated_at)
+        assert not set(hashes[:-1]) & set(live), "old hashes leave VerificationToken"
+        for r, new in zip(rotations, hashes[1:], strict=True):
+            assert r.new_token == new
+            assert deleted[r.old_token] == (*live[key.token][:4], r.number - 1, r.rotated_at)
+        # spend logs: hash j from rotation j (or forever before) until rotation j + 1
+        bounds = [datetime.min, *(r.rotated_at for r in rotations), datetime.max]
+        by_hash = {
+            r[0]: r[1:]
+            for r in rows(
+                src,
+                f'SELECT api_key, min("startTime"), max("startTime"), count(*), '
+                "bool_and(metadata->>'user_api_key' = api_key) "
+                f"FROM {src.table('SpendLogs')} WHERE api_key = ANY(%s) GROUP BY 1",
+                list(hashes),
+            )
+        }
+        for j, token in enumerate(hashes):
+            if token in by_hash:
+                first, latest, n, meta_ok = by_hash[token]
+                assert bounds[j] <= first, (token, j)
+                assert latest < bounds[j + 1], (token, j)
+                assert meta_ok
+                logged += n if j < len(hashes) - 1 else 0
+    assert logged > 0, "some requests went out under an old hash"
+
+    audit = rows(
+        src,
+        "SELECT object_id, table_name, updated_at, before_value->>'token', "
+        f"updated_values->>'token' FROM {src.table('AuditLog')} WHERE action = 'rotated'",
+    )
+    assert sorted(audit) == sorted(
+        (r.old_token, f"{src.prefix}VerificationToken", r.rotated_at, r.old_token, r.new_token)
+        for r in pop.rotations
+        if r.evidence == "audit_log"
+    )
+    deprecated = rows(
+        src,
+        "SELECT token, active_token_id, revoke_at, created_at "
+        f"FROM {src.table('DeprecatedVerificationToken')}",
+    )
+    assert sorted(deprecated) == sorted(
+        (r.old_token, r.new_token, r.revoke_at, r.rotated_at)
+        for r in pop.rotations
+        if r.evidence == "deprecated_token"
+    )
+    assert all(revoke_at > result.end for _, _, revoke_at, _ in deprecated)
+    # the daily tables book each request under the hash it carried, like the spend logs
+    olds = [r.old_token for r in pop.rotations]
+    daily = dict(
+        rows(
+            src,
+            f"SELECT api_key, sum(spend) FROM {src.table('DailyUserSpend')} "
+            "WHERE api_key = ANY(%s) GROUP BY 1",
+            olds,
+        )
+    )
+    logs = dict(
+        rows(
+            src,
+            f"SELECT api_key, sum(spend) FROM {src.table('SpendLogs')} "
+            "WHERE api_key = ANY(%s) GROUP BY 1",
+            olds,
+        )
+    )
+    assert daily.keys() == logs.keys()
+    assert all(daily[t] == pytest.approx(logs[t]) for t in logs)
 
 
 def test_older_schema_without_newer_columns(make_source):
@@ -318,6 +434,14 @@ def test_older_schema_without_newer_columns(make_source):
     assert "organization_id" not in columns
     assert scalar(src, "SELECT to_regclass(%s)", f'"{src.prefix}DeletedVerificationToken"') is None
     assert scalar(src, "SELECT to_regclass(%s)", f'"{src.prefix}ProjectTable"') is None
+    # key rotations: no deleted copy and no deprecated row before those tables existed; the
+    # AuditLog (in the baseline) has the audit evidence
+    assert (
+        scalar(src, "SELECT to_regclass(%s)", f'"{src.prefix}DeprecatedVerificationToken"') is None
+    )
+    assert scalar(src, f"SELECT count(*) FROM {src.table('AuditLog')}") == sum(
+        r.evidence == "audit_log" for r in result.population.rotations
+    )
     assert scalar(src, f"SELECT count(*) FROM {src.table('VerificationToken')}") == len(
         result.population.live_keys
     )

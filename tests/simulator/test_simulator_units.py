@@ -363,3 +363,91 @@ def test_project_budgets_are_sized_from_their_keys_spend(population, batch):
     assert unbudgeted.period_spend == pytest.approx(
         ledger.key_hourly[rows[unbudgeted.project_id]].sum()
     )
+
+
+def test_key_rotations_are_drawn_for_a_share_of_the_live_keys(population):
+    """About a tenth of the live keys (never a deleted one) are rotated inside the range, a few
+    twice; every evidence kind is present; each rotation links the hash before to the one after."""
+    pop = population
+    rotated = sorted({r.key_index for r in pop.rotations})
+    assert len(rotated) == round(0.1 * len(pop.live_keys))
+    assert all(pop.keys[i].deleted_at is None for i in rotated)
+    assert any(len(pop.rotations_of(i)) == 2 for i in rotated), "a chain old1 -> old2 -> live"
+    assert {r.evidence for r in pop.rotations} == set(population_module.ROTATION_EVIDENCE)
+    graces = {g for _, g in population_module.GRACE_PERIODS}
+    live_tokens = {k.token for k in pop.keys}
+    for i in rotated:
+        key, rotations, hashes = pop.keys[i], pop.rotations_of(i), pop.key_hashes(i)
+        assert hashes[-1] == key.token
+        assert len(set(hashes)) == len(hashes)
+        assert not set(hashes[:-1]) & live_tokens
+        times = [r.rotated_at for r in rotations]
+        assert times == sorted(set(times))
+        assert times[0] >= START
+        assert times[-1] < END
+        assert times[0] >= key.created_at + timedelta(hours=1)
+        for j, r in enumerate(rotations):
+            assert (r.number, r.old_token, r.new_token) == (j + 1, hashes[j], hashes[j + 1])
+            assert re.fullmatch(r"sk-\.\.\.\w{4}", r.old_key_name)
+            if r.evidence == "deprecated_token":
+                assert r.revoke_at > END
+                assert r.revoke_at - r.rotated_at in graces
+            else:
+                assert r.revoke_at is None
+    assert generate_population(7, START, END).rotations == pop.rotations
+
+
+def test_key_rotations_leave_the_rest_of_a_seed_unchanged(population, monkeypatch):
+    """Rotations draw from a generator of their own: without them the seed is the same."""
+    monkeypatch.setattr(population_module, "_rotations", lambda *_args: [])
+    assert replace(population, rotations=()) == generate_population(7, START, END)
+
+
+@pytest.mark.parametrize(("keys", "rotated"), [(9, 0), (10, 1)])
+def test_few_keys_get_at_least_one_rotation_from_ten(keys, rotated):
+    pop = generate_population(2, START, END, PopulationSpec(keys=keys))
+    assert len({r.key_index for r in pop.rotations}) == rotated
+
+
+def test_logs_carry_the_hash_a_key_had_when_the_request_started(population, batch):
+    """Strictly by time: before a rotation the old hash (also in metadata.user_api_key), from it
+    on the new one; keys never rotated always carry their token."""
+    text = build_text_plan(population)
+    cols = spend_log_columns(batch, text, stamp_created=True)
+    api_key = np.array(cols["api_key"])
+    metas = [json.loads(unescape(m))["user_api_key"] or "" for m in cols["metadata"]]
+    assert metas == cols["api_key"]
+    old_rows = 0
+    for i, key in enumerate(population.keys):
+        mine = batch["key"] == i
+        bounds = [epoch_ms(r.rotated_at) for r in population.rotations_of(i)]
+        era = np.searchsorted(np.array(bounds, dtype=np.int64), batch["start_ms"][mine], "right")
+        expected = np.array(population.key_hashes(i))[era]
+        assert (api_key[mine] == expected).all(), key.key_alias
+        old_rows += int((era < len(bounds)).sum())
+    assert old_rows > 0
+
+
+def test_rotation_copies_keep_the_counter_as_of_the_rotation(population, batch):
+    """The live counter follows the key across its hashes (the ledger is by key index); the old
+    row's copy holds the spend of its window before the rotation and that window's reset."""
+    ledger = SpendLedger.empty(START, END, len(population.keys), len(population.end_users))
+    ledger.add(batch["key"], batch["end_user"], batch["start_ms"], batch["spend"])
+    final = finalize(population, ledger)
+    assert [replace(r, spend=0.0, budget_reset_at=None) for r in final.rotations] == list(
+        population.rotations
+    )
+    for r in final.rotations:
+        key = final.keys[r.key_index]
+        rotation_hour = epoch_ms(r.rotated_at) // HOUR_MS
+        before = ledger.key_hourly[r.key_index][ledger.hours < rotation_hour]
+        assert 0 <= r.spend <= before.sum() + 1e-9
+        if key.budget_duration is None:
+            assert r.spend == pytest.approx(before.sum())
+        assert r.budget_reset_at == next_reset(r.rotated_at, key.budget_duration)
+    rotated = {r.key_index for r in final.rotations}
+    steady = [i for i in rotated if ("key", final.keys[i].token) not in final.drifted]
+    for i in steady:
+        key = final.keys[i]
+        if key.budget_duration is None:
+            assert key.spend == pytest.approx(ledger.key_hourly[i].sum())
