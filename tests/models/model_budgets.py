@@ -21,7 +21,7 @@ from typing import Any
 
 from tests.models.budget_periods import InvalidDurationError, parse_duration
 from tests.models.raw_data import RawDataset
-from tests.models.reference import attributed_requests, money
+from tests.models.reference import attributed_requests, key_rotations, money
 
 _LIMIT = re.compile(r"[0-9]{1,15}(\.[0-9]{1,10})?")
 _NAMED = {"hourly": "1h", "daily": "1d", "weekly": "7d", "monthly": "30d"}
@@ -92,6 +92,8 @@ def model_budgets(data: RawDataset) -> list[ModelBudget]:
     """Every per-model budget entry of the dataset, valid or not."""
     keys = {k["token"]: k for k in data.rows("deleted_verification_tokens")}
     keys.update({k["token"]: k for k in data.rows("verification_tokens")})
+    for old_hash in key_rotations(data):  # the same key as its successor: not a second budget
+        keys.pop(old_hash, None)
     teams = {t["team_id"]: t for t in data.rows("deleted_teams")}
     teams.update({t["team_id"]: t for t in data.rows("teams")})
     budgets = {b["budget_id"]: b for b in data.rows("budgets")}

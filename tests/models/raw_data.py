@@ -126,6 +126,24 @@ SNAPSHOT_COLUMNS: dict[str, dict[str, str]] = {
         "updated_at": "timestamp",
         "updated_by": "varchar",
     },
+    "deprecated_verification_tokens": {
+        "id": "varchar",
+        "token": "varchar",
+        "active_token_id": "varchar",
+        "revoke_at": "timestamp",
+        "created_at": "timestamp",
+    },
+    "audit_log": {
+        "id": "varchar",
+        "updated_at": "timestamp",
+        "changed_by": "varchar",
+        "changed_by_api_key": "varchar",
+        "action": "varchar",
+        "table_name": "varchar",
+        "object_id": "varchar",
+        "before_value": "varchar",
+        "updated_values": "varchar",
+    },
     "budget_window_spend": {
         "entity_type": "varchar",
         "entity_id": "varchar",
@@ -509,7 +527,69 @@ def make_dataset(
         )
     _add_model_budgets(data, start, days)
     _add_budget_limits(data)
+    _add_rotations(data, start, days)
     return data
+
+
+def _rotate(data: RawDataset, live: str, old: str, at: datetime) -> None:
+    """Key ``live`` had hash ``old`` until ``at``: its earlier requests carry the old hash, and the
+    rotation left a deleted copy of the row under the old hash (as the proxy's regenerate does)."""
+    row = next(k for k in data.rows("verification_tokens") if k["token"] == live)
+    data.rows("deleted_verification_tokens").append(
+        {**row, "id": f"del_{old}", "token": old, "deleted_at": at}
+    )
+    for request in data.rows("spend_logs"):
+        if request["api_key"] == live and request["start_time"] < at:
+            request["api_key"] = old
+
+
+def _audit_rotation(data: RawDataset, old: str, new: str, at: datetime, prefix: str) -> None:
+    data.rows("audit_log").append(
+        {
+            "id": f"audit_{old}",
+            "updated_at": at,
+            "changed_by": "admin",
+            "changed_by_api_key": "",
+            "action": "rotated",
+            "table_name": f"{prefix}VerificationToken",
+            "object_id": old,
+            "before_value": json.dumps({"token": old}),
+            "updated_values": json.dumps({"token": new}),
+        }
+    )
+
+
+def _add_rotations(data: RawDataset, start: datetime, days: int) -> None:
+    """Key rotations, each on different evidence: k2 (an audit row), k4 twice (v1 -> v2 by an
+    audit row with the other table prefix, v2 -> live by a deprecated-token row in its grace
+    period), k6 (only the deleted copy, matched on created_at, alias, user and team). A decoy:
+    a deleted copy of k7 created 10 days earlier (a key deleted and re-created) is not k7."""
+    span = timedelta(days=days)
+    _rotate(data, "hash_k2", "hash_k2_old", start + span / 2)
+    _audit_rotation(data, "hash_k2_old", "hash_k2", start + span / 2, "LiteLLM_")
+    _rotate(data, "hash_k4", "hash_k4_v1", start + span / 3)
+    _rotate(data, "hash_k4", "hash_k4_v2", start + span * 2 / 3)
+    _audit_rotation(data, "hash_k4_v1", "hash_k4_v2", start + span / 3, "Dheera AI_")
+    data.rows("deprecated_verification_tokens").append(
+        {
+            "id": "dep_hash_k4_v2",
+            "token": "hash_k4_v2",
+            "active_token_id": "hash_k4",
+            "revoke_at": start + span * 2,
+            "created_at": start + span * 2 / 3,
+        }
+    )
+    _rotate(data, "hash_k6", "hash_k6_old", start + span / 4)
+    k7 = next(k for k in data.rows("verification_tokens") if k["token"] == "hash_k7")
+    data.rows("deleted_verification_tokens").append(
+        {
+            **k7,
+            "id": "del_k7_first",
+            "token": "hash_k7_first",
+            "created_at": k7["created_at"] - timedelta(days=10),
+            "deleted_at": start,
+        }
+    )
 
 
 _BUDGET_LIMITS: dict[tuple[str, str], Any] = {

@@ -64,8 +64,51 @@ def request_tags(text: str | None) -> frozenset[str]:
     return frozenset(t for t in tags if isinstance(t, str) and t)
 
 
+def key_rotations(data: RawDataset) -> dict[str, tuple[str, str]]:
+    """Old key hash -> (the hash that replaced it, the evidence), from the raw rows: an AuditLog
+    row of action rotated first, then a DeprecatedVerificationToken row, then a deleted copy that
+    shares created_at, alias, user and team with exactly one live key."""
+    live = {k["token"]: k for k in data.rows("verification_tokens")}
+    found: dict[str, tuple[str, str]] = {}
+    for row in data.rows("deleted_verification_tokens"):
+        if row["token"] in live:
+            continue
+        same = [
+            token
+            for token, k in live.items()
+            if k["created_at"] == row["created_at"] and row["created_at"] is not None
+            and all((k[c] or "") == (row[c] or "") for c in ("key_alias", "user_id", "team_id"))
+        ]  # fmt: skip
+        if len(same) == 1:
+            found[row["token"]] = (same[0], "deleted_row_match")
+    for row in data.rows("deprecated_verification_tokens"):
+        if row["active_token_id"]:
+            found[row["token"]] = (row["active_token_id"], "deprecated_token")
+    for row in data.rows("audit_log"):
+        table = row["table_name"] or ""
+        if row["action"] != "rotated" or not table.endswith("VerificationToken"):
+            continue
+        if table.endswith(("DeletedVerificationToken", "DeprecatedVerificationToken")):
+            continue
+        new = json.loads(row["updated_values"] or "{}").get("token")
+        if new and new != row["object_id"]:
+            found[row["object_id"]] = (new, "audit_log")
+    return found
+
+
+def key_identity(rotations: dict[str, tuple[str, str]], key_hash: str | None) -> str | None:
+    """The hash at the end of ``key_hash``'s chain of rotations (itself when never rotated)."""
+    seen = set()
+    while key_hash in rotations and key_hash not in seen:
+        seen.add(key_hash)
+        key_hash = rotations[key_hash][0]
+    return key_hash
+
+
 def attributed_requests(data: RawDataset) -> list[Request]:
-    """Each spend-log row with the entities it counts against."""
+    """Each spend-log row with the entities it counts against (a rotated key's old hashes count
+    as the key they became)."""
+    rotations = key_rotations(data)
     keys = {k["token"]: k for k in data.rows("deleted_verification_tokens")}
     keys.update({k["token"]: k for k in data.rows("verification_tokens")})
     teams = {t["team_id"]: t for t in data.rows("deleted_teams")}
@@ -83,7 +126,7 @@ def attributed_requests(data: RawDataset) -> list[Request]:
             or teams.get(team_id, {}).get("organization_id")
         )
         entities = {
-            "key": key_hash,
+            "key": key_identity(rotations, key_hash),
             "team": team_id,
             "organization": org_id,
             "user": user_id,

@@ -6,7 +6,7 @@ import json
 import re
 import shutil
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import duckdb
@@ -137,6 +137,32 @@ def test_budget_window_spend_is_reconciled_with_the_logs(built_duckdb):
     assert rows[("hash_k1", "1d")]["request_count"] == len(k1_day)
     assert rows[("hash_k1", "30d")]["drift_usd"] >= Decimal("4.99")
     assert rows[("team_3", "1h")]["log_window_spend_usd"] is None
+
+
+def test_a_rotated_key_keeps_one_identity_and_its_budgets_follow_it(built_duckdb):
+    keys = {r["key_hash"]: r for r in read_mart(built_duckdb.path, "dim_keys")}
+    rotated = {
+        h: (r["key_identity"], r["rotated_to_key_hash"], r["rotation_evidence"])
+        for h, r in keys.items()
+        if r["rotated_at"] is not None
+    }
+    assert rotated == {
+        "hash_k2_old": ("hash_k2", "hash_k2", "audit_log"),
+        "hash_k4_v1": ("hash_k4", "hash_k4_v2", "audit_log"),
+        "hash_k4_v2": ("hash_k4", "hash_k4", "deprecated_token"),
+        "hash_k6_old": ("hash_k6", "hash_k6", "deleted_row_match"),
+    }
+    assert keys["hash_k7_first"]["key_identity"] == "hash_k7_first"  # deleted, re-created: not k7
+    assert all(r["key_identity"] == h for h, r in keys.items() if h not in rotated)
+    periods = read_mart(built_duckdb.path, "fct_budget_periods")
+    assert not {r["entity_id"] for r in periods} & set(rotated)  # no budget of an old hash
+    rotated_at = datetime(2028, 1, 20) + timedelta(days=45) / 2
+    before = [
+        r for r in periods
+        if r["entity_id"] == "hash_k2" and r["budget_source"] == "key"
+        and r["period_end"] is not None and r["period_end"] <= rotated_at
+    ]  # fmt: skip
+    assert sum(r["request_count"] for r in before) > 50  # requests made with the old hash
 
 
 def test_threshold_crossings_match_reference(built_duckdb):

@@ -38,7 +38,7 @@ TZ = "America/New_York"
 
 def test_simulated_traffic_through_extraction_and_dbt(make_source, tmp_path):
     source = make_source()  # the prefix is the extraction's concern, tested there
-    simulate(source.url, source.prefix, seed=5, end=END, days=20, rows=4000)
+    sim = simulate(source.url, source.prefix, seed=5, end=END, days=20, rows=4000)
     build = tmp_path / "state" / "build.duckdb"
     with (
         SourceSession(source.url, source.prefix) as session,
@@ -82,6 +82,23 @@ def test_simulated_traffic_through_extraction_and_dbt(make_source, tmp_path):
         if r["budget_model"] is not None and r["crossing_type"] == "max_budget"
     }
     assert "key_model_max_budget" in crossed
+
+    # Every rotation the simulator wrote is found, on the evidence it left, and every old hash
+    # names the key's current hash.
+    live_token = {
+        r.key_index: sim.population.keys[r.key_index].token for r in sim.population.rotations
+    }
+    evidence = {"audit_log": "audit_log", "deprecated_token": "deprecated_token",
+                "none": "deleted_row_match"}  # fmt: skip
+    keys = {r["key_hash"]: r for r in read_mart(build, "dim_keys")}
+    assert {h for h, r in keys.items() if r["rotated_at"] is not None} == {
+        r.old_token for r in sim.population.rotations
+    }
+    for rotation in sim.population.rotations:
+        row = keys[rotation.old_token]
+        assert row["key_identity"] == live_token[rotation.key_index], rotation
+        assert row["rotation_evidence"] == evidence[rotation.evidence], rotation
+    assert {r.evidence for r in sim.population.rotations} == set(evidence)
 
     # The proxy's BudgetWindowSpend windows start at UTC boundaries: in New York time none of
     # the warehouse's periods shares their start; rebuilt in UTC, each is compared with the log

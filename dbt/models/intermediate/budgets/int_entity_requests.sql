@@ -49,7 +49,7 @@ fanned_out as (
     select
         entity_kinds.entity_type,
         case entity_kinds.entity_type
-            when 'key' then spend_logs.key_hash
+            when 'key' then spend_logs.key_identity
             when 'team' then spend_logs.team_id
             when 'organization' then spend_logs.organization_id
             when 'user' then spend_logs.user_id

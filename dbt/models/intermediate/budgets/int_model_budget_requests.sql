@@ -46,7 +46,7 @@ valid_budgets as (
 entity_requests as (
 
     {% for entity_type, column in [
-        ('key', 'key_hash'), ('user', 'user_id'), ('end_user', 'end_user_id'),
+        ('key', 'key_identity'), ('user', 'user_id'), ('end_user', 'end_user_id'),
     ] %}
     select
         '{{ entity_type }}' as entity_type,

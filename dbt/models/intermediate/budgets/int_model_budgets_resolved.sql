@@ -17,6 +17,22 @@ keys as (
 
 ),
 
+key_rotations as (
+
+    select * from {{ ref('int_key_rotations') }}
+
+),
+
+-- A hash a rotation replaced is the same key as its successor: its copy's entries are not a
+-- second budget.
+current_keys as (
+
+    select keys.*
+    from keys
+    where keys.key_hash not in (select key_rotations.key_hash from key_rotations)
+
+),
+
 teams as (
 
     select * from {{ ref('int_teams_unioned') }}
@@ -50,21 +66,21 @@ model_budget_maps as (
         'key_model_max_budget' as budget_source,
         cast(null as varchar) as budget_id,
         model_max_budget_json as json_text
-    from keys
+    from current_keys
     where model_max_budget_json is not null
 
     union all
 
     select
         'key' as entity_type,
-        keys.key_hash as entity_id,
-        coalesce(keys.key_alias, keys.key_name) as entity_alias,
+        current_keys.key_hash as entity_id,
+        coalesce(current_keys.key_alias, current_keys.key_name) as entity_alias,
         'team_model_max_budget' as budget_source,
         cast(null as varchar) as budget_id,
         teams.model_max_budget_json as json_text
-    from keys
+    from current_keys
     inner join teams
-        on keys.team_id = teams.team_id
+        on current_keys.team_id = teams.team_id
     where teams.model_max_budget_json is not null
 
     union all

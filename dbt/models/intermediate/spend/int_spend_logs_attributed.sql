@@ -20,12 +20,19 @@ teams as (
 
 ),
 
+key_rotations as (
+
+    select * from {{ ref('int_key_rotations') }}
+
+),
+
 attributed as (
 
     select
         ----------  ids
         spend_logs.request_id,
         spend_logs.key_hash,
+        coalesce(key_rotations.key_identity, spend_logs.key_hash) as key_identity,
         coalesce(spend_logs.user_id, keys.user_id) as user_id,
         spend_logs.team_id,
         coalesce(
@@ -83,6 +90,8 @@ attributed as (
         on spend_logs.key_hash = keys.key_hash
     left join teams
         on spend_logs.team_id = teams.team_id
+    left join key_rotations
+        on spend_logs.key_hash = key_rotations.key_hash
 
 )
 

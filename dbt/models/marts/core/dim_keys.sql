@@ -1,6 +1,7 @@
 -- Every virtual key: live keys, deleted keys (from their deletion copy) and key hashes that only
 -- the spend logs still know (deleted before the proxy kept copies), named by the latest alias
--- the logs carry, so history keeps its names. Limits are the current ones.
+-- the logs carry, so history keeps its names. Limits are the current ones. A hash a rotation
+-- replaced (int_key_rotations) names the key it became in key_identity.
 with
 
 keys as (
@@ -18,6 +19,12 @@ budgets as (
 spend_logs as (
 
     select * from {{ ref('stg_proxy__spend_logs') }}
+
+),
+
+key_rotations as (
+
+    select * from {{ ref('int_key_rotations') }}
 
 ),
 
@@ -108,11 +115,26 @@ unknown_keys as (
 
 ),
 
-final as (
+unioned as (
 
     select * from known_keys
     union all
     select * from unknown_keys
+
+),
+
+-- A rotated key's old hashes point at its current hash: key_identity groups one key's history.
+final as (
+
+    select
+        unioned.*,
+        coalesce(key_rotations.key_identity, unioned.key_hash) as key_identity,
+        key_rotations.rotated_to_key_hash,
+        key_rotations.rotated_at,
+        key_rotations.evidence as rotation_evidence
+    from unioned
+    left join key_rotations
+        on unioned.key_hash = key_rotations.key_hash
 
 )
 
