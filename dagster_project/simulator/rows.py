@@ -145,6 +145,7 @@ def _key_meta(key: Key | None, pop: Population, token: str, email: str | None) -
         "user_api_key_user_id": user_id,
         "user_api_key_team_alias": team.team_alias if team else None,
         "user_api_key_user_email": email,
+        "user_api_key_project_id": key.project_id if key else None,  # newer proxies
         "spend_logs_metadata": None,
     }
     return _json(prefix)[:-1] + ", "

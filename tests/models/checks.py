@@ -19,6 +19,7 @@ from tests.models.reference import (
     budget_periods,
     is_enforced,
     money,
+    request_project,
     resolved_budgets,
 )
 
@@ -251,8 +252,17 @@ def check_project_budgets(path: Path, data: RawDataset) -> int:
     ]  # fmt: skip
     assert deleted_key_requests, "the dataset has requests of a deleted key in a budgeted project"
     compared = 0
+    keys = {k["token"]: k for k in data.rows("deleted_verification_tokens")}
+    keys.update({k["token"]: k for k in data.rows("verification_tokens")})
+    logs = data.rows("spend_logs")
+    named = [r for r in logs if "user_api_key_project_id" in (r["metadata"] or "")]
+    assert named, "the dataset has requests whose metadata names their project"
     for project, budget in budgeted.items():
-        mine = [r for r in data.rows("spend_logs") if project_of.get(r["api_key"]) == project]
+        mine = [
+            r
+            for r in data.rows("spend_logs")
+            if request_project(r, keys.get(r["api_key"], {})) == project
+        ]
         compared += _check_full_cost_periods(periods, project, budget, mine)
     crossings = {
         r["entity_id"]

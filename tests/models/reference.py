@@ -64,6 +64,17 @@ def request_tags(text: str | None) -> frozenset[str]:
     return frozenset(t for t in tags if isinstance(t, str) and t)
 
 
+def request_project(row: dict[str, Any], key: dict[str, Any]) -> str | None:
+    """The project a request counts for: the one its metadata names (user_api_key_project_id),
+    else its key's (the live key, else its deleted copy)."""
+    try:
+        metadata = json.loads(row.get("metadata") or "{}")
+    except ValueError:
+        metadata = {}
+    named = metadata.get("user_api_key_project_id") if isinstance(metadata, dict) else None
+    return named or key.get("project_id")
+
+
 def key_rotations(data: RawDataset) -> dict[str, tuple[str, str]]:
     """Old key hash -> (the hash that replaced it, the evidence), from the raw rows: an AuditLog
     row of action rotated first, then a DeprecatedVerificationToken row, then a deleted copy that
@@ -132,7 +143,7 @@ def attributed_requests(data: RawDataset) -> list[Request]:
             "user": user_id,
             "end_user": _blank(row["end_user"]),
             "team_member": f"{team_id}/{user_id}" if team_id and user_id else None,
-            "project": key.get("project_id"),  # the key's project (live key, else deleted copy)
+            "project": request_project(row, key),
         }
         out.append(
             Request(

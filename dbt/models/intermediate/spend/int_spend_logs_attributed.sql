@@ -1,5 +1,6 @@
 -- Spend logs with their attribution completed through the key (live or deleted): the key's
--- owner and organization fill columns an older proxy left empty; the project is the key's.
+-- owner and organization fill columns an older proxy left empty; the project is the one the
+-- request's metadata names (user_api_key_project_id), else the key's.
 with
 
 spend_logs as (
@@ -39,7 +40,7 @@ attributed as (
             spend_logs.organization_id, keys.organization_id, teams.organization_id
         ) as organization_id,
         spend_logs.end_user_id,
-        keys.project_id,
+        coalesce(spend_logs.project_id_at_request, keys.project_id) as project_id,
         spend_logs.model_id,
 
         ----------  strings

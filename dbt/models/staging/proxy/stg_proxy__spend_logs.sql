@@ -24,6 +24,7 @@ source as (
         ['meta_team_alias', 'varchar'],
         ['meta_error_class', 'varchar'],
         ['meta_error_code', 'varchar'],
+        ['metadata', 'varchar'],
         ['spend', 'double precision'],
         ['prompt_tokens', 'bigint'],
         ['completion_tokens', 'bigint'],
@@ -61,6 +62,9 @@ renamed as (
         nullif(meta_team_alias, '') as team_alias_at_request,
         nullif(meta_error_class, '') as error_class,
         nullif(meta_error_code, '') as error_code,
+        nullif(
+            {{ json_member_text('metadata', 'user_api_key_project_id') }}, ''
+        ) as project_id_at_request,
         request_tags as request_tags_json,
 
         ----------  numerics
