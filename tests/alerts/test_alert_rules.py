@@ -219,6 +219,30 @@ def test_alert_ids_of_budgets_without_a_model_are_unchanged_by_per_model_budgets
     assert not windows & (models | {alert_id(**ID_ARGS)})
 
 
+def test_projected_per_model_alert_says_nothing_is_blocked_yet():
+    budget_period = period(
+        entity_type="key",
+        entity_id="sk-m",
+        budget_source="key_model_max_budget",
+        budget_model="gpt-4o",
+        budget_duration="7d",
+        period_kind="rolling",
+        period_start=ts("2026-11-16 00:00"),
+        period_end=ts("2026-11-23 00:00"),
+        is_current_period=True,
+        max_budget_usd=Decimal(10),
+        period_spend_usd=Decimal(6),
+        projected_period_spend_usd=Decimal(14),
+        projection_basis_days=Decimal(4),
+        last_request_at=ts("2026-11-20 11:00"),
+    )
+    alert = projected_alert(_period(budget_period), NOW)
+    assert alert is not None
+    assert alert.budget_model == "gpt-4o"
+    assert "above its gpt-4o budget of $10.00" in alert.message
+    assert "Nothing is blocked yet: reduce gpt-4o usage" in alert.message
+
+
 def test_multi_window_alert_names_its_window():
     budget_period = period(
         entity_type="team",
@@ -289,6 +313,8 @@ def test_per_model_budget_alert_names_the_model_and_its_rolling_window(
     assert says in alert.message
     if crossing_type == "max_budget":
         assert "reached its gpt-4o budget of $10.00" in alert.message
+    else:
+        assert "of its gpt-4o budget ($8.50)" in alert.message
     unscoped = crossing_alert(BudgetCrossing.from_row(joined), NOW)
     assert unscoped.alert_id != alert.alert_id  # one alert per model, none shared
     assert json_payload(alert)["budget_model"] == "gpt-4o"

@@ -117,6 +117,11 @@ def _model_advice(alert: Alert) -> str:
             f"The window has ended: nothing is blocked now, but review why {alert.budget_model} "
             "spend went over and whether the per-model limit fits."
         )
+    if alert.alert_type == "projected":
+        return (
+            f"Nothing is blocked yet: reduce {alert.budget_model} usage or raise the per-model "
+            f"limit in model_max_budget before the window ends ({window})."
+        )
     if alert.alert_type == "max_budget":
         return (
             f"The proxy rejects further {alert.budget_model} requests of this {who} (other "
@@ -174,15 +179,21 @@ def alert_message(alert: Alert) -> str:
     """One readable paragraph: who, how much, which budget, which period, and what to do."""
     who = entity_label(alert.entity_type, alert.entity_id, alert.entity_alias)
     when = f"{as_utc(alert.breached_at):%Y-%m-%d %H:%M} UTC"
+    # a per-model budget is the max budget of one model
+    max_name = "max budget" if alert.budget_model is None else f"{alert.budget_model} budget"
     if alert.alert_type == "max_budget":
-        what = f"reached its max budget of {usd(alert.threshold_usd)} on {when}"
+        what = f"reached its {max_name} of {usd(alert.threshold_usd)} on {when}"
     elif alert.alert_type == "soft_budget":
         what = f"crossed its soft budget of {usd(alert.threshold_usd)} on {when}"
     elif alert.alert_type == "threshold":
         share, limit = pct(alert.threshold_pct), usd(alert.threshold_usd)
-        what = f"used {share} of its max budget ({limit}) on {when}"
+        what = f"used {share} of its {max_name} ({limit}) on {when}"
     else:
-        kind = (alert.projected_budget or "max_budget").replace("_", " ")
+        kind = (
+            max_name
+            if alert.projected_budget in (None, "max_budget")
+            else alert.projected_budget.replace("_", " ")
+        )
         what = (
             f"is forecast to spend {usd(alert.projected_period_spend_usd)} by the end of the "
             "period, "
@@ -193,7 +204,6 @@ def alert_message(alert: Alert) -> str:
     )
     source = f" (limit from {source})" if source else ""
     if alert.budget_model is not None:
-        what = what.replace("its max budget", f"its {alert.budget_model} budget")
         advice = _model_advice(alert)
     else:
         advice = _advice(alert.alert_type, alert.entity_type, alert.period_end, alert.is_late)
