@@ -25,6 +25,7 @@ PERIOD_COLUMNS = {
     "budget_id": "varchar",
     "budget_model": "varchar",
     "budget_window": "varchar",
+    "limit_changed_at": "timestamp",
     "budget_duration": "varchar",
     "period_start": "timestamp",
     "period_end": "timestamp",

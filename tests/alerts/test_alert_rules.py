@@ -322,6 +322,24 @@ def test_per_model_budget_alert_names_the_model_and_its_rolling_window(
     assert {"type": "mrkdwn", "text": "*Model*\ngpt-4o"} in fields
 
 
+def test_an_alert_says_when_its_limit_changed_inside_the_period():
+    periods, crossings = designed_marts()
+    [row] = [
+        c
+        for c in _joined(crossings, periods)
+        if c["crossing_type"] == "max_budget"
+        and c["entity_id"] == "sk-a"
+        and c["period_start"] == ts("2026-11-01 00:00")
+    ]
+    changed = crossing_alert(
+        BudgetCrossing.from_row({**row, "limit_changed_at": ts("2026-11-10 08:30")}), NOW
+    )
+    assert "The limit changed on 2026-11-10 08:30 UTC inside this period" in changed.message
+    unchanged = crossing_alert(BudgetCrossing.from_row(row), NOW)
+    assert "limit changed" not in unchanged.message
+    assert changed.alert_id == unchanged.alert_id  # a limit edit does not make a new alert
+
+
 def test_crossing_in_a_closed_period_is_late():
     periods, crossings = designed_marts()
     row = next(c for c in _joined(crossings, periods) if c["period_end"] == ts("2026-11-01"))

@@ -38,7 +38,7 @@ def test_extract_only_prints_progress_and_leaves_the_published_warehouse_alone(c
     assert "rows_stored=12" in out
     assert "pass  raw/spend_logs:reconciliation" in out
     assert "raw layer only" in out
-    raw_assets = len(SNAPSHOT_TABLES) + 2  # the snapshots and the two fact tables
+    raw_assets = len(SNAPSHOT_TABLES) + 3  # the snapshots, the limit history, the two facts
     assert f"summary: {raw_assets} assets materialized, 6 checks passed" in out
     assert not (wh / "warehouse.duckdb").exists()
     con = duckdb.connect(str(wh / "state" / "build.duckdb"), read_only=True)

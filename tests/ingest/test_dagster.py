@@ -102,7 +102,8 @@ def test_materializations_carry_extraction_metadata(env):
     assert spend["watermark"].value
     assert spend["drift_columns"].value == "none"
     assert mats["raw/verification_tokens"]["status"].value == "present"
-    assert len([k for k in mats if k.startswith("raw/")]) == len(SNAPSHOT_TABLES) + 2
+    assert len([k for k in mats if k.startswith("raw/")]) == len(SNAPSHOT_TABLES) + 3
+    assert "raw/budget_limit_history" in mats
 
 
 def test_quiet_proxy_is_fresh_and_a_lagging_lake_is_stale(env, monkeypatch):

@@ -27,6 +27,7 @@ MARTS = (
     "fct_budget_duration_errors",
     "fct_spend_counter_reconciliation",
     "fct_budget_window_reconciliation",
+    "fct_budget_limit_history",
     "dim_keys",
     "dim_teams",
     "dim_organizations",

@@ -144,6 +144,15 @@ SNAPSHOT_COLUMNS: dict[str, dict[str, str]] = {
         "before_value": "varchar",
         "updated_values": "varchar",
     },
+    "budget_limit_history": {
+        "version_id": "varchar",
+        "source_table": "varchar",
+        "entity_id": "varchar",
+        "limits_json": "varchar",
+        "is_deleted": "boolean",
+        "valid_from": "timestamp",
+        "observed_at": "timestamp",
+    },
     "budget_window_spend": {
         "entity_type": "varchar",
         "entity_id": "varchar",
@@ -529,7 +538,47 @@ def make_dataset(
     _add_budget_limits(data)
     _add_rotations(data, start, days)
     _add_request_projects(data)
+    _add_limit_history(data, start)
     return data
+
+
+LIMIT_CHANGES = {
+    # (source table, id) -> [(valid_from, limits)], oldest first; the last = the row as it is now
+    ("budgets", "b_key_week"): [
+        (None, {"max_budget": 30.0, "soft_budget": 20.0, "budget_duration": "7d"}),
+        (
+            timedelta(days=10, hours=5),
+            {"max_budget": 40.0, "soft_budget": 25.0, "budget_duration": "7d"},
+        ),
+    ],
+    ("verification_tokens", "hash_k2"): [
+        (None, {"max_budget": 15.0, "budget_duration": "1d"}),
+        (timedelta(days=20, hours=13), {"max_budget": 25.0, "budget_duration": "1d"}),
+    ],
+    ("budgets", "b_gone"): [  # a budget row deleted since: its versions stay
+        (None, {"max_budget": 5.0, "budget_duration": "1d"}),
+        (timedelta(days=3), None),
+    ],
+}
+
+
+def _add_limit_history(data: RawDataset, start: datetime) -> None:
+    """The warehouse's own history of limits (raw.budget_limit_history): the key-week budget row
+    and key k2's own max budget changed inside a period; a budget row was deleted."""
+    for (table, ident), versions in LIMIT_CHANGES.items():
+        for offset, limits in versions:
+            valid_from = None if offset is None else start + offset
+            data.rows("budget_limit_history").append(
+                {
+                    "version_id": f"{table}/{ident}/{valid_from}",
+                    "source_table": table,
+                    "entity_id": ident,
+                    "limits_json": None if limits is None else json.dumps(limits),
+                    "is_deleted": limits is None,
+                    "valid_from": valid_from,
+                    "observed_at": (valid_from or start) + timedelta(minutes=15),
+                }
+            )
 
 
 def _add_request_projects(data: RawDataset) -> None:

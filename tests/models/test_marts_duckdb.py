@@ -165,6 +165,36 @@ def test_a_rotated_key_keeps_one_identity_and_its_budgets_follow_it(built_duckdb
     assert sum(r["request_count"] for r in before) > 50  # requests made with the old hash
 
 
+def test_limit_history_keeps_every_version_and_marks_periods_where_a_limit_changed(built_duckdb):
+    history = read_mart(built_duckdb.path, "fct_budget_limit_history")
+    gone = sorted(
+        (r for r in history if r["entity_id"] == "b_gone"),
+        key=lambda r: (r["valid_from"] is not None, r["valid_from"]),
+    )
+    assert [(r["max_budget_usd"], r["is_deleted"]) for r in gone] == [
+        (Decimal(5), False),
+        (None, True),
+    ]
+    assert gone[0]["valid_to"] == gone[1]["valid_from"]
+    assert gone[1]["valid_to"] is None
+    assert {r["entity_type"] for r in history} == {"budget_row", "key"}
+    start = datetime(2028, 1, 20)
+    changes = {  # (entity, budget source, duration) -> when its limit changed
+        ("hash_k1", "key_budget", "7d"): start + timedelta(days=10, hours=5),
+        ("hash_k2", "key", "1d"): start + timedelta(days=20, hours=13),
+    }
+    expected = {
+        (entity, source, period_bounds(at, parse_duration(duration))[0], at)
+        for (entity, source, duration), at in changes.items()
+    }
+    marked = {
+        (r["entity_id"], r["budget_source"], r["period_start"], r["limit_changed_at"])
+        for r in read_mart(built_duckdb.path, "fct_budget_periods")
+        if r["limit_changed_at"] is not None
+    }
+    assert marked == expected
+
+
 def test_threshold_crossings_match_reference(built_duckdb):
     assert check_threshold_crossings(built_duckdb.path, built_duckdb.data) > 100
 

@@ -18,6 +18,7 @@ from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.duckdb import WRITER_POOL, connect_writer
 from dagster_project.lib.ingest import contract as rc
 from dagster_project.lib.ingest.extract import FactResult, extract_fact, extract_snapshots
+from dagster_project.lib.ingest.limit_history import HISTORY_TABLE, record_limit_history
 from dagster_project.lib.ingest.source import (
     ERROR_LOGS,
     SPEND_LOGS,
@@ -26,6 +27,7 @@ from dagster_project.lib.ingest.source import (
     is_transient,
 )
 from dagster_project.lib.ingest.windows import WindowOptions
+from dagster_project.lib.times import utcnow
 from dagster_project.settings import ConfigError, Settings
 
 RAW_GROUP = "raw"
@@ -165,15 +167,27 @@ raw_error_logs = fact_asset(ERROR_LOGS)
 
 
 def snapshot_specs() -> list[dg.AssetSpec]:
-    """One asset per entity snapshot table (a function: the autoloader must not see them)."""
+    """One asset per entity snapshot table, plus the history of their budget limits (a function:
+    the autoloader must not see them)."""
     return [
+        *(
+            dg.AssetSpec(
+                key=raw_key(raw_table),
+                group_name=RAW_GROUP,
+                kinds=KINDS,
+                description=f"Latest snapshot of the proxy's {source} (raw.{raw_table}).",
+            )
+            for source, raw_table in rc.SNAPSHOT_TABLES.items()
+        ),
         dg.AssetSpec(
-            key=raw_key(raw_table),
+            key=raw_key(HISTORY_TABLE),
             group_name=RAW_GROUP,
             kinds=KINDS,
-            description=f"Latest snapshot of the proxy's {source} (raw.{raw_table}).",
-        )
-        for source, raw_table in rc.SNAPSHOT_TABLES.items()
+            description=(
+                "Every version of every budget-bearing row's limits, appended when a snapshot "
+                f"shows a change or a deletion (raw.{HISTORY_TABLE})."
+            ),
+        ),
     ]
 
 
@@ -197,6 +211,7 @@ def raw_snapshots(
         ) as con,
     ):
         results = extract_snapshots(session, con, settings.lake_dir, progress=context.log.info)
+        history = record_limit_history(con, settings.lake_dir, utcnow())
     changed = sum(r.changed for r in results)
     absent = [r.source for r in results if r.status == "absent"]
     context.log.info(
@@ -212,3 +227,15 @@ def raw_snapshots(
                 "dagster/row_count": r.rows,
             },
         )
+    context.log.info(
+        f"budget limit history: {history.versions} new version(s) "
+        f"({history.tombstones} deletion(s)), {history.rows} in all"
+    )
+    yield dg.MaterializeResult(
+        asset_key=raw_key(HISTORY_TABLE),
+        metadata={
+            "new_versions": history.versions,
+            "deletions": history.tombstones,
+            "dagster/row_count": history.rows,
+        },
+    )

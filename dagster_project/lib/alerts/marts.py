@@ -97,7 +97,8 @@ def read_marts(conn: Any, schema: str) -> tuple[list[BudgetCrossing], list[Budge
             periods.budget_source,
             periods.budget_id,
             periods.budget_model,
-            periods.budget_window
+            periods.budget_window,
+            periods.limit_changed_at
         from "{schema}".{CROSSINGS_MODEL} as crossings
         inner join "{schema}".{PERIODS_MODEL} as periods
             on crossings.budget_period_id = periods.budget_period_id

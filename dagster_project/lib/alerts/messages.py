@@ -211,6 +211,11 @@ def alert_message(alert: Alert) -> str:
         f"{who} {what}{source}: {usd(alert.period_spend_usd)} spent in the period "
         f"{period_label(alert.period_start, alert.period_end)}. {advice}"
     )
+    if alert.limit_changed_at is not None:
+        text += (
+            f" The limit changed on {as_utc(alert.limit_changed_at):%Y-%m-%d %H:%M} UTC inside "
+            "this period; the period is measured against the limit in force now."
+        )
     if alert.is_late:
         text += " Detected late: first seen after the period had closed."
     return text

@@ -93,6 +93,7 @@ class BudgetCrossing:
     period_end: datetime | None
     crossed_at: datetime
     period_spend_at_crossing_usd: Decimal
+    limit_changed_at: datetime | None = None  # the budget's limits changed inside the period
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> BudgetCrossing:
@@ -107,6 +108,7 @@ class BudgetCrossing:
             period_end=as_utc(row.get("period_end")),
             crossed_at=as_utc(row["crossed_at"]),
             period_spend_at_crossing_usd=to_decimal(row["period_spend_at_crossing_usd"]),
+            limit_changed_at=as_utc(row.get("limit_changed_at")),
         )
 
 
@@ -183,6 +185,7 @@ class Alert:
     projected_budget: str | None = None  # max_budget or soft_budget: what a forecast exceeds
     budget_model: str | None = None  # the model of a per-model budget (model_max_budget)
     budget_window: str | None = None  # the window of a multi-window budget (budget_limits)
+    limit_changed_at: datetime | None = None  # when the limits changed inside the period
 
     def contract_row(self) -> dict[str, Any]:
         """The contract columns only, in contract order."""

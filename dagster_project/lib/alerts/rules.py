@@ -63,6 +63,7 @@ def crossing_alert(crossing: BudgetCrossing, now: datetime) -> Alert:
         period_spend_usd=crossing.period_spend_at_crossing_usd,
         detected_at=as_utc(now),
         is_late=_is_late(crossing.period_end, now),
+        limit_changed_at=crossing.limit_changed_at,
     )
 
 
@@ -140,6 +141,7 @@ def _budget_alert(
     is_late: bool,
     projected_period_spend_usd: Decimal | None = None,
     projected_budget: str | None = None,
+    limit_changed_at: datetime | None = None,
 ) -> Alert:
     """The alert of one breach of ``subject``'s budget: its identity, columns and message.
 
@@ -177,6 +179,7 @@ def _budget_alert(
         projected_budget=projected_budget,
         budget_model=subject.budget_model,
         budget_window=subject.budget_window,
+        limit_changed_at=limit_changed_at,
     )
     return replace(alert, message=alert_message(alert))
 

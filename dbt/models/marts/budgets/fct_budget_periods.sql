@@ -17,6 +17,12 @@ model_budget_periods as (
 
 ),
 
+limit_changes as (
+
+    select * from {{ ref('int_budget_limit_changes') }}
+
+),
+
 unioned as (
 
     select
@@ -83,37 +89,56 @@ unioned as (
 
 ),
 
+-- The last change of the budget's limits inside the period, if any.
+changed as (
+
+    select
+        unioned.budget_period_id,
+        max(limit_changes.changed_at) as limit_changed_at
+    from unioned
+    inner join limit_changes
+        on
+            unioned.entity_budget_id = limit_changes.entity_budget_id
+            and unioned.period_start < limit_changes.changed_at
+            and (unioned.period_end is null or unioned.period_end > limit_changes.changed_at)
+    group by unioned.budget_period_id
+
+),
+
 final as (
 
     select
-        budget_period_id,
-        entity_budget_id,
-        entity_type,
-        entity_id,
-        entity_alias,
-        budget_source,
-        budget_model,
-        budget_window,
-        budget_id,
-        budget_duration,
-        period_kind,
-        cast(soft_budget_usd as numeric(38, 10)) as soft_budget_usd,
-        cast(max_budget_usd as numeric(38, 10)) as max_budget_usd,
-        cast(period_spend_usd as numeric(38, 10)) as period_spend_usd,
-        cast(request_count as bigint) as request_count,
-        cast(soft_budget_pct_used as numeric(38, 4)) as soft_budget_pct_used,
-        cast(max_budget_pct_used as numeric(38, 4)) as max_budget_pct_used,
-        cast(projected_period_spend_usd as numeric(38, 10)) as projected_period_spend_usd,
-        cast(projection_basis_days as numeric(12, 4)) as projection_basis_days,
-        is_current_period,
-        period_start,
-        period_end,
-        soft_budget_crossed_at,
-        max_budget_crossed_at,
-        first_request_at,
-        last_request_at,
-        evaluated_at
+        unioned.budget_period_id,
+        unioned.entity_budget_id,
+        unioned.entity_type,
+        unioned.entity_id,
+        unioned.entity_alias,
+        unioned.budget_source,
+        unioned.budget_model,
+        unioned.budget_window,
+        unioned.budget_id,
+        unioned.budget_duration,
+        unioned.period_kind,
+        cast(unioned.soft_budget_usd as numeric(38, 10)) as soft_budget_usd,
+        cast(unioned.max_budget_usd as numeric(38, 10)) as max_budget_usd,
+        cast(unioned.period_spend_usd as numeric(38, 10)) as period_spend_usd,
+        cast(unioned.request_count as bigint) as request_count,
+        cast(unioned.soft_budget_pct_used as numeric(38, 4)) as soft_budget_pct_used,
+        cast(unioned.max_budget_pct_used as numeric(38, 4)) as max_budget_pct_used,
+        cast(unioned.projected_period_spend_usd as numeric(38, 10)) as projected_period_spend_usd,
+        cast(unioned.projection_basis_days as numeric(12, 4)) as projection_basis_days,
+        unioned.is_current_period,
+        unioned.period_start,
+        unioned.period_end,
+        unioned.soft_budget_crossed_at,
+        unioned.max_budget_crossed_at,
+        unioned.first_request_at,
+        unioned.last_request_at,
+        unioned.evaluated_at,
+        changed.limit_changed_at
     from unioned
+    left join changed
+        on unioned.budget_period_id = changed.budget_period_id
 
 )
 

@@ -1,0 +1,47 @@
+-- Every version of every budget-bearing row's limits, one row per version, with the period it
+-- was in force: from valid_from (null: since before the warehouse's first snapshot) to the next
+-- version of the same row (valid_to null: still in force, or the row's deletion). A deleted
+-- budget row keeps its versions, ending in one with is_deleted.
+with
+
+limit_history as (
+
+    select * from {{ ref('stg_proxy__budget_limit_history') }}
+
+),
+
+final as (
+
+    select
+        version_id as budget_limit_version_id,
+        case source_table
+            when 'verification_tokens' then 'key'
+            when 'teams' then 'team'
+            when 'users' then 'user'
+            when 'budgets' then 'budget_row'
+            when 'organizations' then 'organization'
+            when 'end_users' then 'end_user'
+            when 'team_memberships' then 'team_member'
+            when 'tags' then 'tag'
+            when 'projects' then 'project'
+            else source_table
+        end as entity_type,
+        entity_id,
+        budget_id,
+        budget_duration,
+        cast(soft_budget_usd as numeric(38, 10)) as soft_budget_usd,
+        cast(max_budget_usd as numeric(38, 10)) as max_budget_usd,
+        model_max_budget_json,
+        budget_limits_json,
+        is_deleted,
+        valid_from,
+        lead(valid_from) over (
+            partition by source_table, entity_id
+            order by valid_from asc nulls first, observed_at asc
+        ) as valid_to,
+        observed_at
+    from limit_history
+
+)
+
+select * from final
