@@ -131,7 +131,8 @@ def test_deciding_twice_gives_identical_alerts():
     assert first == second
 
 
-def test_crossing_alert_fields_and_message():
+def _sk_a_november_max_crossing() -> dict:
+    """The designed crossing of key sk-a's max budget in November, joined to its budget."""
     periods, crossings = designed_marts()
     [row] = [
         c
@@ -140,6 +141,11 @@ def test_crossing_alert_fields_and_message():
         and c["entity_id"] == "sk-a"
         and c["period_start"] == ts("2026-11-01 00:00")
     ]
+    return row
+
+
+def test_crossing_alert_fields_and_message():
+    row = _sk_a_november_max_crossing()
     alert = crossing_alert(BudgetCrossing.from_row(row), NOW)
     assert alert.threshold_usd == Decimal(100)
     assert alert.period_spend_usd == Decimal("100.4")
@@ -323,14 +329,7 @@ def test_per_model_budget_alert_names_the_model_and_its_rolling_window(
 
 
 def test_an_alert_says_when_its_limit_changed_inside_the_period():
-    periods, crossings = designed_marts()
-    [row] = [
-        c
-        for c in _joined(crossings, periods)
-        if c["crossing_type"] == "max_budget"
-        and c["entity_id"] == "sk-a"
-        and c["period_start"] == ts("2026-11-01 00:00")
-    ]
+    row = _sk_a_november_max_crossing()
     changed = crossing_alert(
         BudgetCrossing.from_row({**row, "limit_changed_at": ts("2026-11-10 08:30")}), NOW
     )
