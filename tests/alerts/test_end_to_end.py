@@ -88,11 +88,9 @@ def expected_crossing_alerts(data: RawDataset) -> Counter:
             if period.max_crossed_at is not None:
                 expected[(*ident, "max_budget", None, at, period.max_crossed_at)] += 1
             for pct in THRESHOLDS:
-                if budget.max is None:
-                    continue
-                crossed = period.crossings.get(budget.max * Decimal(pct) / 100)
+                crossed = period.crossings.get(("threshold", pct))
                 if crossed is not None:
-                    expected[(*ident, "threshold", str(pct), at, crossed[0])] += 1
+                    expected[(*ident, "threshold", str(pct), at, crossed[1])] += 1
     return expected
 
 

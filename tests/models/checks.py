@@ -124,7 +124,7 @@ def check_threshold_crossings(path: Path, data: RawDataset, tz: str = "UTC") -> 
         if not is_enforced(budget):
             continue
         for start, period in budget_periods(budget, requests, tz, THRESHOLDS).items():
-            for limit, (at, cumulative) in period.crossings.items():
+            for limit, at, cumulative in period.crossings.values():
                 expected.add((*budget.ident, start, limit.normalize(), at, cumulative))
     actual = {
         (

@@ -545,14 +545,14 @@ def make_dataset(
 LIMIT_CHANGES = {
     # (source table, id) -> [(valid_from, limits)], oldest first; the last = the row as it is now
     ("budgets", "b_key_week"): [
-        (None, {"max_budget": 30.0, "soft_budget": 20.0, "budget_duration": "7d"}),
+        (None, {"max_budget": 3.0, "soft_budget": 2.0, "budget_duration": "7d"}),
         (
             timedelta(days=10, hours=5),
             {"max_budget": 40.0, "soft_budget": 25.0, "budget_duration": "7d"},
         ),
     ],
     ("verification_tokens", "hash_k2"): [
-        (None, {"max_budget": 15.0, "budget_duration": "1d"}),
+        (None, {"max_budget": 0.3, "budget_duration": "1d"}),
         (timedelta(days=20, hours=13), {"max_budget": 25.0, "budget_duration": "1d"}),
     ],
     ("budgets", "b_gone"): [  # a budget row deleted since: its versions stay
@@ -564,7 +564,8 @@ LIMIT_CHANGES = {
 
 def _add_limit_history(data: RawDataset, start: datetime) -> None:
     """The warehouse's own history of limits (raw.budget_limit_history): the key-week budget row
-    and key k2's own max budget changed inside a period; a budget row was deleted."""
+    and key k2's own max budget were raised inside a period (their earlier periods cross the
+    lower limits in force then); a budget row was deleted."""
     for (table, ident), versions in LIMIT_CHANGES.items():
         for offset, limits in versions:
             valid_from = None if offset is None else start + offset

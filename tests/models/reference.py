@@ -6,7 +6,7 @@ import json
 import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -157,6 +157,9 @@ def attributed_requests(data: RawDataset) -> list[Request]:
     return out
 
 
+LimitVersion = tuple[datetime | None, datetime | None, Decimal | None, Decimal | None]
+
+
 @dataclass(frozen=True)
 class Budget:
     entity_type: str
@@ -168,6 +171,9 @@ class Budget:
     anchor: datetime | None
     window: str | None = None  # a budget_limits window: its duration (identity among windows)
     error: str | None = None  # why a budget_limits window cannot be enforced
+    budget_id: str | None = None  # the budget row the limits come from, if any
+    # (valid_from, valid_to, soft, max): the limits over time (None = since ever / still)
+    versions: tuple[LimitVersion, ...] = ()
 
     @property
     def ident(self) -> tuple[str, str, str, str | None]:
@@ -243,6 +249,7 @@ def resolved_budgets(data: RawDataset) -> list[Budget]:
                     money(b["soft_budget"]),
                     money(b["max_budget"]),
                     k["created_at"] if own else b["created_at"],
+                    budget_id=b["budget_id"],
                 )
             )
     for k in data.rows("verification_tokens"):
@@ -283,6 +290,7 @@ def resolved_budgets(data: RawDataset) -> list[Budget]:
                         money(b["soft_budget"]),
                         money(b["max_budget"]),
                         b["created_at"],
+                        budget_id=b["budget_id"],
                     )
                 )
     for u in data.rows("users"):
@@ -310,9 +318,44 @@ def resolved_budgets(data: RawDataset) -> list[Budget]:
                     money(b["soft_budget"]),
                     money(b["max_budget"]),
                     b["created_at"],
+                    budget_id=b["budget_id"],
                 )
             )
-    return out
+    return [replace(b, versions=limit_versions(data, b)) for b in out]
+
+
+_CARRIERS = {"key": "verification_tokens", "team": "teams", "user": "users"}
+
+
+def limit_versions(data: RawDataset, budget: Budget) -> tuple:
+    """The limits of ``budget`` over time, from the history of the row carrying its amounts
+    (its own row, or its budget row); its current limits since ever when there is none."""
+    if budget.budget_source in _CARRIERS:
+        carrier = (_CARRIERS[budget.budget_source], budget.entity_id)
+    elif budget.budget_source.endswith("_budget") and budget.budget_id:
+        carrier = ("budgets", budget.budget_id)
+    else:
+        carrier = None
+    rows = sorted(
+        (r for r in data.rows("budget_limit_history")
+         if carrier and (r["source_table"], r["entity_id"]) == carrier),
+        key=lambda r: (r["valid_from"] is not None, r["valid_from"] or r["observed_at"],
+                       r["observed_at"]),
+    )  # fmt: skip
+    if not rows:
+        return ((None, None, budget.soft, budget.max),)
+    versions = []
+    for row, following in zip(rows, [*rows[1:], None], strict=True):
+        limits = json.loads(row["limits_json"]) if row["limits_json"] else {}
+        versions.append(
+            (
+                row["valid_from"],
+                following["valid_from"] if following else None,
+                money(limits.get("soft_budget")),
+                money(limits.get("max_budget")),
+            )
+        )
+    return tuple(versions)
 
 
 @dataclass
@@ -321,7 +364,8 @@ class Period:
     requests: int
     soft_crossed_at: datetime | None
     max_crossed_at: datetime | None
-    crossings: dict[Decimal, tuple[datetime, Decimal]]  # threshold usd -> (at, cumulative)
+    # (crossing type, pct) -> (the limit crossed, when, period spend at the crossing)
+    crossings: dict[tuple[str, int | None], tuple[Decimal, datetime, Decimal]]
 
 
 def _open_start(budget: Budget, requests: list[Request], tz: str) -> datetime:
@@ -336,7 +380,9 @@ def _open_start(budget: Budget, requests: list[Request], tz: str) -> datetime:
 def budget_periods(
     budget: Budget, requests: list[Request], tz: str, threshold_pcts: list[int]
 ) -> dict[datetime, Period]:
-    """Periods with spend of one valid budget, keyed by UTC period start."""
+    """Periods with spend of one valid budget, keyed by UTC period start. Each request is
+    measured against the limits in force when it was made (``budget.versions``); a limit crossed
+    under several versions keeps its first crossing."""
     duration = parse_duration(budget.duration)
     mine = sorted(
         (r for r in requests if r.counts_against(budget.entity_type, budget.entity_id)),
@@ -351,23 +397,28 @@ def budget_periods(
         else:
             start, _ = period_bounds(r.started_at, duration, tz, budget.anchor)
         grouped[start].append(r)
-    limits = [budget.soft, budget.max]
-    if budget.max is not None:
-        limits += [budget.max * Decimal(p) / 100 for p in threshold_pcts]
+    versions = budget.versions or ((None, None, budget.soft, budget.max),)
     periods = {}
     for start, rows in grouped.items():
         total = Decimal(0)
-        crossed: dict[Decimal, tuple[datetime, Decimal]] = {}
+        crossed: dict[tuple[str, int | None], tuple[Decimal, datetime, Decimal]] = {}
         for r in rows:
             total += r.spend
-            for limit in limits:
-                if limit is not None and limit not in crossed and total >= limit:
-                    crossed[limit] = (r.started_at, total)
+            soft, max_ = next(
+                (s, m) for vf, vt, s, m in versions
+                if (vf is None or vf <= r.started_at) and (vt is None or r.started_at < vt)
+            )  # fmt: skip
+            limits = [("soft_budget", None, soft), ("max_budget", None, max_)]
+            if max_ is not None:
+                limits += [("threshold", p, max_ * Decimal(p) / 100) for p in threshold_pcts]
+            for kind, pct, limit in limits:
+                if limit is not None and (kind, pct) not in crossed and total >= limit:
+                    crossed[(kind, pct)] = (limit, r.started_at, total)
         periods[start] = Period(
             spend=total,
             requests=len(rows),
-            soft_crossed_at=crossed.get(budget.soft, (None,))[0] if budget.soft else None,
-            max_crossed_at=crossed.get(budget.max, (None,))[0] if budget.max else None,
+            soft_crossed_at=crossed.get(("soft_budget", None), (None, None))[1],
+            max_crossed_at=crossed.get(("max_budget", None), (None, None))[1],
             crossings=crossed,
         )
     return periods

@@ -214,7 +214,7 @@ def alert_message(alert: Alert) -> str:
     if alert.limit_changed_at is not None:
         text += (
             f" The limit changed on {as_utc(alert.limit_changed_at):%Y-%m-%d %H:%M} UTC inside "
-            "this period; the period is measured against the limit in force now."
+            "this period; each request counts against the limit in force when it was made."
         )
     if alert.is_late:
         text += " Detected late: first seen after the period had closed."

@@ -7,7 +7,9 @@
 -- of the crossing comes from int_budget_spend_hourly (the first hour whose running spend reaches
 -- the limit; spend is never negative); within it, the first minute whose running spend reaches
 -- it; only that minute's requests are then accumulated one by one, starting from the spend
--- before the minute.
+-- before the minute. Each request is measured against the limits in force when it was made
+-- (int_budget_limit_versions): a version's search covers only the hours, minutes and requests
+-- inside its validity, and a limit crossed under several versions keeps the earliest crossing.
 with
 
 valid_budgets as (
@@ -28,9 +30,29 @@ entity_requests as (
 
 ),
 
+limit_versions as (
+
+    select * from {{ ref('int_budget_limit_versions') }}
+
+),
+
+versioned_budgets as (
+
+    select
+        limit_versions.entity_budget_id,
+        limit_versions.soft_budget_usd,
+        limit_versions.max_budget_usd,
+        limit_versions.valid_from,
+        limit_versions.valid_to
+    from limit_versions
+    inner join valid_budgets
+        on limit_versions.entity_budget_id = valid_budgets.entity_budget_id
+
+),
+
 limits as (
 
-    {{ budget_limit_rows('valid_budgets') }}
+    {{ budget_limit_rows('versioned_budgets', extra_columns=['valid_from', 'valid_to']) }}
 
 ),
 
@@ -41,6 +63,8 @@ reached_hours as (
         limits.crossing_type,
         limits.threshold_pct,
         limits.threshold_usd,
+        limits.valid_from,
+        limits.valid_to,
         budget_hours.period_start,
         budget_hours.period_start_local,
         budget_hours.hour_local,
@@ -50,6 +74,7 @@ reached_hours as (
                 limits.entity_budget_id,
                 limits.crossing_type,
                 limits.threshold_pct,
+                limits.valid_from,
                 budget_hours.period_start_local
             order by budget_hours.hour_local
         ) as hour_rank
@@ -58,6 +83,8 @@ reached_hours as (
         on
             limits.entity_budget_id = budget_hours.entity_budget_id
             and limits.threshold_usd <= budget_hours.cumulative_period_spend_usd
+            and (limits.valid_from is null or limits.valid_from <= budget_hours.last_request_at)
+            and (limits.valid_to is null or limits.valid_to > budget_hours.first_request_at)
 
 ),
 
@@ -80,6 +107,7 @@ crossing_hours as (
                 reached_hours.entity_budget_id,
                 reached_hours.crossing_type,
                 reached_hours.threshold_pct,
+                reached_hours.valid_from,
                 reached_hours.period_start_local
         ) as crossing_number
     from reached_hours
@@ -121,7 +149,8 @@ minute_spend as (
     select
         crossing_number,
         started_minute,
-        sum(spend_usd) as minute_spend_usd
+        sum(spend_usd) as minute_spend_usd,
+        max(started_at) as minute_last_at
     from hour_requests
     group by crossing_number, started_minute
 
@@ -133,6 +162,7 @@ minute_running as (
         crossing_number,
         started_minute,
         minute_spend_usd,
+        minute_last_at,
         sum(minute_spend_usd) over (
             partition by crossing_number
             order by started_minute
@@ -147,7 +177,9 @@ reached_minutes as (
     select
         minute_running.crossing_number,
         minute_running.started_minute,
+        minute_running.minute_last_at,
         crossing_hours.threshold_usd,
+        crossing_hours.valid_from,
         crossing_hours.spend_before_hour_usd
         + minute_running.hour_spend_through_minute_usd
         - minute_running.minute_spend_usd as spend_before_minute_usd,
@@ -165,7 +197,9 @@ crossing_minutes as (
         crossing_number,
         min(started_minute) as started_minute
     from reached_minutes
-    where spend_through_minute_usd >= threshold_usd
+    where
+        spend_through_minute_usd >= threshold_usd
+        and (valid_from is null or minute_last_at >= valid_from)
     group by crossing_number
 
 ),
@@ -193,26 +227,51 @@ minute_requests as (
 
 ),
 
-crossings as (
+-- Per limit version: its first request in force at or beyond the limit.
+version_crossings as (
 
     select
         crossing_hours.entity_budget_id,
         crossing_hours.crossing_type,
         crossing_hours.threshold_pct,
         crossing_hours.threshold_usd,
+        crossing_hours.valid_from,
         crossing_hours.period_start,
         min(minute_requests.started_at) as crossed_at,
         min(minute_requests.cumulative_period_spend_usd) as period_spend_at_crossing_usd
     from minute_requests
     inner join crossing_hours
         on minute_requests.crossing_number = crossing_hours.crossing_number
-    where minute_requests.cumulative_period_spend_usd >= crossing_hours.threshold_usd
+    where
+        minute_requests.cumulative_period_spend_usd >= crossing_hours.threshold_usd
+        and (
+            crossing_hours.valid_from is null
+            or minute_requests.started_at >= crossing_hours.valid_from
+        )
+        and (
+            crossing_hours.valid_to is null
+            or minute_requests.started_at < crossing_hours.valid_to
+        )
     group by
         crossing_hours.entity_budget_id,
         crossing_hours.crossing_type,
         crossing_hours.threshold_pct,
         crossing_hours.threshold_usd,
+        crossing_hours.valid_from,
         crossing_hours.period_start
+
+),
+
+-- A limit crossed under several versions in one period: the earliest crossing counts.
+crossings as (
+
+    select
+        *,
+        row_number() over (
+            partition by entity_budget_id, crossing_type, threshold_pct, period_start
+            order by crossed_at asc, valid_from asc nulls first
+        ) as crossing_rank
+    from version_crossings
 
 ),
 
@@ -227,6 +286,7 @@ final as (
         cast(period_spend_at_crossing_usd as numeric(38, 10)) as period_spend_at_crossing_usd,
         crossed_at
     from crossings
+    where crossing_rank = 1
 
 )
 

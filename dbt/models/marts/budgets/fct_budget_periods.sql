@@ -17,9 +17,9 @@ model_budget_periods as (
 
 ),
 
-limit_changes as (
+limit_versions as (
 
-    select * from {{ ref('int_budget_limit_changes') }}
+    select * from {{ ref('int_budget_limit_versions') }}
 
 ),
 
@@ -94,13 +94,13 @@ changed as (
 
     select
         unioned.budget_period_id,
-        max(limit_changes.changed_at) as limit_changed_at
+        max(limit_versions.valid_from) as limit_changed_at
     from unioned
-    inner join limit_changes
+    inner join limit_versions
         on
-            unioned.entity_budget_id = limit_changes.entity_budget_id
-            and unioned.period_start < limit_changes.changed_at
-            and (unioned.period_end is null or unioned.period_end > limit_changes.changed_at)
+            unioned.entity_budget_id = limit_versions.entity_budget_id
+            and unioned.period_start < limit_versions.valid_from
+            and (unioned.period_end is null or unioned.period_end > limit_versions.valid_from)
     group by unioned.budget_period_id
 
 ),
