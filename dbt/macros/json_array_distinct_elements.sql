@@ -1,8 +1,10 @@
 {#- The distinct non-empty string elements of each distinct JSON-array text of a column, one row
     each, numbered in sort order: selects `json_text`, `element` (text), `element_position`
-    (1-based) and `element_count` from `relation`. A text that is not a JSON array, and an array
-    without such elements, yields no row. Callers join back on the text: the elements depend on
-    nothing else, and a column like request_tags has few distinct texts. -#}
+    (1-based), `element_count` (distinct elements of the text) and `occurrence_count` (how often
+    the element occurs in it: the proxy's DailyTagSpend adds a request once per occurrence) from
+    `relation`. A text that is not a JSON array, and an array without such elements, yields no
+    row. Callers join back on the text: the elements depend on nothing else, and a column like
+    request_tags has few distinct texts. -#}
 {% macro json_array_distinct_elements(relation, json_column) %}
     {{ return(adapter.dispatch('json_array_distinct_elements', 'spend_warehouse')(relation, json_column)) }}
 {% endmacro %}
@@ -12,11 +14,13 @@
         json_text,
         element,
         row_number() over (partition by json_text order by element) as element_position,
-        count(*) over (partition by json_text) as element_count
+        count(*) over (partition by json_text) as element_count,
+        occurrence_count
     from (
-        select distinct
+        select
             json_texts.json_text,
-            elements.element
+            elements.element,
+            count(*) as occurrence_count
         from (
             select distinct {{ json_column }} as json_text
             from {{ relation }}
@@ -30,6 +34,9 @@
             end
         ) as elements (element)
         where elements.element is not null and elements.element <> ''
+        group by
+            json_texts.json_text,
+            elements.element
     ) as distinct_elements
 {% endmacro %}
 
@@ -40,18 +47,33 @@
 {% macro duckdb__json_array_distinct_elements(relation, json_column) %}
     select
         json_text,
-        unnest(elements) as element,
-        unnest(range(1, len(elements) + 1)) as element_position,
-        len(elements) as element_count
+        element,
+        element_position,
+        element_count,
+        len(list_filter(all_elements, lambda other: other = element)) as occurrence_count
     from (
         select
             json_text,
-            case
-                when json_valid(json_text) and json_type(json_text) = 'ARRAY'
-                    then list_sort(list_distinct(list_filter(
-                        from_json(json_text, '["VARCHAR"]'), lambda element: element <> ''
-                    )))
-            end as elements
-        from (select distinct {{ json_column }} as json_text from {{ relation }}) as json_texts
-    ) as arrays
+            all_elements,
+            unnest(elements) as element,
+            unnest(range(1, len(elements) + 1)) as element_position,
+            len(elements) as element_count
+        from (
+            select
+                json_text,
+                all_elements,
+                list_sort(list_distinct(all_elements)) as elements
+            from (
+                select
+                    json_text,
+                    case
+                        when json_valid(json_text) and json_type(json_text) = 'ARRAY'
+                            then list_filter(
+                                from_json(json_text, '["VARCHAR"]'), lambda element: element <> ''
+                            )
+                    end as all_elements
+                from (select distinct {{ json_column }} as json_text from {{ relation }}) as json_texts
+            ) as parsed
+        ) as arrays
+    ) as numbered
 {% endmacro %}

@@ -50,3 +50,10 @@
 {% macro units_to_money(units) %}
     cast(cast({{ units }} as numeric(38, 0)) * cast(0.0000000001 as numeric(38, 10)) as numeric(38, 10))
 {%- endmacro %}
+
+{#- Whether a text is a non-negative amount of USD that casts exactly to numeric(38, 10): up to
+    15 integer digits and 10 decimals (limits given as JSON text in model_max_budget and
+    budget_limits). -#}
+{% macro is_usd_amount_text(text) %}
+    {{ regex_full_match(text, '[0-9]{1,15}([.][0-9]{1,10})?') }}
+{%- endmacro %}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import calendar
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,9 +20,8 @@ from typing import Any
 
 from tests.models.budget_periods import InvalidDurationError, parse_duration
 from tests.models.raw_data import RawDataset
-from tests.models.reference import attributed_requests, key_rotations, money
+from tests.models.reference import USD_AMOUNT, attributed_requests, key_rotations, money
 
-_LIMIT = re.compile(r"[0-9]{1,15}(\.[0-9]{1,10})?")
 _NAMED = {"hourly": "1h", "daily": "1d", "weekly": "7d", "monthly": "30d"}
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -77,7 +75,7 @@ def _budget(kind: str, entity: str, source: str, model: str | None, entry: Any) 
         error = "not an object"
     elif limit_text is None:
         error = "no limit"
-    elif not _LIMIT.fullmatch(limit_text):
+    elif not USD_AMOUNT.fullmatch(limit_text):
         error = "limit not a number"
     else:
         try:

@@ -180,7 +180,7 @@ class Budget:
         return (self.entity_type, self.entity_id, self.budget_source, self.window)
 
 
-_WINDOW_LIMIT = re.compile(r"[0-9]{1,15}(\.[0-9]{1,10})?")
+USD_AMOUNT = re.compile(r"[0-9]{1,15}(\.[0-9]{1,10})?")
 
 
 def budget_limit_windows(row: dict[str, Any], entity_type: str, entity_id: str) -> list[Budget]:
@@ -203,7 +203,7 @@ def budget_limit_windows(row: dict[str, Any], entity_type: str, entity_id: str) 
             error = "no duration"
         elif limit_text is None:
             error = "no max_budget"
-        elif not _WINDOW_LIMIT.fullmatch(limit_text):
+        elif not USD_AMOUNT.fullmatch(limit_text):
             error = "max_budget not a number"
         elif duration in seen:
             error = "same duration twice"

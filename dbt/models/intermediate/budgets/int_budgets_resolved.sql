@@ -187,7 +187,7 @@ window_checks as (
                 then 'the window has no budget_duration'
             when limit_text is null
                 then 'the window has no max_budget'
-            when not {{ regex_full_match('limit_text', '[0-9]{1,15}([.][0-9]{1,10})?') }}
+            when not {{ is_usd_amount_text('limit_text') }}
                 then 'max_budget is not a non-negative number of USD'
         end as window_error
     from window_entries

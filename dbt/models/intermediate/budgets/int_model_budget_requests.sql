@@ -1,10 +1,10 @@
 -- A table: int_model_budget_windows and int_model_budget_crossings read it.
 {{ config(materialized='table') }}
 
--- Each request once per per-model budget it counts against (int_model_budgets_resolved,
--- valid entries only): the requests of the budget's key, user or end user whose model matches
--- the budget's model the way the proxy matches it: the request's model_group, else its model;
--- first as written, then without its provider prefix (openai/gpt-4o matches gpt-4o). A
+-- Each request once per per-model budget it counts against (int_model_budgets_aligned: the
+-- entries that can be enforced): the requests of the budget's key, user or end user whose model
+-- matches the budget's model the way the proxy matches it: the request's model_group, else its
+-- model; first as written, then without its provider prefix (openai/gpt-4o matches gpt-4o). A
 -- request counts against at most one model entry of an entity: an exact match wins over a
 -- match without the prefix.
 with
@@ -15,30 +15,9 @@ spend_logs as (
 
 ),
 
-model_budgets as (
-
-    select * from {{ ref('int_model_budgets_resolved') }}
-
-),
-
-durations as (
-
-    select * from {{ ref('int_budget_durations_parsed') }}
-
-),
-
 valid_budgets as (
 
-    select
-        model_budgets.entity_budget_id,
-        model_budgets.entity_type,
-        model_budgets.entity_id,
-        model_budgets.budget_source,
-        model_budgets.budget_model
-    from model_budgets
-    inner join durations
-        on coalesce(model_budgets.budget_duration, '<none>') = durations.duration_key
-    where model_budgets.config_error is null and durations.is_valid
+    select * from {{ ref('int_model_budgets_aligned') }}
 
 ),
 

@@ -9,41 +9,15 @@
 -- other (a recursive query: as many steps as the busiest budget has windows).
 with recursive
 
-model_budgets as (
+window_lengths as (
 
-    select * from {{ ref('int_model_budgets_resolved') }}
-
-),
-
-durations as (
-
-    select * from {{ ref('int_budget_durations_parsed') }}
+    select * from {{ ref('int_model_budgets_aligned') }}
 
 ),
 
 budget_requests as (
 
     select * from {{ ref('int_model_budget_requests') }}
-
-),
-
-window_lengths as (
-
-    select
-        model_budgets.entity_budget_id,
-        case when durations.duration_unit = 'mo' then durations.duration_count end
-            as window_months,
-        case durations.duration_unit
-            when 's' then durations.duration_count
-            when 'm' then durations.duration_count * 60
-            when 'h' then durations.duration_count * 3600
-            when 'd' then durations.duration_count * 86400
-            when 'w' then durations.duration_count * 604800
-        end as window_seconds
-    from model_budgets
-    inner join durations
-        on coalesce(model_budgets.budget_duration, '<none>') = durations.duration_key
-    where model_budgets.config_error is null and durations.is_valid
 
 ),
 

@@ -190,7 +190,7 @@ checked as (
                 then 'model_max_budget is not a JSON object of model -> {budget_limit, time_period}'
             when limit_text is null
                 then 'the entry has no budget_limit (or max_budget)'
-            when not {{ regex_full_match('limit_text', '[0-9]{1,15}([.][0-9]{1,10})?') }}
+            when not {{ is_usd_amount_text('limit_text') }}
                 then 'budget_limit is not a non-negative number of USD'
         end as config_error
     from effective

@@ -26,9 +26,9 @@ request_tags as (
 
 ),
 
-tag_occurrences as (
+tag_lists as (
 
-    {{ json_array_element_occurrences('spend_logs', 'request_tags_json') }}
+    select * from {{ ref('int_request_tag_lists') }}
 
 ),
 
@@ -84,27 +84,27 @@ tag_list_groups as (
 tag_days as (
 
     select
-        tag_occurrences.element as tag,
+        tag_lists.tag,
         tag_list_groups.spend_date,
-        sum(tag_list_groups.request_count * tag_occurrences.occurrence_count) as request_count,
+        sum(tag_list_groups.request_count * tag_lists.tag_occurrences) as request_count,
         sum(
-            tag_list_groups.successful_request_count * tag_occurrences.occurrence_count
+            tag_list_groups.successful_request_count * tag_lists.tag_occurrences
         ) as successful_request_count,
         sum(
-            tag_list_groups.failed_request_count * tag_occurrences.occurrence_count
+            tag_list_groups.failed_request_count * tag_lists.tag_occurrences
         ) as failed_request_count,
-        sum(tag_list_groups.spend_units * tag_occurrences.occurrence_count) as spend_units,
-        sum(tag_list_groups.prompt_tokens * tag_occurrences.occurrence_count) as prompt_tokens,
+        sum(tag_list_groups.spend_units * tag_lists.tag_occurrences) as spend_units,
+        sum(tag_list_groups.prompt_tokens * tag_lists.tag_occurrences) as prompt_tokens,
         sum(
-            tag_list_groups.completion_tokens * tag_occurrences.occurrence_count
+            tag_list_groups.completion_tokens * tag_lists.tag_occurrences
         ) as completion_tokens,
         min(tag_list_groups.first_request_at) as first_request_at,
         max(tag_list_groups.last_request_at) as last_request_at
     from tag_list_groups
-    inner join tag_occurrences
-        on tag_list_groups.request_tags_json = tag_occurrences.json_text
+    inner join tag_lists
+        on tag_list_groups.request_tags_json = tag_lists.request_tags_json
     group by
-        tag_occurrences.element,
+        tag_lists.tag,
         tag_list_groups.spend_date
 
 ),

@@ -2,8 +2,9 @@
 {{ config(materialized='table') }}
 
 -- One row per distinct request_tags text and distinct non-empty tag in it, numbered in
--- alphabetical order with the list's tag count. Texts that are not JSON arrays, and arrays
--- without such tags, have no rows (their requests count as untagged).
+-- alphabetical order with the list's tag count and how often the tag occurs in it. Texts that
+-- are not JSON arrays, and arrays without such tags, have no rows (their requests count as
+-- untagged).
 with
 
 spend_logs as (
@@ -24,7 +25,8 @@ final as (
         json_text as request_tags_json,
         element as tag,
         cast(element_position as integer) as tag_position,
-        cast(element_count as integer) as tag_count
+        cast(element_count as integer) as tag_count,
+        cast(occurrence_count as integer) as tag_occurrences
     from tag_lists
 
 )
