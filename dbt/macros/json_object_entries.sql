@@ -65,6 +65,27 @@
     end
 {% endmacro %}
 
+{#- Whether a JSON object text has member `field` (even one set to null); false when the text
+    is not an object. -#}
+{% macro json_has_member(json_text, field) %}
+    {{ return(adapter.dispatch('json_has_member', 'spend_warehouse')(json_text, field)) }}
+{% endmacro %}
+
+{% macro default__json_has_member(json_text, field) %}
+    coalesce(
+        jsonb_typeof(cast({{ json_text }} as jsonb)) = 'object'
+        and jsonb_exists(cast({{ json_text }} as jsonb), '{{ field }}'),
+        false
+    )
+{% endmacro %}
+
+{% macro duckdb__json_has_member(json_text, field) %}
+    coalesce(
+        json_type({{ json_text }}) = 'OBJECT' and json_exists({{ json_text }}, '$.{{ field }}'),
+        false
+    )
+{% endmacro %}
+
 {#- The elements of each distinct JSON-array text of a column, one row each: selects
     `json_text`, `entry_position` (1-based) and `entry_json` (the element as JSON text) from
     `relation`. A text that is not a JSON array yields no row. -#}

@@ -80,6 +80,7 @@ SNAPSHOT_COLUMNS: dict[str, dict[str, str]] = {
         "created_at": "timestamp",
         "updated_at": "timestamp",
         "model_max_budget": "varchar",
+        "budget_limits": "varchar",
     },
     "organizations": {
         "organization_id": "varchar",
@@ -539,6 +540,7 @@ def make_dataset(
     _add_rotations(data, start, days)
     _add_request_projects(data)
     _add_limit_history(data, start)
+    _add_audited_limit_changes(data, start)
     return data
 
 
@@ -580,6 +582,84 @@ def _add_limit_history(data: RawDataset, start: datetime) -> None:
                     "observed_at": (valid_from or start) + timedelta(minutes=15),
                 }
             )
+
+
+def _audit_update(
+    data: RawDataset, table: str, ident: str, at: datetime, before: dict, updated: dict
+) -> None:
+    data.rows("audit_log").append(
+        {
+            "id": f"audit_update_{table}_{ident}_{at:%d%H%M}",
+            "updated_at": at,
+            "changed_by": "admin",
+            "changed_by_api_key": "",
+            "action": "updated",
+            "table_name": f"LiteLLM_{table}",
+            "object_id": ident,
+            "before_value": json.dumps(before, default=str),
+            "updated_values": json.dumps(updated, default=str),
+        }
+    )
+
+
+def _add_audited_limit_changes(data: RawDataset, start: datetime) -> None:
+    """Limit changes only the proxy's audit log shows ('updated' rows): team_2's max budget was
+    5 until day 12 (no snapshot saw it); the key-week budget row was lowered to 1.5 on day 4 and
+    raised back on day 6, between two snapshots; team_3's 7d window was 2.5 until day 15; key
+    k2's max budget was 0.1 until 10 minutes before the first snapshot (which dates its first
+    version). An alias change (team_5) is no limit change."""
+    team = {t["team_id"]: t for t in data.rows("teams")}
+    _audit_update(
+        data,
+        "TeamTable",
+        "team_2",
+        start + timedelta(days=12),
+        {**team["team_2"], "max_budget": 5.0},
+        {"max_budget": 50.0},
+    )
+    _audit_update(
+        data,
+        "TeamTable",
+        "team_5",
+        start + timedelta(days=8),
+        {**team["team_5"], "team_alias": "Old Five"},
+        {"team_alias": "Team 5"},
+    )
+    week = {
+        "budget_id": "b_key_week",
+        "max_budget": 3.0,
+        "soft_budget": 2.0,
+        "budget_duration": "7d",
+    }
+    _audit_update(
+        data, "BudgetTable", "b_key_week", start + timedelta(days=4), week, {"max_budget": 1.5}
+    )
+    _audit_update(
+        data,
+        "BudgetTable",
+        "b_key_week",
+        start + timedelta(days=6),
+        {**week, "max_budget": 1.5},
+        {"max_budget": 3.0},
+    )
+    windows = json.loads(team["team_3"]["budget_limits"])
+    lower = [{**w, "max_budget": "2.5"} if w.get("budget_duration") == "7d" else w for w in windows]
+    _audit_update(
+        data,
+        "TeamTable",
+        "team_3",
+        start + timedelta(days=15),
+        {**team["team_3"], "budget_limits": lower},
+        {"budget_limits": windows},
+    )
+    _audit_update(
+        data,
+        "VerificationToken",
+        "hash_k2",
+        start + timedelta(minutes=5),
+        {"token": "hash_k2", "max_budget": 0.1, "budget_duration": "1d"},
+        {"max_budget": 0.3},
+    )
 
 
 def _add_request_projects(data: RawDataset) -> None:
@@ -672,13 +752,14 @@ _BUDGET_LIMITS: dict[tuple[str, str], Any] = {
         {"budget_duration": "7d", "max_budget": "7.5"},
     ],
     ("teams", "team_4"): {"budget_duration": "1d", "max_budget": 1},  # not a list
+    ("users", "user_2"): [{"budget_duration": "1d", "max_budget": 0.5}],  # where users have it
 }
 
 
 def _add_budget_limits(data: RawDataset) -> None:
     """Multi-window budgets (budget_limits) on keys and teams, valid and not."""
     for (table, ident), value in _BUDGET_LIMITS.items():
-        column = "token" if table == "verification_tokens" else "team_id"
+        column = {"verification_tokens": "token", "teams": "team_id", "users": "user_id"}[table]
         row = next(r for r in data.rows(table) if r[column] == ident)
         row["budget_limits"] = json.dumps(value)
     # The proxy's BudgetWindowSpend rows: one that agrees with the logs, one that drifted, one

@@ -254,6 +254,8 @@ def resolved_budgets(data: RawDataset) -> list[Budget]:
             )
     for k in data.rows("verification_tokens"):
         out += budget_limit_windows(k, "key", k["token"])
+    for u in data.rows("users"):
+        out += budget_limit_windows(u, "user", u["user_id"])
     for t in data.rows("teams"):
         out += budget_limit_windows(t, "team", t["team_id"])
         if has_limit(t):
@@ -325,37 +327,99 @@ def resolved_budgets(data: RawDataset) -> list[Budget]:
 
 
 _CARRIERS = {"key": "verification_tokens", "team": "teams", "user": "users"}
+_AUDITED_TABLES = {
+    "VerificationToken": "verification_tokens",
+    "TeamTable": "teams",
+    "UserTable": "users",
+    "BudgetTable": "budgets",
+}
+_SINCE_EVER = datetime.min
+
+
+def _audit_changes(data: RawDataset, carrier: tuple[str, str]) -> list[tuple[datetime, dict, dict]]:
+    """(changed_at, row before, row after) of each audited update of the ``carrier`` row."""
+    out = []
+    for row in data.rows("audit_log"):
+        name = row["table_name"] or ""
+        table = next(
+            (t for suffix, t in _AUDITED_TABLES.items()
+             if name.endswith(suffix) and not name.endswith(("Deleted" + suffix,
+                                                             "Deprecated" + suffix))),
+            None,
+        )  # fmt: skip
+        if row["action"] != "updated" or table is None or not row["before_value"]:
+            continue
+        before = json.loads(row["before_value"])
+        ident = before.get("token") or row["object_id"] if table == "verification_tokens" else (
+            row["object_id"])  # fmt: skip
+        if (table, ident) == carrier and row["updated_at"] is not None:
+            after = {**before, **json.loads(row["updated_values"] or "{}")}
+            out.append((row["updated_at"], before, after))
+    return sorted(out, key=lambda c: c[0])
+
+
+def _budget_limits(budget: Budget, limits: dict | None) -> tuple[Decimal | None, Decimal | None]:
+    """(soft, max) of ``budget`` in a version of its row's limits (None: the row was deleted)."""
+    if limits is None:
+        return (None, None)
+    if budget.window is None:
+        return (money(limits.get("soft_budget")), money(limits.get("max_budget")))
+    windows = limits.get("budget_limits")
+    windows = json.loads(windows) if isinstance(windows, str) else windows
+    entry = next((w for w in windows or [] if isinstance(w, dict)
+                  and w.get("budget_duration") == budget.duration), None)  # fmt: skip
+    text = None if entry is None or entry.get("max_budget") is None else str(entry["max_budget"])
+    return (None, Decimal(text.strip()) if text and USD_AMOUNT.fullmatch(text.strip()) else None)
 
 
 def limit_versions(data: RawDataset, budget: Budget) -> tuple:
     """The limits of ``budget`` over time, from the history of the row carrying its amounts
-    (its own row, or its budget row); its current limits since ever when there is none."""
+    (its own row, a budget_limits window of it, or its budget row): the warehouse's snapshots
+    and the audit log's updates (the limits before each change since the change before it, the
+    limits after it since the change); a snapshot wins over an audited state at the same instant.
+    Its current limits since ever when there is no history; equal neighbours merged."""
     if budget.budget_source in _CARRIERS:
         carrier = (_CARRIERS[budget.budget_source], budget.entity_id)
+    elif budget.budget_source in ("key_budget_limits", "team_budget_limits", "user_budget_limits"):
+        if budget.error:
+            return ((None, None, budget.soft, budget.max),)
+        carrier = (_CARRIERS[budget.entity_type], budget.entity_id)
     elif budget.budget_source.endswith("_budget") and budget.budget_id:
         carrier = ("budgets", budget.budget_id)
     else:
-        carrier = None
-    rows = sorted(
-        (r for r in data.rows("budget_limit_history")
-         if carrier and (r["source_table"], r["entity_id"]) == carrier),
-        key=lambda r: (r["valid_from"] is not None, r["valid_from"] or r["observed_at"],
-                       r["observed_at"]),
-    )  # fmt: skip
-    if not rows:
         return ((None, None, budget.soft, budget.max),)
-    versions = []
-    for row, following in zip(rows, [*rows[1:], None], strict=True):
-        limits = json.loads(row["limits_json"]) if row["limits_json"] else {}
-        versions.append(
-            (
-                row["valid_from"],
-                following["valid_from"] if following else None,
-                money(limits.get("soft_budget")),
-                money(limits.get("max_budget")),
-            )
-        )
-    return tuple(versions)
+    snapshots = [r for r in data.rows("budget_limit_history")
+                 if (r["source_table"], r["entity_id"]) == carrier]  # fmt: skip
+    audits = _audit_changes(data, carrier)
+    if not snapshots and not audits:
+        return ((None, None, budget.soft, budget.max),)
+    points = [t for t, _, _ in audits] + [r["valid_from"] for r in snapshots if r["valid_from"]]
+    first_seen = min((r["observed_at"] for r in snapshots), default=None)
+    # start -> (rank, limits); rank 0 snapshot, 1 audited after-state, 2 audited before-state
+    starts: dict[datetime, tuple[int, dict | None]] = {}
+
+    def offer(start: datetime | None, rank: int, limits: dict | None) -> None:
+        key = start or _SINCE_EVER
+        if key not in starts or rank < starts[key][0]:
+            starts[key] = (rank, limits)
+
+    for r in snapshots:
+        start = r["valid_from"] or max((t for t, _, _ in audits if t <= first_seen), default=None)
+        offer(start, 0, json.loads(r["limits_json"]) if r["limits_json"] else None)
+    for t, before, after in audits:
+        offer(max((p for p in points if p < t), default=None), 2, before)
+        offer(t, 1, after)
+    ordered = sorted(starts.items())
+    versions: list[LimitVersion] = []
+    for start, (_, limits) in ordered:
+        soft, max_ = _budget_limits(budget, limits)
+        if versions and (versions[-1][2], versions[-1][3]) == (soft, max_):
+            continue
+        versions.append((None if start == _SINCE_EVER else start, None, soft, max_))
+    return tuple(
+        (vf, nxt[0] if nxt else None, soft, max_)
+        for (vf, _, soft, max_), nxt in zip(versions, [*versions[1:], None], strict=True)
+    )
 
 
 @dataclass

@@ -88,8 +88,9 @@ def test_model_budgets_roll_windows_like_the_proxy(built_duckdb):
 
 
 def test_multi_window_budgets_have_periods_per_window(built_duckdb):
-    """budget_limits: each window of a key's or team's list is a budget of its own, aligned like
-    an ordinary reset; the reference comparison of all periods covers their spend and crossings."""
+    """budget_limits: each window of a key's, team's or user's list is a budget of its own,
+    aligned like an ordinary reset; the reference comparison of all periods covers their spend
+    and crossings."""
     windows = {
         (r["entity_id"], r["budget_window"], r["period_kind"])
         for r in read_mart(built_duckdb.path, "fct_budget_periods")
@@ -101,9 +102,11 @@ def test_multi_window_budgets_have_periods_per_window(built_duckdb):
         ("team_3", "1h", "seconds"),
         ("team_3", "7d", "week"),
         ("hash_k4", "1d", "day"),
+        ("user_2", "1d", "day"),  # users' budget_limits, where the column exists
     }
     assert {w[:2] for w in windows} == {
-        ("hash_k1", "1d"), ("hash_k1", "30d"), ("team_3", "1h"), ("team_3", "7d"), ("hash_k4", "1d")
+        ("hash_k1", "1d"), ("hash_k1", "30d"), ("team_3", "1h"), ("team_3", "7d"),
+        ("hash_k4", "1d"), ("user_2", "1d"),
     }  # fmt: skip
     crossed = {
         (r["entity_id"], r["budget_window"])
@@ -177,16 +180,45 @@ def test_limit_history_keeps_every_version_and_marks_periods_where_a_limit_chang
     ]
     assert gone[0]["valid_to"] == gone[1]["valid_from"]
     assert gone[1]["valid_to"] is None
-    assert {r["entity_type"] for r in history} == {"budget_row", "key"}
+    assert {r["entity_type"] for r in history} == {"budget_row", "key", "team"}
     start = datetime(2028, 1, 20)
-    changes = {  # (entity, budget source, duration) -> when its limit changed
-        ("hash_k1", "key_budget", "7d"): start + timedelta(days=10, hours=5),
-        ("hash_k2", "key", "1d"): start + timedelta(days=20, hours=13),
+    week = sorted(
+        (r for r in history if r["entity_id"] == "b_key_week"),
+        key=lambda r: (r["valid_from"] is not None, r["valid_from"]),
+    )
+    # a lowering and its undoing between two snapshots, seen only in the audit log
+    assert [(r["max_budget_usd"], r["evidence"]) for r in week] == [
+        (Decimal(3), "snapshot"),
+        (Decimal("1.5"), "audit_log"),
+        (Decimal(3), "audit_log"),
+        (Decimal(40), "snapshot"),
+    ]
+    assert [r["valid_from"] for r in week][1:] == [
+        start + timedelta(days=4),
+        start + timedelta(days=6),
+        start + timedelta(days=10, hours=5),
+    ]
+    team_5 = [r for r in history if r["entity_id"] == "team_5"]
+    assert [(r["valid_from"], r["valid_to"]) for r in team_5] == [(None, None)]  # alias only
+    changes = {  # (entity, budget source, duration) -> when its limits changed
+        ("hash_k1", "key_budget", "7d"): [
+            start + timedelta(days=4),
+            start + timedelta(days=6),
+            start + timedelta(days=10, hours=5),
+        ],
+        ("hash_k2", "key", "1d"): [
+            start + timedelta(minutes=5),  # the audit log dates the first snapshot's version
+            start + timedelta(days=20, hours=13),
+        ],
+        ("team_2", "team", "1w"): [start + timedelta(days=12)],
+        ("team_3", "team_budget_limits", "7d"): [start + timedelta(days=15)],
     }
-    expected = {
-        (entity, source, period_bounds(at, parse_duration(duration))[0], at)
-        for (entity, source, duration), at in changes.items()
-    }
+    expected: dict[tuple, datetime] = {}
+    for (entity, source, duration), times in changes.items():
+        for at in times:
+            period = (entity, source, period_bounds(at, parse_duration(duration))[0])
+            expected[period] = max(at, expected.get(period, at))
+    expected = {(*period, at) for period, at in expected.items()}
     marked = {
         (r["entity_id"], r["budget_source"], r["period_start"], r["limit_changed_at"])
         for r in read_mart(built_duckdb.path, "fct_budget_periods")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
@@ -34,7 +35,17 @@ def _postgres_env(url: str, schema: str, raw_schema: str) -> dict[str, str]:
 
 
 def _normalize(value):
-    return value.normalize() if isinstance(value, Decimal) else value
+    """Decimals without trailing zeros; JSON text the engines re-serialize (an audit row's nested
+    object: PostgreSQL's jsonb orders keys and spaces them, DuckDB keeps them as written) in one
+    canonical form."""
+    if isinstance(value, Decimal):
+        return value.normalize()
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.dumps(json.loads(value), sort_keys=True)
+        except ValueError:
+            return value
+    return value
 
 
 def _rows(cursor_rows) -> list[tuple]:

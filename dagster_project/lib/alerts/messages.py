@@ -79,6 +79,7 @@ _BUDGET_SOURCES = {
     "end_user_budget_model_max_budget": "the model_max_budget of the end user's budget",
     "key_budget_limits": "the key's budget_limits",
     "team_budget_limits": "the team's budget_limits",
+    "user_budget_limits": "the user's budget_limits",
 }
 
 

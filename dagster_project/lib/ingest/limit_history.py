@@ -46,7 +46,10 @@ LIMIT_COLUMNS: Mapping[str, tuple[str, tuple[str, ...]]] = {
         "team_id",
         ("max_budget", "soft_budget", "budget_duration", "model_max_budget", "budget_limits"),
     ),
-    "users": ("user_id", ("max_budget", "budget_duration", "model_max_budget")),
+    "users": (
+        "user_id",
+        ("max_budget", "budget_duration", "model_max_budget", "budget_limits"),
+    ),
     "budgets": ("budget_id", ("max_budget", "soft_budget", "budget_duration", "model_max_budget")),
     "organizations": ("organization_id", ("budget_id",)),
     "end_users": ("user_id", ("budget_id",)),

@@ -192,7 +192,7 @@ user_holders as (
         spend_counter_usd,
         budget_reset_at,
         created_at,
-        cast(null as varchar) as budget_limits_json
+        budget_limits_json
     from users
     where not is_proxy_budget_row
 

@@ -1,9 +1,10 @@
 -- The limits of every budget over time, one row per budget and version: from valid_from (null:
--- since ever) to valid_to (null: still in force). A budget whose limits come from a row the
--- warehouse has a history of (stg_proxy__budget_limit_history: the key's, team's or user's own
--- row, or the budget row) has one version per version of that row; a deleted budget row's last
--- version has no limits. Every other budget (no history yet, the proxy-wide end-user default,
--- budget_limits windows) has one version, its current limits, since ever.
+-- since ever) to valid_to (null: still in force). A budget follows the versions of the row
+-- carrying its amounts (int_budget_limit_history: the key's, team's or user's own row, a
+-- budget_limits window of the key's or team's row, or the budget row); a deleted budget row's
+-- last version has no limits. After its last known version, or since ever when its row has no
+-- history (or for the proxy-wide end-user default), a budget has its current limits.
+-- Consecutive versions with the same limits are one.
 with
 
 budgets as (
@@ -20,7 +21,7 @@ resolved as (
 
 limit_history as (
 
-    select * from {{ ref('stg_proxy__budget_limit_history') }}
+    select * from {{ ref('int_budget_limit_history') }}
 
 ),
 
@@ -33,16 +34,22 @@ carriers as (
             when 'team' then 'teams'
             when 'user' then 'users'
         end as source_table,
-        entity_id as carrier_id
+        entity_id as carrier_id,
+        budget_window,
+        budget_duration
     from resolved
-    where budget_source in ('key', 'team', 'user')
+    where
+        budget_source in ('key', 'team', 'user')
+        or (budget_source in ('key_budget_limits', 'team_budget_limits', 'user_budget_limits') and config_error is null)
 
     union all
 
     select
         entity_budget_id,
         'budgets' as source_table,
-        budget_id as carrier_id
+        budget_id as carrier_id,
+        budget_window,
+        budget_duration
     from resolved
     where
         budget_id is not null
@@ -53,33 +60,79 @@ carriers as (
 
 ),
 
+-- budget_limits windows: the limit of a window in a version is the max_budget of the version's
+-- first window of the same budget_duration (none: the window did not exist then).
+history_windows as (
+
+    {{ json_array_entries('limit_history', 'budget_limits_json') }}
+
+),
+
+window_limits as (
+
+    select
+        json_text,
+        {{ json_member_text('entry_json', 'budget_duration') }} as budget_duration,
+        trim({{ json_member_text('entry_json', 'max_budget') }}) as limit_text,
+        row_number() over (
+            partition by json_text, {{ json_member_text('entry_json', 'budget_duration') }}
+            order by entry_position
+        ) as duration_rank
+    from history_windows
+
+),
+
 followed as (
 
     select
         carriers.entity_budget_id,
-        limit_history.soft_budget_usd,
-        limit_history.max_budget_usd,
+        case
+            when carriers.budget_window is null then limit_history.soft_budget_usd
+        end as soft_budget_usd,
+        case
+            when carriers.budget_window is null then limit_history.max_budget_usd
+            when {{ is_usd_amount_text('window_limits.limit_text') }}
+                then cast(window_limits.limit_text as numeric(38, 10))
+        end as max_budget_usd,
         limit_history.valid_from,
-        lead(limit_history.valid_from) over (
-            partition by carriers.entity_budget_id
-            order by limit_history.valid_from asc nulls first, limit_history.observed_at asc
-        ) as valid_to
+        limit_history.valid_to
     from carriers
     inner join limit_history
         on
             carriers.source_table = limit_history.source_table
             and carriers.carrier_id = limit_history.entity_id
+    left join window_limits
+        on
+            limit_history.budget_limits_json = window_limits.json_text
+            and carriers.budget_duration = window_limits.budget_duration
+            and window_limits.duration_rank = 1
 
 ),
 
-final as (
+-- The budget's current limits, from the end of its last known version (a change the audit log
+-- recorded after the last snapshot), or since ever when its carrier has no history.
+current_versions as (
+
+    select
+        budgets.entity_budget_id,
+        budgets.soft_budget_usd,
+        budgets.max_budget_usd,
+        max(followed.valid_to) as valid_from
+    from budgets
+    left join followed
+        on budgets.entity_budget_id = followed.entity_budget_id
+    group by budgets.entity_budget_id, budgets.soft_budget_usd, budgets.max_budget_usd
+    having count(followed.entity_budget_id) = count(followed.valid_to)
+
+),
+
+versions as (
 
     select
         budgets.entity_budget_id,
         followed.soft_budget_usd,
         followed.max_budget_usd,
-        followed.valid_from,
-        followed.valid_to
+        followed.valid_from
     from budgets
     inner join followed
         on budgets.entity_budget_id = followed.entity_budget_id
@@ -87,13 +140,41 @@ final as (
     union all
 
     select
-        budgets.entity_budget_id,
-        budgets.soft_budget_usd,
-        budgets.max_budget_usd,
-        cast(null as timestamp) as valid_from,
-        cast(null as timestamp) as valid_to
-    from budgets
-    where budgets.entity_budget_id not in (select followed.entity_budget_id from followed)
+        entity_budget_id,
+        soft_budget_usd,
+        max_budget_usd,
+        valid_from
+    from current_versions
+
+),
+
+-- Consecutive versions with the same limits (another column of the row changed) are one.
+changes as (
+
+    select
+        *,
+        coalesce(
+            soft_budget_usd is distinct from lag(soft_budget_usd) over by_start
+            or max_budget_usd is distinct from lag(max_budget_usd) over by_start,
+            true
+        ) as is_change
+    from versions
+    window by_start as (partition by entity_budget_id order by valid_from asc nulls first)
+
+),
+
+final as (
+
+    select
+        entity_budget_id,
+        soft_budget_usd,
+        max_budget_usd,
+        valid_from,
+        lead(valid_from) over (
+            partition by entity_budget_id order by valid_from asc nulls first
+        ) as valid_to
+    from changes
+    where is_change
 
 )
 

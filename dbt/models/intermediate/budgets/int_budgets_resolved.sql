@@ -14,6 +14,7 @@
 --   key_budget_limits   each window of the key's budget_limits list (multi-window budgets:
 --                       {budget_duration, max_budget, reset_at}); budget_window = its duration
 --   team_budget_limits  each window of the team's budget_limits list
+--   user_budget_limits  each window of the user's budget_limits list (where the column exists)
 -- Only rows with at least one limit are budgets. anchor_at (creation time of the row holding the
 -- duration) anchors N-day periods. config_error says why a budget_limits window cannot be
 -- enforced (null for every other budget: their durations are checked downstream).

@@ -1,12 +1,13 @@
 -- Every version of every budget-bearing row's limits, one row per version, with the period it
--- was in force: from valid_from (null: since before the warehouse's first snapshot) to the next
--- version of the same row (valid_to null: still in force, or the row's deletion). A deleted
--- budget row keeps its versions, ending in one with is_deleted.
+-- was in force: from valid_from (null: since ever) to valid_to (null: still in force, or the
+-- row's deletion). Versions come from the warehouse's own snapshots and, where the proxy keeps
+-- an audit log, from its 'updated' rows (int_budget_limit_history). A deleted budget row keeps
+-- its versions, ending in one with is_deleted.
 with
 
 limit_history as (
 
-    select * from {{ ref('stg_proxy__budget_limit_history') }}
+    select * from {{ ref('int_budget_limit_history') }}
 
 ),
 
@@ -35,11 +36,9 @@ final as (
         budget_limits_json,
         is_deleted,
         valid_from,
-        lead(valid_from) over (
-            partition by source_table, entity_id
-            order by valid_from asc nulls first, observed_at asc
-        ) as valid_to,
-        observed_at
+        valid_to,
+        observed_at,
+        evidence
     from limit_history
 
 )

@@ -37,7 +37,9 @@ windows as (
         entity_alias,
         budget_window
     from budgets
-    where budget_source in ('key_budget_limits', 'team_budget_limits') and config_error is null
+    where
+        budget_source in ('key_budget_limits', 'team_budget_limits', 'user_budget_limits')
+        and config_error is null
 
 ),
 

@@ -11,6 +11,7 @@ source as (
         ['organization_id', 'varchar'],
         ['budget_duration', 'varchar'],
         ['model_max_budget', 'varchar'],
+        ['budget_limits', 'varchar'],
         ['max_budget', 'double precision'],
         ['spend', 'double precision'],
         ['budget_reset_at', 'timestamp'],
@@ -33,6 +34,7 @@ renamed as (
         user_role,
         budget_duration,
         nullif(model_max_budget, '{}') as model_max_budget_json,
+        nullif(budget_limits, '[]') as budget_limits_json,
 
         ----------  numerics
         {{ to_money('max_budget') }} as max_budget_usd,
