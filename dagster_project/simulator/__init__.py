@@ -2,8 +2,9 @@
 
 ``simulate(url, prefix, seed=..., end=..., days=...)`` fills a proxy database (schema built by
 :func:`dagster_project.lib.migrations.apply_migrations`, any prefix and version) with
-organizations, teams, users, keys (some deleted, some rotated), end users, memberships, budgets
-and model deployments, and with spend logs and error logs flushed in the proxy's order. It
+organizations, teams, users, keys (some deleted, some rotated, a few capped: their requests over
+budget refused), end users, memberships, budgets (a few edited mid-period) and model
+deployments, and with spend logs and error logs flushed in the proxy's order. It
 returns a :class:`SimulationResult` whose ``population`` carries every generated entity, its
 budgets and its live counters, so tests can compute expected values independently of the rows.
 
@@ -25,7 +26,14 @@ import psycopg
 from dagster_project.lib.migrations import apply_migrations
 from dagster_project.lib.postgres import connect
 from dagster_project.settings import ConfigError
-from dagster_project.simulator.budgets import SpendLedger, epoch_ms, finalize, tags_carried
+from dagster_project.simulator.budgets import (
+    HOUR_MS,
+    SpendLedger,
+    epoch_ms,
+    finalize,
+    size_caps,
+    tags_carried,
+)
 from dagster_project.simulator.catalog import FLUSH_INTERVAL_S
 from dagster_project.simulator.daily import (
     DailyAggregates,
@@ -44,12 +52,14 @@ from dagster_project.simulator.rows import (
 )
 from dagster_project.simulator.workload import (
     Batch,
+    BudgetGate,
     FlushClock,
     TrafficPlan,
     TrafficStream,
     batch_len,
     build_plan,
     concat,
+    expected_key_spend,
     generate_requests,
     hourly_counts,
     rate_per_ms,
@@ -197,14 +207,18 @@ def simulate(
     _prepare_schema(database_url, prefix, init_schema)
     population = generate_population(seed, start, end, spec)
     plan = build_plan(population)
-    text = build_text_plan(population)
     total = int(rows if rows is not None else round(requests_per_day * days))
+    chunks = hourly_counts(seed, epoch_ms(start), epoch_ms(end), total)
+    hours = np.array([t0 // HOUR_MS for t0, _, _ in chunks], dtype=np.int64)
+    population = size_caps(population, hours, expected_key_spend(plan, chunks))
+    text = build_text_plan(population)
     ledger = SpendLedger.empty(
         start, end, len(population.keys), len(population.end_users), len(population.tags)
     )
     if flush_interval_s <= 0:
         raise ConfigError(f"flush interval must be positive (got {flush_interval_s}); use 10.")
     stream = TrafficStream(FlushClock(seed, interval_ms=int(flush_interval_s * 1000)))
+    gate = BudgetGate(population.capped_keys, stream.clock, written_before_ms=epoch_ms(end))
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         shapes = table_shapes(conn, prefix)
@@ -213,23 +227,29 @@ def simulate(
     with ParallelCopier(database_url, prefix, shapes, workers=writers) as copier:
         logs = _LogSink(copier, shapes, text, stamp_created=True)
         buffered: list[Batch] = []
-        for index, (t0, t1, n) in enumerate(
-            hourly_counts(seed, epoch_ms(start), epoch_ms(end), total)
-        ):
+        for index, (t0, t1, n) in enumerate(chunks):
             rng = np.random.default_rng([seed, 1, epoch_ms(end), index])
             starts = np.sort(rng.integers(t0, t1, size=n))
-            stream.add(generate_requests(rng, plan, starts, plan.active_keys(t0, t1)))
+            requests = generate_requests(rng, plan, starts, plan.active_keys(t0, t1))
+            stream.add(gate.apply(requests))  # refused at authentication, before the queue
             buffered.append(stream.drain(t1))
             if sum(batch_len(b) for b in buffered) >= batch_rows:
-                _flush(logs, ledger, population, concat(buffered), daily)
+                _flush(logs, ledger, population, concat(buffered), daily, gate)
                 buffered = []
                 if time.perf_counter() - reported >= PROGRESS_EVERY_S:
                     _report(say, logs.spend_logs, total, began)
                     reported = time.perf_counter()
-        _flush(logs, ledger, population, concat(buffered), daily)
+        _flush(logs, ledger, population, concat(buffered), daily, gate)
     load_seconds = time.perf_counter() - began
     _report(say, logs.spend_logs, total, began)
 
+    population = replace(
+        population,
+        capped_keys=tuple(
+            replace(c, rejected=gate.rejected_written.get(c.key_index, 0))
+            for c in population.capped_keys
+        ),
+    )
     population = finalize(population, ledger)
     with psycopg.connect(database_url) as conn:
         for table, table_rows in population_rows(population, prefix).items():
@@ -247,7 +267,9 @@ def simulate(
         f"{len(population.rotations)} rotations), "
         f"{len(population.end_users)} end users, {len(population.tags)} tags, "
         f"{len(population.projects)} projects, "
-        f"{len(population.budgets)} budgets"
+        f"{len(population.budgets)} budgets ({len(population.limit_changes)} edited mid-period); "
+        f"{population.rejected_requests:,} requests of {len(population.capped_keys)} capped keys "
+        "refused for budget"
     )
     result = SimulationResult(
         population=population,
@@ -269,6 +291,7 @@ def simulate(
             plan,
             text,
             stream,
+            gate,
             seed,
             end,
             requests_per_day,
@@ -293,9 +316,15 @@ class _DailySink:
 
 
 def _flush(
-    logs: _LogSink, ledger: SpendLedger, population: Population, batch: Batch, daily: _DailySink
+    logs: _LogSink,
+    ledger: SpendLedger,
+    population: Population,
+    batch: Batch,
+    daily: _DailySink,
+    gate: BudgetGate,
 ) -> None:
     if batch_len(batch):
+        gate.count_written(batch)
         logs.write(daily.write(batch))
         ledger.add(batch["key"], batch["end_user"], batch["start_ms"], batch["spend"])
         carried = tags_carried(population, batch["key"], batch["tag_variant"], batch["extra_tag"])
@@ -315,6 +344,7 @@ def _run_live(
     plan: TrafficPlan,
     text: TextPlan,
     stream: TrafficStream,
+    gate: BudgetGate,
     seed: int,
     end: datetime,
     requests_per_day: float,
@@ -325,9 +355,11 @@ def _run_live(
     """Keep appending like a running proxy (real clock) until interrupted or ``duration_s``.
 
     ``created_at`` is left to the database default; after each flush the live ``spend``
-    counters are incremented like the proxy's batched counter updates.
+    counters are incremented like the proxy's batched counter updates. The capped keys stay
+    capped (every request is charged from now on: nothing ends the run).
     """
     rng = np.random.default_rng([seed, 4, _now_ms()])
+    gate.written_before_ms = None
     now = _now_ms()
     previous = epoch_ms(end) if 0 <= now - epoch_ms(end) <= 600_000 else now
     deadline = time.monotonic() + duration_s if duration_s is not None else None
@@ -343,7 +375,8 @@ def _run_live(
                 expected = rate_per_ms(requests_per_day, now) * max(now - previous, 0)
                 count = int(rng.poisson(expected))
                 starts = np.sort(rng.integers(previous, max(now, previous + 1), count))
-                stream.add(generate_requests(rng, plan, starts, plan.active_keys(previous, now)))
+                requests = generate_requests(rng, plan, starts, plan.active_keys(previous, now))
+                stream.add(gate.apply(requests))
                 batch = stream.drain(now + 1)
                 if batch_len(batch):
                     logs.write(batch)

@@ -18,6 +18,17 @@ Per-model budgets (``model_max_budget``, rolling windows upstream) are sized fro
 ledger: a key's daily peak times the share of its requests on its favourite model, times 0.3
 for ``over`` keys (crossed) and 3 for the others (not crossed); one team, one user and one
 end-user tier get one too, with both spellings of an entry in use.
+
+Capped keys (:class:`~.population.CappedKey`) are the exception: their ``max_budget`` is fixed
+before any traffic (:func:`size_caps`, half the highest expected spend of one of their periods),
+enforced while the requests are generated, and kept by :func:`finalize`; their counters never
+drift (the proxy enforces on them).
+
+Limit changes (:class:`~.population.LimitChange`, :func:`finalize`): one key, one team and one
+tag or project budget row get their limits edited inside their current period; the limits
+sized here are the new ones, the old ones are chosen so that the change matters: lowered below
+the period's spend when the new ``max_budget`` is crossed (the old one was never crossed), else
+raised above it (the old one was crossed before the change).
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from dagster_project.simulator.catalog import ADMIN_USER_ID, EXTRA_TAGS, MODELS
 from dagster_project.simulator.population import (
     EndUser,
     Key,
+    LimitChange,
     Organization,
     Population,
     Project,
@@ -41,6 +53,7 @@ from dagster_project.simulator.population import (
     Team,
     TeamMember,
     User,
+    seeded_uuid,
 )
 
 HOUR_MS = 3_600_000
@@ -50,6 +63,10 @@ DRIFT_SHARE = 0.1
 MODEL_BUDGET_KEY_SHARE = 0.3
 BUDGET_LIMITS_KEY_SHARE = 0.2
 _WINDOW_DAYS = {"1d": 1, "7d": 7}
+CAP_SHARE = 0.5
+"""A capped key's ``max_budget``: this share of the highest expected spend of its periods."""
+CHANGED_DURATIONS: tuple[str, ...] = ("1d", "7d", "30d", "1mo")
+"""Durations of the rows whose limits may change mid-period (periods of several hours)."""
 
 
 def epoch_ms(ts: datetime) -> int:
@@ -218,6 +235,23 @@ def size_limits(profile: str, spend: WindowSpend) -> tuple[float | None, float |
     raise ValueError(f"unknown budget profile {profile!r}")
 
 
+def size_caps(pop: Population, hours: np.ndarray, expected: np.ndarray) -> Population:
+    """Fix the capped keys' ``max_budget`` before traffic: :data:`CAP_SHARE` of the highest
+    expected spend of one of the key's budget periods, from ``expected`` (keys x chunks, as
+    :func:`~.workload.expected_key_spend`) over chunks starting in clock ``hours``; busier
+    periods reach it, quiet ones (weekends of a ``1d`` key) may not."""
+    capped = []
+    keys = list(pop.keys)
+    for c in pop.capped_keys:
+        labels = period_labels(hours, c.budget_duration)
+        _, inverse = np.unique(labels, return_inverse=True)
+        peak = float(np.bincount(inverse, weights=expected[c.key_index]).max(initial=0.0))
+        cap = _money(CAP_SHARE * peak, up=False) if peak > 0 else 1.0
+        capped.append(replace(c, max_budget=cap))
+        keys[c.key_index] = replace(keys[c.key_index], max_budget=cap)
+    return replace(pop, keys=tuple(keys), capped_keys=tuple(capped))
+
+
 class _Sizing:
     """Working state of :func:`finalize`: the ledger, the budget rows, the drift draws."""
 
@@ -280,8 +314,18 @@ def _size_keys(z: _Sizing) -> tuple[Key, ...]:
         at_hour = (epoch_ms(at) - (1 if key.deleted_at else 0)) // HOUR_MS
         ws = z.spend(z.ledger.key_hourly[i], key.budget_duration, at_hour)
         soft, max_ = size_limits(key.profile, ws)
-        z.set_budget(key.budget_id, soft, None)  # a key's soft budget lives on its budget row
         truth = _current(ws, key.budget_duration)
+        spend = z.counter("key", key.token, truth)
+        capped = z.pop.capped(i)
+        if capped is not None and capped.max_budget is not None:
+            # fixed before the traffic and enforced on it: kept, with an exact counter (the
+            # proxy's, which refused the requests) and a soft budget below it
+            max_ = capped.max_budget
+            if soft is not None and soft >= max_:
+                soft = _money(0.5 * max_, up=False)
+            z.drifted.discard(("key", key.token))
+            spend = truth
+        z.set_budget(key.budget_id, soft, None)  # a key's soft budget lives on its budget row
         keys.append(
             replace(
                 key,
@@ -289,7 +333,7 @@ def _size_keys(z: _Sizing) -> tuple[Key, ...]:
                 soft_budget=soft if key.budget_id else None,
                 budget_reset_at=next_reset(at, key.budget_duration),
                 period_spend=truth,
-                spend=z.counter("key", key.token, truth),
+                spend=spend,
             )
         )
     return tuple(keys)
@@ -462,8 +506,9 @@ def _size_model_budgets(z: _Sizing, sized: dict[str, tuple]) -> dict[str, tuple]
     rng = np.random.default_rng([z.pop.seed, 4])
     busiest = MODELS[int(np.argmax([m.weight for m in MODELS]))].model_group
     keys = list(sized["keys"])
+    capped = {c.key_index for c in z.pop.capped_keys}  # only their max_budget is enforced
     for i, key in enumerate(keys):
-        if key.profile == "none" or rng.random() >= MODEL_BUDGET_KEY_SHARE:
+        if key.profile == "none" or rng.random() >= MODEL_BUDGET_KEY_SHARE or i in capped:
             continue
         top = int(np.argmax(key.model_weights))
         peak = z.spend(z.ledger.key_hourly[i], "1d").peak * key.model_weights[top]
@@ -514,8 +559,11 @@ def _size_budget_limits(
         return tuple(entries)
 
     keys = list(sized["keys"])
+    capped = {c.key_index for c in z.pop.capped_keys}  # only their max_budget is enforced
     for i, key in enumerate(keys):
         if key.profile == "none" or key.deleted_at or rng.random() >= BUDGET_LIMITS_KEY_SHARE:
+            continue
+        if i in capped:
             continue
         entries = limits("key", key.token, z.ledger.key_hourly[i], key.profile)
         keys[i] = replace(key, budget_limits=entries)
@@ -526,6 +574,155 @@ def _size_budget_limits(
             teams[j] = replace(team, budget_limits=limits("team", team.team_id, series, "over"))
             break
     return {**sized, "keys": tuple(keys), "teams": tuple(teams)}, tuple(windows)
+
+
+def _plan_change(
+    z: _Sizing,
+    rng: np.random.Generator,
+    series: np.ndarray,
+    duration: str,
+    limits: tuple[float | None, float | None],
+    not_before: datetime,
+) -> tuple[datetime, float, float | None, float] | None:
+    """When and from what a row's limits ``(soft, max)`` (the current ones) changed inside its
+    current period of ``duration``, given the hourly spend ``series`` it counts: ``(changed_at,
+    old max, old soft, spend before the change)``, or ``None`` when the period has too little
+    spend. The change falls in a clock hour after ``not_before``'s, and the spend of the whole
+    hours before it decides: if the period's spend reaches the new max, the change comes after
+    the spend reached it and the old max was above the period's spend (a lowering: crossed at
+    once under the limit in force, earlier under the current one); else the change comes once a
+    fifth of the spend was made and the old max was half the spend before it (a raise: crossed
+    before the change, never under the current limit). The old soft budget keeps the ratio of
+    soft to max."""
+    soft, max_ = limits
+    if max_ is None:
+        return None
+    labels = period_labels(z.hours, duration)
+    now = int(period_labels(np.array([z.end_hour]), duration)[0])
+    end_ms = epoch_ms(z.pop.end)
+    inside = np.flatnonzero((labels == now) & (z.hours * HOUR_MS < end_ms))
+    if len(inside) < 2:
+        return None
+    hours, spend = z.hours[inside], series[inside]
+    before = np.cumsum(spend) - spend  # the period's spend before each hour
+    total = float(spend.sum())
+    valid = hours > epoch_ms(not_before) // HOUR_MS
+    lowered = total >= max_
+    ok = valid & (before >= max_) if lowered else valid & (before > 0) & (before >= 0.2 * total)
+    if total <= 0 or not ok.any():
+        return None
+    j = int(rng.choice(np.flatnonzero(ok)))
+    lo = int(hours[j]) * HOUR_MS
+    seconds = max((min(lo + HOUR_MS, end_ms) - lo) // 1000, 1)
+    at_ms = lo + 1000 * int(rng.integers(0, seconds))
+    changed_at = np.datetime64(at_ms, "ms").astype(datetime)
+    if lowered:
+        old_max = _money(max(1.5 * total, 2 * max_), up=True)
+    else:
+        old_max = _money(0.5 * float(before[j]), up=False)
+    old_soft = None if soft is None else _money(soft * old_max / max_, up=False)
+    return changed_at, old_max, old_soft, float(before[j])
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A row whose limits may change: its table, id, duration, ``(soft, max)``, the hourly spend
+    it counts and its creation time."""
+
+    table: str
+    ident: str
+    duration: str | None
+    limits: tuple[float | None, float | None]
+    series: np.ndarray
+    created_at: datetime
+
+
+def _change_candidates(z: _Sizing, sized: dict[str, tuple]) -> list[list[_Candidate]]:
+    """The keys (live, neither capped nor rotated), the teams, and the tag and project budget
+    rows that may get a limit change, one list per table."""
+    skip = {c.key_index for c in z.pop.capped_keys} | {r.key_index for r in z.pop.rotations}
+    keys = [
+        _Candidate(
+            "VerificationToken",
+            k.token,
+            k.budget_duration,
+            (None, k.max_budget),
+            z.ledger.key_hourly[i],
+            k.created_at,
+        )
+        for i, k in enumerate(sized["keys"])
+        if k.deleted_at is None and i not in skip
+    ]
+    teams = [
+        _Candidate(
+            "TeamTable",
+            t.team_id,
+            t.budget_duration,
+            (t.soft_budget, t.max_budget),
+            z.keys_series(lambda k, t=t: k.team_id == t.team_id),
+            t.created_at,
+        )
+        for t in sized["teams"]
+    ]
+    held: list[tuple[str, np.ndarray]] = [
+        (t.budget_id, z.ledger.tag_hourly[j])
+        for j, t in enumerate(z.pop.tags)
+        if t.budget_id and j < z.ledger.tag_hourly.shape[0]
+    ]
+    held += [
+        (p.budget_id, z.keys_series(lambda k, p=p: k.project_id == p.project_id))
+        for p in z.pop.projects
+        if p.budget_id
+    ]
+    budgets = [
+        _Candidate(
+            "BudgetTable",
+            b.budget_id,
+            b.budget_duration,
+            (b.soft_budget, b.max_budget),
+            series,
+            b.created_at,
+        )
+        for b, series in ((z.budgets[budget_id], series) for budget_id, series in held)
+    ]
+    return [keys, teams, budgets]
+
+
+def _limit_changes(z: _Sizing, sized: dict[str, tuple]) -> tuple[LimitChange, ...]:
+    """One key, one team and one tag or project budget row (:func:`_change_candidates`), each
+    with a duration of :data:`CHANGED_DURATIONS` and a max budget, whose limits changed inside
+    the current period (:func:`_plan_change`); the sized limits are the new ones. Audited when
+    the proxy stores audit logs. Draws from its own stream, so nothing else changes."""
+    rng = np.random.default_rng([z.pop.seed, 9])
+    audited = z.pop.audit_logging
+    changes = []
+    for options in _change_candidates(z, sized):
+        options = [
+            o for o in options if o.duration in CHANGED_DURATIONS and o.limits[1] is not None
+        ]
+        for n in rng.permutation(len(options)).tolist():
+            o = options[n]
+            planned = _plan_change(z, rng, o.series, str(o.duration), o.limits, o.created_at)
+            if planned is None:
+                continue
+            changed_at, old_max, old_soft, spend_before = planned
+            changes.append(
+                LimitChange(
+                    table=o.table,
+                    entity_id=o.ident,
+                    budget_duration=str(o.duration),
+                    changed_at=changed_at,
+                    old_max_budget=old_max,
+                    old_soft_budget=old_soft,
+                    new_max_budget=o.limits[1],
+                    new_soft_budget=o.limits[0],
+                    audited=audited,
+                    audit_row_id=seeded_uuid(rng) if audited else "",
+                    spend_before=None if o.table == "BudgetTable" else spend_before,
+                )
+            )
+            break
+    return tuple(changes)
 
 
 def finalize(population: Population, ledger: SpendLedger) -> Population:
@@ -547,6 +744,7 @@ def finalize(population: Population, ledger: SpendLedger) -> Population:
     return replace(
         population,
         **sized,
+        limit_changes=_limit_changes(z, sized),
         window_spend=window_spend,
         budgets=tuple(z.budgets[b.budget_id] for b in population.budgets),
         drifted=frozenset(z.drifted),

@@ -210,6 +210,12 @@ AUTH_FAILURE = FailureKind(
 )
 """Failures of requests without a usable key (``SpendLogs.api_key`` = ``''``)."""
 
+BUDGET_FAILURE = FailureKind(
+    "BudgetExceededError", "400", "Budget has been exceeded! Key spend is over its max_budget", 0
+)
+"""Requests refused at authentication because their key's spend reached its ``max_budget``
+(upstream raises ``litellm.BudgetExceededError``, HTTP 400)."""
+
 USER_AGENTS: tuple[str, ...] = (
     "OpenAI/Python 1.55.3",
     "OpenAI/Python 1.82.0",

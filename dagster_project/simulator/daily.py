@@ -119,10 +119,15 @@ class DailyAggregates:
         ki = np.where(batch["key"] >= 0, batch["key"], n_keys + batch["key"])
         tv = batch["tag_variant"]
         tag_idx = np.where(tv == 0, 0, np.where(tv == 1, 1, 2 + batch["extra_tag"] % self.n_extra))
-        failed = (batch["failure_kind"] >= 0).astype(np.int64)
+        # outcome: 0 success, 1 failed call, 2 refused at authentication (no key, over budget)
+        fk = batch["failure_kind"]
+        at_auth = np.array(self.text.failure_at_auth, dtype=bool)[np.maximum(fk, 0)]
+        outcome = np.where(fk < 0, 0, np.where(at_auth, 2, 1)).astype(np.int64)
         day = batch["start_ms"] // DAY_MS
         era = self.text.eras(batch["key"], batch["start_ms"])  # which hash a rotated key had
-        grain = np.stack([ki, batch["model"], day, batch["end_user"], tag_idx, failed, era], axis=1)
+        grain = np.stack(
+            [ki, batch["model"], day, batch["end_user"], tag_idx, outcome, era], axis=1
+        )
         groups, inverse = np.unique(grain, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         spend = np.bincount(inverse, weights=batch["spend"])
@@ -133,7 +138,7 @@ class DailyAggregates:
         np.minimum.at(first, inverse, batch["flush_ms"])
         last = np.full(len(groups), np.iinfo(np.int64).min)
         np.maximum.at(last, inverse, batch["flush_ms"])
-        for g, (k, m, d, eu, ti, fail, e) in enumerate(groups.tolist()):
+        for g, (k, m, d, eu, ti, out, e) in enumerate(groups.tolist()):
             values = (
                 float(spend[g]),
                 int(prompt[g]),
@@ -143,7 +148,7 @@ class DailyAggregates:
                 int(last[g]),
             )
             for kind, ident in self._entities(k, eu, ti):
-                self._add(kind, ident, (k, e), m, d, bool(fail), values)
+                self._add(kind, ident, (k, e), m, d, out, values)
 
     def _entities(self, k: int, eu: int, ti: int) -> Iterator[tuple[str, str]]:
         text = self.text
@@ -164,12 +169,13 @@ class DailyAggregates:
         key_era: tuple[int, int],
         m: int,
         day: int,
-        failed: bool,
+        outcome: int,
         values: tuple[float, int, int, int, int, int],
     ) -> None:
         text = self.text
         k, era = key_era  # key index (as in TextPlan) and the era of its hash
-        auth = k == len(text.key_token) - 2  # keyless (-2): the failure row's model is the group
+        failed = outcome != 0
+        auth = outcome == 2  # refused at authentication: the row's model is the group
         model = text.model_group[m] if auth else text.model_name[m]
         provider = "" if auth else text.provider[m]
         date = datetime.fromtimestamp(day * 86_400, UTC).date().isoformat()

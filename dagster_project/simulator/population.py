@@ -49,6 +49,9 @@ GRACE_PERIODS: tuple[tuple[str, timedelta], ...] = (
     ("7d", timedelta(days=7)),
 )
 """``grace_period`` of a regenerate call with a ``deprecated_token`` rotation."""
+CAPPED_KEY_SLOTS: tuple[tuple[str | None, ...], ...] = (("1d", "7d"), (None,))
+"""One capped key per slot (:class:`CappedKey`): a ``budget_duration`` the key has (the first of
+the slot when the key drawn had another one)."""
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,45 @@ class Rotation:
 
 
 @dataclass(frozen=True)
+class CappedKey:
+    """A live key whose hard ``max_budget`` is fixed before any traffic (sized by
+    :func:`dagster_project.simulator.budgets.size_caps`, small enough that traffic reaches it)
+    and enforced like the proxy enforces it: once the key's charged spend in its budget period
+    (``budget_duration``; ``None`` = all time) is at or over ``max_budget``, every later request
+    of the key in that period is refused at authentication and written as a
+    ``BudgetExceededError`` failure row (:class:`dagster_project.simulator.workload.BudgetGate`).
+    ``rejected`` counts those rows flushed inside the simulated range."""
+
+    key_index: int
+    budget_duration: str | None
+    max_budget: float | None = None
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class LimitChange:
+    """A budget limit edited inside the current budget period of its row: ``table`` (unprefixed:
+    ``VerificationToken``, ``TeamTable`` or ``BudgetTable``) row ``entity_id`` (token hash,
+    team_id or budget_id) had ``old_*`` limits until ``changed_at`` and has ``new_*`` (the ones
+    written) since; ``updated_at`` of the row is ``changed_at``. ``audited``: an ``AuditLog``
+    row ``audit_row_id`` (action ``updated``) records it. ``spend_before`` is the row's spend
+    counter at the change (``None`` for budget rows, which have none). Filled in by
+    :mod:`dagster_project.simulator.budgets`."""
+
+    table: str
+    entity_id: str
+    budget_duration: str
+    changed_at: datetime
+    old_max_budget: float | None
+    old_soft_budget: float | None
+    new_max_budget: float | None
+    new_soft_budget: float | None
+    audited: bool
+    audit_row_id: str = ""
+    spend_before: float | None = None
+
+
+@dataclass(frozen=True)
 class Population:
     """Everything the simulator writes besides the logs."""
 
@@ -276,6 +318,25 @@ class Population:
     window_spend: tuple[tuple[str, str, str, datetime, float], ...] = ()
     # key regenerations, ordered by key index then time (see Rotation)
     rotations: tuple[Rotation, ...] = ()
+    # keys whose max_budget is enforced during generation (see CappedKey)
+    capped_keys: tuple[CappedKey, ...] = ()
+    # budget limits edited inside their current period (see LimitChange)
+    limit_changes: tuple[LimitChange, ...] = ()
+
+    @property
+    def audit_logging(self) -> bool:
+        """Whether the proxy stores audit logs (``store_audit_logs``): as the rotations show it,
+        some of which left an ``AuditLog`` row."""
+        return any(r.evidence == "audit_log" for r in self.rotations)
+
+    @property
+    def rejected_requests(self) -> int:
+        """Requests of capped keys refused for budget (rows flushed inside the range)."""
+        return sum(c.rejected for c in self.capped_keys)
+
+    def capped(self, key_index: int) -> CappedKey | None:
+        """The :class:`CappedKey` of ``keys[key_index]``, if it is capped."""
+        return next((c for c in self.capped_keys if c.key_index == key_index), None)
 
     def budget(self, budget_id: str | None) -> Budget | None:
         """The budget row ``budget_id`` (``None`` for ``None``)."""
@@ -662,6 +723,38 @@ def _rotations(
     return rotations
 
 
+def _capped_keys(
+    rng: np.random.Generator, keys: list[Key], budgets: list[Budget], start: datetime
+) -> tuple[list[CappedKey], list[Key], list[Budget]]:
+    """One capped key per :data:`CAPPED_KEY_SLOTS` slot, among the live keys created before the
+    range (busier keys more likely): an ``over`` key with a duration of the slot if there is
+    one, else any such key made ``over`` with the slot's first duration (its budget row, if
+    any, follows). Amounts are sized later (:func:`~.budgets.size_caps`)."""
+    keys, budgets = list(keys), list(budgets)
+    capped: list[CappedKey] = []
+    for slot in CAPPED_KEY_SLOTS:
+        taken = {c.key_index for c in capped}
+        pool = [
+            i
+            for i, k in enumerate(keys)
+            if k.deleted_at is None and k.created_at <= start and i not in taken
+        ]
+        if not pool:
+            break
+        exact = [i for i in pool if keys[i].profile == "over" and keys[i].budget_duration in slot]
+        among = exact or pool
+        weights = np.array([keys[i].traffic_weight for i in among])
+        i = int(among[int(rng.choice(len(among), p=weights / weights.sum()))])
+        if not exact:
+            keys[i] = replace(keys[i], profile="over", budget_duration=slot[0])
+            budgets = [
+                replace(b, budget_duration=slot[0]) if b.budget_id == keys[i].budget_id else b
+                for b in budgets
+            ]
+        capped.append(CappedKey(key_index=i, budget_duration=keys[i].budget_duration))
+    return capped, keys, budgets
+
+
 def _team_members(draw: _Draw, people: list[User], teams: list[Team]) -> list[TeamMember]:
     """One membership per (user, team); about a third with their own member budget."""
     created = {t.team_id: t.created_at for t in teams}
@@ -703,6 +796,10 @@ def generate_population(
     projects, keys = _projects(replace(draw, rng=np.random.default_rng([seed, 6])), keys)
     # Likewise for key rotations ([seed, 6] is the projects' stream).
     rotations = _rotations(np.random.default_rng([seed, 7]), keys, start, end)
+    # Likewise for the capped keys (a key made 'over', its duration and budget row may change).
+    capped, keys, budgets = _capped_keys(
+        np.random.default_rng([seed, 8]), keys, draw.budgets, start
+    )
     return Population(
         seed=seed,
         start=start,
@@ -714,9 +811,10 @@ def generate_population(
         end_users=tuple(end_users),
         team_members=tuple(team_members),
         org_members=tuple(org_members),
-        budgets=tuple(draw.budgets),
+        budgets=tuple(budgets),
         deployments=deployments,
         tags=tuple(tags),
         projects=tuple(projects),
         rotations=tuple(rotations),
+        capped_keys=tuple(capped),
     )

@@ -15,16 +15,25 @@ from datetime import datetime
 import numpy as np
 from psycopg.types.json import Jsonb
 
-from dagster_project.simulator.budgets import MASTER_KEY_INDEX, epoch_ms
+from dagster_project.simulator.budgets import epoch_ms
 from dagster_project.simulator.catalog import (
     ADMIN_USER_ID,
     AUTH_FAILURE,
+    BUDGET_FAILURE,
     EXTRA_TAGS,
     FAILURES,
     MASTER_KEY,
     ModelSpec,
 )
-from dagster_project.simulator.population import CREATOR, Key, Population, Rotation
+from dagster_project.simulator.population import (
+    CREATOR,
+    Budget,
+    Key,
+    LimitChange,
+    Population,
+    Rotation,
+    Team,
+)
 from dagster_project.simulator.workload import Batch
 
 NULL = "\\N"
@@ -79,6 +88,8 @@ def _usage_extras(spec: ModelSpec) -> dict:
 
 
 def _error_information(spec: ModelSpec | None, exception_type: str, code: str, msg: str) -> dict:
+    """``metadata.error_information`` of a failure row (``spec`` ``None``: no provider, the
+    proxy itself raised it)."""
     provider = spec.provider if spec else ""
     return {
         "error_code": code,
@@ -89,8 +100,14 @@ def _error_information(spec: ModelSpec | None, exception_type: str, code: str, m
             '  File "litellm/proxy/proxy_server.py", line 3891, in chat_completion\n'
             f"litellm.exceptions.{exception_type}: {msg}\n"
         ),
-        "error_message": f"litellm.{exception_type}: {provider}Exception - {msg}",
+        "error_message": _error_message(provider, exception_type, msg),
     }
+
+
+def _error_message(provider: str, exception_type: str, msg: str) -> str:
+    if not provider:
+        return f"litellm.{exception_type}: {msg}"
+    return f"litellm.{exception_type}: {provider}Exception - {msg}"
 
 
 @dataclass(frozen=True)
@@ -116,6 +133,9 @@ class TextPlan:
     failure_type: list[str]
     failure_code: list[str]
     failure_text: list[list[str]]
+    # per failure kind: raised by the proxy at authentication (no key, budget exceeded), before
+    # any deployment was picked: the row has the model group as model and no provider
+    failure_at_auth: list[bool]
     end_user: list[str]
     # Key rotations: per key index (the last two: no key, master key) the rotation instants in
     # epoch ms, and the hash and metadata fragment of each era, oldest first (the last = live).
@@ -161,7 +181,11 @@ def build_text_plan(pop: Population) -> TextPlan:
     emails = {u.user_id: u.user_email for u in pop.users}
     tokens = [k.token for k in pop.keys] + ["", MASTER_KEY]  # [..., no key (-2), master (-1)]
     specs = [d.spec for d in pop.deployments]
-    failure_kinds = [*FAILURES, AUTH_FAILURE]
+    # indexes match workload's AUTH_FAILURE_KIND and BUDGET_FAILURE_KIND
+    failure_kinds = [*FAILURES, AUTH_FAILURE, BUDGET_FAILURE]
+    # A budget refusal names no provider (BudgetExceededError has none); the other kinds keep
+    # the model's, as before.
+    raised_by = [[None if f is BUDGET_FAILURE else s for s in specs] for f in failure_kinds]
     return TextPlan(
         key_token=tokens,
         key_user=[k.user_id or "" for k in pop.keys] + ["", ADMIN_USER_ID],
@@ -198,21 +222,19 @@ def build_text_plan(pop: Population) -> TextPlan:
             for s in specs
         ],
         failure_meta=[
-            [
-                _json(_error_information(s, f.exception_type, f.status_code, f.message))
-                for s in specs
-            ]
-            for f in failure_kinds
+            [_json(_error_information(s, f.exception_type, f.status_code, f.message)) for s in by]
+            for f, by in zip(failure_kinds, raised_by, strict=True)
         ],
         failure_type=[f.exception_type for f in failure_kinds],
         failure_code=[f.status_code for f in failure_kinds],
         failure_text=[
             [
-                copy_escape(f"litellm.{f.exception_type}: {s.provider}Exception - {f.message}")
-                for s in specs
+                copy_escape(_error_message(s.provider if s else "", f.exception_type, f.message))
+                for s in by
             ]
-            for f in failure_kinds
+            for f, by in zip(failure_kinds, raised_by, strict=True)
         ],
+        failure_at_auth=[f in (AUTH_FAILURE, BUDGET_FAILURE) for f in failure_kinds],
         end_user=[e.user_id for e in pop.end_users],
         key_rotated_ms=[
             np.array([epoch_ms(r.rotated_at) for r in pop.rotations_of(i)], dtype=np.int64)
@@ -358,7 +380,7 @@ def spend_log_columns(batch: Batch, text: TextPlan, *, stamp_created: bool) -> d
         )
     ):
         failed = fk >= 0
-        auth = failed and k < MASTER_KEY_INDEX
+        auth = failed and text.failure_at_auth[fk]  # refused before a deployment was picked
         ki = k if k >= 0 else len(text.key_token) + k  # -1 master, -2 none
         call_id = uuid_text(rid[2], rid[3])
         request_id = call_id if failed else _response_id(text.id_style[m], rid[0], rid[1])
@@ -413,16 +435,23 @@ def spend_log_columns(batch: Batch, text: TextPlan, *, stamp_created: bool) -> d
 
 
 def error_log_columns(batch: Batch, text: TextPlan) -> dict[str, list]:
-    """COPY text fields of the ErrorLogs rows of the failures in ``batch`` (one per failure)."""
+    """COPY text fields of the ErrorLogs rows of the failures in ``batch`` (one per failure).
+
+    Failures raised at authentication get one too, with empty deployment columns (refused
+    before one was picked): budget refusals do what requests without a key (``AUTH_FAILURE``)
+    already did, because both are refused at the same point, where upstream's post-call failure
+    hook passes the error to the failure callbacks a failed call goes through (the ErrorLogs
+    writer among them, as we read it), and so that every SpendLogs failure row keeps its one
+    ErrorLogs row, which the simulator's tests check.
+    """
     failed = batch["failure_kind"] >= 0
     if not failed.any():
         return {name: [] for name in ERROR_LOG_COLUMNS}
     models = batch["model"][failed].tolist()
     fkinds = batch["failure_kind"][failed].tolist()
-    keys = batch["key"][failed].tolist()
     ids = batch["ids"][failed].tolist()
     at = format_ms(batch["start_ms"][failed])
-    auth = [k < MASTER_KEY_INDEX for k in keys]
+    auth = [text.failure_at_auth[f] for f in fkinds]
     return {
         "request_id": [uuid_text(r[6] ^ r[2], r[7] ^ r[3]) for r in ids],
         "startTime": at,
@@ -442,21 +471,8 @@ def population_rows(pop: Population, prefix: str) -> dict[str, list[dict]]:
     """Rows of every population table, keyed by table name without prefix, in insert order
     (``prefix`` is the proxy's table prefix, which ``AuditLog.table_name`` carries)."""
     ts = pop.start
-    budgets = [
-        {
-            "budget_id": b.budget_id,
-            "max_budget": b.max_budget,
-            "soft_budget": b.soft_budget,
-            "budget_duration": b.budget_duration,
-            "budget_reset_at": b.budget_reset_at,
-            "model_max_budget": Jsonb(b.model_max_budget or {}),
-            "created_at": b.created_at,
-            "created_by": CREATOR,
-            "updated_at": b.created_at,
-            "updated_by": CREATOR,
-        }
-        for b in pop.budgets
-    ]
+    changed = {(c.table, c.entity_id): c.changed_at for c in pop.limit_changes}
+    budgets = [_budget_row(b, changed.get(("BudgetTable", b.budget_id))) for b in pop.budgets]
     orgs = [
         {
             "organization_id": o.organization_id,
@@ -473,30 +489,7 @@ def population_rows(pop: Population, prefix: str) -> dict[str, list[dict]]:
         for o in pop.organizations
     ]
     emails = {u.user_id: u.user_email for u in pop.users}
-    teams = [
-        {
-            "team_id": t.team_id,
-            "team_alias": t.team_alias,
-            "organization_id": t.organization_id,
-            "admins": [],
-            "members": list(t.members),
-            "members_with_roles": Jsonb(
-                [{"role": "user", "user_id": m, "user_email": emails[m]} for m in t.members]
-            ),
-            "metadata": Jsonb({"soft_budget_alerting_emails": ["finops@dheera.example"]}),
-            "max_budget": t.max_budget,
-            "soft_budget": t.soft_budget,
-            "spend": t.spend,
-            "models": [],
-            "budget_duration": t.budget_duration,
-            "budget_reset_at": t.budget_reset_at,
-            "model_max_budget": Jsonb(t.model_max_budget or {}),
-            "budget_limits": Jsonb(list(t.budget_limits)) if t.budget_limits else None,
-            "created_at": t.created_at,
-            "updated_at": t.created_at,
-        }
-        for t in pop.teams
-    ]
+    teams = [_team_row(t, emails, changed.get(("TeamTable", t.team_id))) for t in pop.teams]
     users = [
         {
             "user_id": u.user_id,
@@ -517,7 +510,9 @@ def population_rows(pop: Population, prefix: str) -> dict[str, list[dict]]:
         for u in pop.users
     ]
     keys = [
-        _key_row(k, pop.rotations_of(i)) for i, k in enumerate(pop.keys) if k.deleted_at is None
+        _key_row(k, pop.rotations_of(i), changed.get(("VerificationToken", k.token)))
+        for i, k in enumerate(pop.keys)
+        if k.deleted_at is None
     ]
     deleted = [_deleted_row(_key_row(k), k.deleted_row_id, k.deleted_at) for k in pop.deleted_keys]
     rotations = _rotation_rows(pop, prefix)
@@ -617,7 +612,7 @@ def population_rows(pop: Population, prefix: str) -> dict[str, list[dict]]:
         "VerificationToken": keys,
         "DeletedVerificationToken": deleted + rotations["DeletedVerificationToken"],
         # skipped where the schema lacks them (DeprecatedVerificationToken before 2026-02)
-        "AuditLog": rotations["AuditLog"],
+        "AuditLog": rotations["AuditLog"] + _limit_change_audit_rows(pop, prefix, emails),
         "DeprecatedVerificationToken": rotations["DeprecatedVerificationToken"],
         "EndUserTable": end_users,
         "TeamMembership": team_members,
@@ -652,7 +647,7 @@ def _deleted_row(row: dict, row_id: str, deleted_at: datetime | None) -> dict:
 
 
 def _plain(row: dict) -> dict:
-    """A key row as JSON values (``AuditLog.before_value``)."""
+    """A population row (key, team, budget) as JSON values (``AuditLog.before_value``)."""
     return {
         name: value.obj
         if isinstance(value, Jsonb)
@@ -724,8 +719,97 @@ def _rotation_rows(pop: Population, prefix: str) -> dict[str, list[dict]]:
     return out
 
 
-def _key_row(k: Key, rotations: tuple[Rotation, ...] = ()) -> dict:
-    """A ``VerificationToken`` row of ``k`` after ``rotations`` (its hash is ``k.token``)."""
+def _budget_row(b: Budget, changed_at: datetime | None = None) -> dict:
+    """A ``BudgetTable`` row (``changed_at``: its limits were last edited then)."""
+    return {
+        "budget_id": b.budget_id,
+        "max_budget": b.max_budget,
+        "soft_budget": b.soft_budget,
+        "budget_duration": b.budget_duration,
+        "budget_reset_at": b.budget_reset_at,
+        "model_max_budget": Jsonb(b.model_max_budget or {}),
+        "created_at": b.created_at,
+        "created_by": CREATOR,
+        "updated_at": changed_at or b.created_at,
+        "updated_by": CREATOR,
+    }
+
+
+def _team_row(t: Team, emails: dict[str, str], changed_at: datetime | None = None) -> dict:
+    """A ``TeamTable`` row (``changed_at``: its limits were last edited then)."""
+    return {
+        "team_id": t.team_id,
+        "team_alias": t.team_alias,
+        "organization_id": t.organization_id,
+        "admins": [],
+        "members": list(t.members),
+        "members_with_roles": Jsonb(
+            [{"role": "user", "user_id": m, "user_email": emails[m]} for m in t.members]
+        ),
+        "metadata": Jsonb({"soft_budget_alerting_emails": ["finops@dheera.example"]}),
+        "max_budget": t.max_budget,
+        "soft_budget": t.soft_budget,
+        "spend": t.spend,
+        "models": [],
+        "budget_duration": t.budget_duration,
+        "budget_reset_at": t.budget_reset_at,
+        "model_max_budget": Jsonb(t.model_max_budget or {}),
+        "budget_limits": Jsonb(list(t.budget_limits)) if t.budget_limits else None,
+        "created_at": t.created_at,
+        "updated_at": changed_at or t.created_at,
+    }
+
+
+def _limit_change_audit_rows(pop: Population, prefix: str, emails: dict[str, str]) -> list[dict]:
+    """An ``AuditLog`` row per audited limit change (action ``updated``, as the proxy's key,
+    team and budget update endpoints write it): the row as it was before (old limits, the spend
+    counter then, the previous ``updated_at``) and the changed limit columns after."""
+    rows = []
+    for c in pop.limit_changes:
+        if not c.audited:
+            continue
+        before = _before_change(pop, c, emails)
+        after = {"max_budget": c.new_max_budget}
+        if c.old_soft_budget != c.new_soft_budget:
+            after["soft_budget"] = c.new_soft_budget
+        rows.append(
+            {
+                "id": c.audit_row_id,
+                "updated_at": c.changed_at,
+                "changed_by": CREATOR,
+                "changed_by_api_key": MASTER_KEY,
+                "action": "updated",
+                "table_name": f"{prefix}{c.table}",
+                "object_id": c.entity_id,
+                "before_value": Jsonb(_plain(before)),
+                "updated_values": Jsonb(after),
+            }
+        )
+    return rows
+
+
+def _before_change(pop: Population, c: LimitChange, emails: dict[str, str]) -> dict:
+    """The row ``c`` changed, as it was just before the change."""
+    old = {"max_budget": c.old_max_budget}
+    if c.table == "VerificationToken":
+        i = next(i for i, k in enumerate(pop.keys) if k.token == c.entity_id)
+        row = _key_row(pop.keys[i], pop.rotations_of(i))
+    elif c.table == "TeamTable":
+        row = _team_row(next(t for t in pop.teams if t.team_id == c.entity_id), emails)
+    else:
+        row = _budget_row(next(b for b in pop.budgets if b.budget_id == c.entity_id))
+    if "soft_budget" in row:
+        old["soft_budget"] = c.old_soft_budget
+    if c.spend_before is not None:
+        old["spend"] = c.spend_before
+    return {**row, **old}
+
+
+def _key_row(
+    k: Key, rotations: tuple[Rotation, ...] = (), changed_at: datetime | None = None
+) -> dict:
+    """A ``VerificationToken`` row of ``k`` after ``rotations`` (its hash is ``k.token``;
+    ``changed_at``: its limits were last edited then, after the rotations)."""
     created: datetime = k.created_at
     last = rotations[-1].rotated_at if rotations else None
     return {
@@ -747,8 +831,8 @@ def _key_row(k: Key, rotations: tuple[Rotation, ...] = ()) -> dict:
         "project_id": k.project_id,
         "created_at": created,
         "created_by": k.user_id or CREATOR,
-        "updated_at": last or created,
-        "updated_by": CREATOR if last else k.user_id or CREATOR,
+        "updated_at": changed_at or last or created,
+        "updated_by": CREATOR if changed_at or last else k.user_id or CREATOR,
         "rotation_count": len(rotations),
         "last_rotation_at": last,
     }

@@ -9,7 +9,9 @@ numpy arrays (one entry per request, times in epoch milliseconds). The pieces:
 - :class:`FlushClock`: when each proxy instance flushes its queue (every ~10 s + 0-5 s jitter,
   occasionally a failed flush or a short database outage);
 - :class:`TrafficStream`: holds requests until their instance flushes them, and releases them in
-  flush order, i.e. out of ``startTime`` order and late, like the proxy writes them.
+  flush order, i.e. out of ``startTime`` order and late, like the proxy writes them;
+- :class:`BudgetGate`: the proxy's ``max_budget`` check at authentication for the capped keys,
+  applied to generated requests before they are queued.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dagster_project.simulator.budgets import MASTER_KEY_INDEX, NO_KEY
+from dagster_project.simulator.budgets import MASTER_KEY_INDEX, NO_KEY, period_labels
 from dagster_project.simulator.catalog import (
     FAILURES,
     FLUSH_INTERVAL_S,
     FLUSH_JITTER_S,
     INSTANCE_COUNT,
 )
-from dagster_project.simulator.population import Population
+from dagster_project.simulator.population import CappedKey, Population
 
 Batch = dict[str, np.ndarray]
 
@@ -37,8 +39,12 @@ NO_KEY_SHARE = 0.004
 FAILURE_SHARE = 0.025
 CACHE_HIT_SHARE = 0.07
 AUTH_FAILURE_KIND = len(FAILURES)  # index of catalog.AUTH_FAILURE after the provider failures
+BUDGET_FAILURE_KIND = len(FAILURES) + 1  # index of catalog.BUDGET_FAILURE, after AUTH_FAILURE
 STREAMING_SHARE = 0.4
 END_USER_SHARE = 0.7  # of requests through customer-facing keys
+# Tokens per request: lognormal(mu, sigma), clipped (prompt: embedding or chat mu)
+PROMPT_MU_EMBEDDING, PROMPT_MU_CHAT, PROMPT_SIGMA = 5.7, 6.8, 1.0
+COMPLETION_MU, COMPLETION_SIGMA = 5.4, 0.8
 
 
 def traffic_weight(ms: np.ndarray) -> np.ndarray:
@@ -169,8 +175,10 @@ def generate_requests(
     failure_kind = np.where(failure, _pick(plan.failure_cum, rng.random(n)), -1)
     failure_kind = np.where(key == NO_KEY, AUTH_FAILURE_KIND, failure_kind)
 
-    prompt = np.clip(rng.lognormal(np.where(embedding, 5.7, 6.8), 1.0), 1, 120_000).astype(np.int64)
-    completion = np.where(embedding, 0, np.clip(rng.lognormal(5.4, 0.8, n), 1, 16_000))
+    prompt_mu = np.where(embedding, PROMPT_MU_EMBEDDING, PROMPT_MU_CHAT)
+    prompt = np.clip(rng.lognormal(prompt_mu, PROMPT_SIGMA), 1, 120_000).astype(np.int64)
+    completion = rng.lognormal(COMPLETION_MU, COMPLETION_SIGMA, n)
+    completion = np.where(embedding, 0, np.clip(completion, 1, 16_000))
     completion = completion.astype(np.int64)
     prompt = np.where(failure, 0, prompt)
     completion = np.where(failure, 0, completion)
@@ -323,3 +331,107 @@ class TrafficStream:
         self._pending = take(self._pending, ~due)
         order = np.lexsort((out["end_ms"], out["instance"], out["flush_ms"]))
         return take(out, order)
+
+
+def expected_key_spend(plan: TrafficPlan, chunks: list[tuple[int, int, int]]) -> np.ndarray:
+    """Expected charged spend of each key in each chunk ``(t0, t1, n)`` of
+    :func:`hourly_counts` (keys x chunks), from the same distributions
+    :func:`generate_requests` draws from (token clipping ignored): the key's share of the
+    chunk's requests, times its mean cost per request (no spend on failures and cache hits)."""
+    n_keys = len(plan.key_weight)
+    out = np.zeros((n_keys, len(chunks)))
+    if not n_keys:
+        return out
+    share = np.diff(plan.key_model_cum, prepend=0.0, axis=1)
+    share /= np.maximum(plan.key_model_cum[:, -1:], 1e-300)
+    chat_prompt = np.exp(PROMPT_MU_CHAT + PROMPT_SIGMA**2 / 2)
+    embedding_prompt = np.exp(PROMPT_MU_EMBEDDING + PROMPT_SIGMA**2 / 2)
+    prompt = np.where(plan.model_is_embedding, embedding_prompt, chat_prompt)
+    completion = np.where(
+        plan.model_is_embedding, 0.0, np.exp(COMPLETION_MU + COMPLETION_SIGMA**2 / 2)
+    )
+    per_model = prompt * plan.model_input_cost + completion * plan.model_output_cost
+    per_request = (share @ per_model) * (1 - FAILURE_SHARE)
+    per_request *= 1 - CACHE_HIT_SHARE * plan.key_cache_enabled
+    keyed = 1 - MASTER_KEY_SHARE - NO_KEY_SHARE
+    for j, (t0, t1, n) in enumerate(chunks):
+        weights = plan.key_weight * plan.active_keys(t0, t1)
+        if weights.sum() > 0:
+            out[:, j] = n * keyed * weights / weights.sum() * per_request
+    return out
+
+
+class BudgetGate:
+    """The proxy's ``max_budget`` check at authentication, for the capped keys.
+
+    Requests are taken in ``startTime`` order (generated chunks come in time order, each sorted)
+    and the key's charged spend in its budget period is kept as the proxy keeps its counter: a
+    request starting while it is at or over the key's ``max_budget`` is refused (written as a
+    :data:`BUDGET_FAILURE_KIND` failure row: spend and tokens 0, no cache hit, ``endTime`` =
+    ``startTime``), any other adds its spend. So the request that reaches the cap is still
+    served, and every later request of the key in the same period is refused; the next period
+    starts again from zero (the reset job). With ``written_before_ms`` (the end of a historical
+    run), a request whose row is still queued then is not charged: its spend reaches neither
+    the logs nor the counters of the run, so the logs alone explain every refusal.
+    """
+
+    def __init__(
+        self,
+        capped: tuple[CappedKey, ...],
+        clock: FlushClock,
+        written_before_ms: int | None = None,
+    ) -> None:
+        self.caps = {c.key_index: c for c in capped if c.max_budget is not None}
+        self.clock = clock
+        self.written_before_ms = written_before_ms
+        self._counters: dict[int, tuple[int | None, float]] = {}
+        self.rejected_written: dict[int, int] = {}
+
+    def apply(self, batch: Batch) -> Batch:
+        """``batch`` with the requests the proxy refuses for budget turned into failure rows."""
+        if not self.caps or not batch_len(batch):
+            return batch
+        key, start_ms, spend = batch["key"], batch["start_ms"], batch["spend"]
+        mine = np.flatnonzero(np.isin(key, list(self.caps)))
+        if not len(mine):
+            return batch
+        mine = mine[np.argsort(start_ms[mine], kind="stable")]
+        charged = np.ones(len(mine), dtype=bool)
+        if self.written_before_ms is not None:
+            flush = self.clock.flush_time(batch["instance"][mine], batch["end_ms"][mine])
+            charged = flush < self.written_before_ms
+        reject = np.zeros(batch_len(batch), dtype=bool)
+        for k, cap in self.caps.items():
+            of_key = key[mine] == k
+            rows, counts = mine[of_key], charged[of_key]
+            labels = period_labels(start_ms[rows] // HOUR_MS, cap.budget_duration)
+            label, spent = self._counters.get(k, (None, 0.0))
+            for row, period, counted in zip(
+                rows.tolist(), labels.tolist(), counts.tolist(), strict=True
+            ):
+                if period != label:
+                    label, spent = period, 0.0
+                if spent >= cap.max_budget:
+                    reject[row] = True
+                elif counted:
+                    spent += float(spend[row])
+            self._counters[k] = (label, spent)
+        if not reject.any():
+            return batch
+        out = dict(batch)
+        out["failure_kind"] = np.where(reject, BUDGET_FAILURE_KIND, batch["failure_kind"])
+        out["cache_hit"] = batch["cache_hit"] & ~reject
+        out["spend"] = np.where(reject, 0.0, spend)
+        for name in ("prompt_tokens", "completion_tokens"):
+            out[name] = np.where(reject, 0, batch[name])
+        for name in ("end_ms", "completion_start_ms"):
+            out[name] = np.where(reject, start_ms, batch[name])
+        return out
+
+    def count_written(self, batch: Batch) -> None:
+        """Count the refused requests among a flushed batch's rows, per key index."""
+        if not batch_len(batch):
+            return
+        refused = batch["failure_kind"] == BUDGET_FAILURE_KIND
+        for k, n in zip(*np.unique(batch["key"][refused], return_counts=True), strict=True):
+            self.rejected_written[int(k)] = self.rejected_written.get(int(k), 0) + int(n)

@@ -435,13 +435,15 @@ def test_older_schema_without_newer_columns(make_source):
     assert scalar(src, "SELECT to_regclass(%s)", f'"{src.prefix}DeletedVerificationToken"') is None
     assert scalar(src, "SELECT to_regclass(%s)", f'"{src.prefix}ProjectTable"') is None
     # key rotations: no deleted copy and no deprecated row before those tables existed; the
-    # AuditLog (in the baseline) has the audit evidence
+    # AuditLog (in the baseline) has the audit evidence, and the audited limit changes
     assert (
         scalar(src, "SELECT to_regclass(%s)", f'"{src.prefix}DeprecatedVerificationToken"') is None
     )
-    assert scalar(src, f"SELECT count(*) FROM {src.table('AuditLog')}") == sum(
-        r.evidence == "audit_log" for r in result.population.rotations
-    )
+    audit = dict(rows(src, f"SELECT action, count(*) FROM {src.table('AuditLog')} GROUP BY 1"))
+    assert audit == {
+        "rotated": sum(r.evidence == "audit_log" for r in result.population.rotations),
+        "updated": sum(c.audited for c in result.population.limit_changes),
+    }
     assert scalar(src, f"SELECT count(*) FROM {src.table('VerificationToken')}") == len(
         result.population.live_keys
     )
