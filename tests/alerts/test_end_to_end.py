@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import dagster as dg
 import duckdb
@@ -72,11 +71,10 @@ def expected_crossing_alerts(data: RawDataset) -> Counter:
         for window in windows:
             at = f"{window.start:%Y-%m-%d %H:%M}"
             for pct in (None, *THRESHOLDS):
-                limit = budget.limit if pct is None else budget.limit * Decimal(pct) / 100
-                crossed = window.crossings.get(limit)
+                kind = "max_budget" if pct is None else "threshold"
+                crossed = window.crossings.get((kind, pct))
                 if crossed is not None:
-                    kind = "max_budget" if pct is None else "threshold"
-                    expected[(*ident, kind, None if pct is None else str(pct), at, crossed[0])] += 1
+                    expected[(*ident, kind, None if pct is None else str(pct), at, crossed[1])] += 1
     for budget in resolved_budgets(data):
         if not is_enforced(budget):
             continue

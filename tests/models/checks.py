@@ -307,11 +307,12 @@ def check_model_budgets(path: Path, data: RawDataset, as_of: datetime) -> int:
         assert row["request_count"] == window.requests, key
         assert row["first_request_at"] == window.first_at, key
         assert row["last_request_at"] == window.last_at, key
-        assert row["max_budget_crossed_at"] == window.crossings.get(budget.limit, (None,))[0], key
+        crossed = window.crossings.get(("max_budget", None), (None, None))
+        assert row["max_budget_crossed_at"] == crossed[1], key
         assert row["is_current_period"] == (
             window.start <= as_of and (window.end is None or as_of < window.end)
         ), key
-        for limit, (at, cumulative) in window.crossings.items():
+        for limit, at, cumulative in window.crossings.values():
             crossings.add((*key, limit.normalize(), at, cumulative))
     actual = {
         (*(r[c] for c in ident), r["threshold_usd"].normalize(), r["crossed_at"],

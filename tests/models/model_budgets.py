@@ -20,7 +20,14 @@ from typing import Any
 
 from tests.models.budget_periods import InvalidDurationError, parse_duration
 from tests.models.raw_data import RawDataset
-from tests.models.reference import USD_AMOUNT, attributed_requests, key_rotations, money
+from tests.models.reference import (
+    USD_AMOUNT,
+    attributed_requests,
+    key_rotations,
+    merged_versions,
+    money,
+    row_states,
+)
 
 _NAMED = {"hourly": "1h", "daily": "1d", "weekly": "7d", "monthly": "30d"}
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -35,6 +42,7 @@ class ModelBudget:
     duration: str | None
     limit: Decimal | None
     error: str | None  # why it cannot be enforced (config or duration), None when valid
+    carrier: tuple[str, str] | None = None  # (raw table, id) of the row holding the entry
 
 
 @dataclass
@@ -45,7 +53,10 @@ class Window:
     requests: int = 0
     first_at: datetime | None = None
     last_at: datetime | None = None
-    crossings: dict[Decimal, tuple[datetime, Decimal]] = field(default_factory=dict)
+    # (crossing type, pct) -> (the limit crossed, when, window spend at the crossing)
+    crossings: dict[tuple[str, int | None], tuple[Decimal, datetime, Decimal]] = field(
+        default_factory=dict
+    )
 
 
 def _entries(text: str | None) -> Iterator[tuple[str | None, Any]]:
@@ -59,7 +70,9 @@ def _entries(text: str | None) -> Iterator[tuple[str | None, Any]]:
     yield from value.items()
 
 
-def _budget(kind: str, entity: str, source: str, model: str | None, entry: Any) -> ModelBudget:
+def _budget(
+    kind: str, entity: str, source: str, model: str | None, entry: Any, carrier: tuple[str, str]
+) -> ModelBudget:
     def member(*names: str) -> Any:
         if not isinstance(entry, dict):
             return None
@@ -83,7 +96,7 @@ def _budget(kind: str, entity: str, source: str, model: str | None, entry: Any) 
         except InvalidDurationError:
             error = "invalid duration"
     limit = Decimal(limit_text) if error is None else None
-    return ModelBudget(kind, entity, source, model, duration, limit, error)
+    return ModelBudget(kind, entity, source, model, duration, limit, error, carrier)
 
 
 def model_budgets(data: RawDataset) -> list[ModelBudget]:
@@ -98,21 +111,25 @@ def model_budgets(data: RawDataset) -> list[ModelBudget]:
     out = []
     for token, key in keys.items():
         own = dict(_entries(key.get("model_max_budget")))
-        out += [_budget("key", token, "key_model_max_budget", m, e) for m, e in own.items()]
+        mine = ("verification_tokens", token)
+        out += [_budget("key", token, "key_model_max_budget", m, e, mine) for m, e in own.items()]
         team = teams.get(key["team_id"], {})
         for model, entry in _entries(team.get("model_max_budget")):
             if model is None or model not in own:
-                out.append(_budget("key", token, "team_model_max_budget", model, entry))
+                source, carrier = "team_model_max_budget", ("teams", key["team_id"])
+                out.append(_budget("key", token, source, model, entry, carrier))
     for user in data.rows("users"):
         if user["user_id"] == "litellm-proxy-budget":
             continue
         for model, entry in _entries(user.get("model_max_budget")):
-            out.append(_budget("user", user["user_id"], "user_model_max_budget", model, entry))
+            carrier = ("users", user["user_id"])
+            source = "user_model_max_budget"
+            out.append(_budget("user", user["user_id"], source, model, entry, carrier))
     for end_user in data.rows("end_users"):
         budget = budgets.get(end_user["budget_id"], {})
         for model, entry in _entries(budget.get("model_max_budget")):
-            source = "end_user_budget_model_max_budget"
-            out.append(_budget("end_user", end_user["user_id"], source, model, entry))
+            source, carrier = "end_user_budget_model_max_budget", ("budgets", budget["budget_id"])
+            out.append(_budget("end_user", end_user["user_id"], source, model, entry, carrier))
     return out
 
 
@@ -140,7 +157,34 @@ def _matched(row: dict[str, Any], candidates: list[ModelBudget]) -> ModelBudget 
     return None
 
 
-def _roll(rows: list[dict[str, Any]], budget: ModelBudget, limits: list[Decimal]) -> list[Window]:
+def entry_limit(limits: dict | None, model: str | None) -> Decimal | None:
+    """The limit of ``model``'s entry in one version of a row's limits (None: no such entry)."""
+    text = (limits or {}).get("model_max_budget")
+    value = json.loads(text) if isinstance(text, str) else text
+    entry = value.get(model) if isinstance(value, dict) else None
+    if not isinstance(entry, dict):
+        return None
+    limit = next(
+        (entry[n] for n in ("budget_limit", "max_budget") if entry.get(n) is not None), None
+    )
+    text = None if limit is None else str(limit).strip()
+    return Decimal(text) if text and USD_AMOUNT.fullmatch(text) else None
+
+
+def limit_versions(data: RawDataset, budget: ModelBudget) -> tuple:
+    """(valid_from, valid_to, limit) of a per-model budget: its entry in each state of the row
+    holding it (reference.row_states); its current limit since ever without history."""
+    states = row_states(data, budget.carrier) if budget.carrier else []
+    if not states:
+        return ((None, None, budget.limit),)
+    return merged_versions([(start, (entry_limit(s, budget.model),)) for start, s in states])
+
+
+def _roll(
+    rows: list[dict[str, Any]], budget: ModelBudget, versions: tuple, threshold_pcts: list[int]
+) -> list[Window]:
+    """Each request is measured against the limit in force when it was made; a limit crossed
+    under several versions keeps its first crossing."""
     found: list[Window] = []
     for row in rows:
         spend, at = money(row["spend"]), row["start_time"]
@@ -154,9 +198,16 @@ def _roll(rows: list[dict[str, Any]], budget: ModelBudget, limits: list[Decimal]
         current.requests += 1
         current.first_at = current.first_at or at
         current.last_at = at
-        for limit in limits:
-            if limit not in current.crossings and current.spend >= limit:
-                current.crossings[limit] = (at, current.spend)
+        max_ = next(
+            m for vf, vt, m in versions if (vf is None or vf <= at) and (vt is None or at < vt)
+        )
+        if max_ is None:
+            continue
+        limits = [(("max_budget", None), max_)]
+        limits += [(("threshold", p), max_ * Decimal(p) / 100) for p in threshold_pcts]
+        for kind, limit in limits:
+            if kind not in current.crossings and current.spend >= limit:
+                current.crossings[kind] = (limit, at, current.spend)
     return found
 
 
@@ -179,6 +230,6 @@ def model_budget_windows(
     result = {}
     for budgets in by_entity.values():
         for budget in budgets:
-            limits = [budget.limit] + [budget.limit * Decimal(p) / 100 for p in threshold_pcts]
-            result[budget] = _roll(rows_of.get(budget, []), budget, limits)
+            versions = limit_versions(data, budget)
+            result[budget] = _roll(rows_of.get(budget, []), budget, versions, threshold_pcts)
     return result

@@ -607,7 +607,8 @@ def _add_audited_limit_changes(data: RawDataset, start: datetime) -> None:
     5 until day 12 (no snapshot saw it); the key-week budget row was lowered to 1.5 on day 4 and
     raised back on day 6, between two snapshots; team_3's 7d window was 2.5 until day 15; key
     k2's max budget was 0.1 until 10 minutes before the first snapshot (which dates its first
-    version). An alias change (team_5) is no limit change."""
+    version); key k1's gpt-4o budget was 0.4 until day 9. An alias change (team_5) is no limit
+    change."""
     team = {t["team_id"]: t for t in data.rows("teams")}
     _audit_update(
         data,
@@ -651,6 +652,17 @@ def _add_audited_limit_changes(data: RawDataset, start: datetime) -> None:
         start + timedelta(days=15),
         {**team["team_3"], "budget_limits": lower},
         {"budget_limits": windows},
+    )
+    k1 = next(k for k in data.rows("verification_tokens") if k["token"] == "hash_k1")
+    entries = json.loads(k1["model_max_budget"])
+    lower = {**entries, "gpt-4o": {**entries["gpt-4o"], "budget_limit": 0.4}}
+    _audit_update(
+        data,
+        "VerificationToken",
+        "hash_k1",
+        start + timedelta(days=9, hours=7),
+        {**k1, "model_max_budget": lower},
+        {"model_max_budget": entries},
     )
     _audit_update(
         data,
@@ -762,15 +774,16 @@ def _add_budget_limits(data: RawDataset) -> None:
         column = {"verification_tokens": "token", "teams": "team_id", "users": "user_id"}[table]
         row = next(r for r in data.rows(table) if r[column] == ident)
         row["budget_limits"] = json.dumps(value)
-    # The proxy's BudgetWindowSpend rows: one that agrees with the logs, one that drifted, one
+    # The proxy's BudgetWindowSpend rows: one that agrees with the logs, one that drifted (a 30d
+    # window of a 31-day month: the proxy stores reset_at - 30 days, the 2nd, as its start), one
     # whose window start the warehouse's periods do not share, one of a window not configured.
     day = datetime(2028, 3, 1)
-    for entity_type, ident, window, start, days, extra in [
-        ("key", "hash_k1", "1d", day, 1, 0.0),
-        ("key", "hash_k1", "30d", day, 31, 5.0),
-        ("team", "team_3", "7d", datetime(2028, 2, 28), 7, 0.0),
-        ("team", "team_3", "1h", day + timedelta(hours=11, minutes=30), 0, 0.0),
-        ("team", "team_3", "12h", day, 0, 0.0),
+    for entity_type, ident, window, stored_start, start, days, extra in [
+        ("key", "hash_k1", "1d", day, day, 1, 0.0),
+        ("key", "hash_k1", "30d", datetime(2028, 4, 1) - timedelta(days=30), day, 31, 5.0),
+        ("team", "team_3", "7d", datetime(2028, 2, 28), datetime(2028, 2, 28), 7, 0.0),
+        ("team", "team_3", "1h", *[day + timedelta(hours=11, minutes=30)] * 2, 0, 0.0),
+        ("team", "team_3", "12h", day, day, 0, 0.0),
     ]:
         column = "api_key" if entity_type == "key" else "team_id"
         spent = sum(
@@ -783,7 +796,7 @@ def _add_budget_limits(data: RawDataset) -> None:
                 "entity_type": entity_type,
                 "entity_id": ident,
                 "window_duration": window,
-                "window_start": start,
+                "window_start": stored_start,
                 "spend": spent + extra,
                 "created_at": start,
                 "updated_at": day + timedelta(hours=11),

@@ -372,27 +372,14 @@ def _budget_limits(budget: Budget, limits: dict | None) -> tuple[Decimal | None,
     return (None, Decimal(text.strip()) if text and USD_AMOUNT.fullmatch(text.strip()) else None)
 
 
-def limit_versions(data: RawDataset, budget: Budget) -> tuple:
-    """The limits of ``budget`` over time, from the history of the row carrying its amounts
-    (its own row, a budget_limits window of it, or its budget row): the warehouse's snapshots
-    and the audit log's updates (the limits before each change since the change before it, the
-    limits after it since the change); a snapshot wins over an audited state at the same instant.
-    Its current limits since ever when there is no history; equal neighbours merged."""
-    if budget.budget_source in _CARRIERS:
-        carrier = (_CARRIERS[budget.budget_source], budget.entity_id)
-    elif budget.budget_source in ("key_budget_limits", "team_budget_limits", "user_budget_limits"):
-        if budget.error:
-            return ((None, None, budget.soft, budget.max),)
-        carrier = (_CARRIERS[budget.entity_type], budget.entity_id)
-    elif budget.budget_source.endswith("_budget") and budget.budget_id:
-        carrier = ("budgets", budget.budget_id)
-    else:
-        return ((None, None, budget.soft, budget.max),)
+def row_states(data: RawDataset, carrier: tuple[str, str]) -> list[tuple[datetime | None, Any]]:
+    """The limits of one budget-bearing row over time, [(start, limits dict or None)], oldest
+    first: the warehouse's snapshots and the audit log's updates (the limits before each change
+    since the change before it, the limits after it since the change); a snapshot wins over an
+    audited state at the same instant. Empty when there is no history."""
     snapshots = [r for r in data.rows("budget_limit_history")
                  if (r["source_table"], r["entity_id"]) == carrier]  # fmt: skip
     audits = _audit_changes(data, carrier)
-    if not snapshots and not audits:
-        return ((None, None, budget.soft, budget.max),)
     points = [t for t, _, _ in audits] + [r["valid_from"] for r in snapshots if r["valid_from"]]
     first_seen = min((r["observed_at"] for r in snapshots), default=None)
     # start -> (rank, limits); rank 0 snapshot, 1 audited after-state, 2 audited before-state
@@ -409,17 +396,38 @@ def limit_versions(data: RawDataset, budget: Budget) -> tuple:
     for t, before, after in audits:
         offer(max((p for p in points if p < t), default=None), 2, before)
         offer(t, 1, after)
-    ordered = sorted(starts.items())
-    versions: list[LimitVersion] = []
-    for start, (_, limits) in ordered:
-        soft, max_ = _budget_limits(budget, limits)
-        if versions and (versions[-1][2], versions[-1][3]) == (soft, max_):
-            continue
-        versions.append((None if start == _SINCE_EVER else start, None, soft, max_))
+    return [(None if start == _SINCE_EVER else start, limits)
+            for start, (_, limits) in sorted(starts.items())]  # fmt: skip
+
+
+def merged_versions(states: list[tuple[datetime | None, tuple]]) -> tuple:
+    """(valid_from, valid_to, *limits) of consecutive states, equal neighbours merged."""
+    kept = [(start, limits) for i, (start, limits) in enumerate(states)
+            if i == 0 or limits != states[i - 1][1]]  # fmt: skip
     return tuple(
-        (vf, nxt[0] if nxt else None, soft, max_)
-        for (vf, _, soft, max_), nxt in zip(versions, [*versions[1:], None], strict=True)
+        (start, nxt[0] if nxt else None, *limits)
+        for (start, limits), nxt in zip(kept, [*kept[1:], None], strict=True)
     )
+
+
+def limit_versions(data: RawDataset, budget: Budget) -> tuple:
+    """The limits (soft, max) of ``budget`` over time, from the history of the row carrying its
+    amounts (its own row, a budget_limits window of it, or its budget row; see row_states). Its
+    current limits since ever when there is no history."""
+    if budget.budget_source in _CARRIERS:
+        carrier = (_CARRIERS[budget.budget_source], budget.entity_id)
+    elif budget.budget_source in ("key_budget_limits", "team_budget_limits", "user_budget_limits"):
+        if budget.error:
+            return ((None, None, budget.soft, budget.max),)
+        carrier = (_CARRIERS[budget.entity_type], budget.entity_id)
+    elif budget.budget_source.endswith("_budget") and budget.budget_id:
+        carrier = ("budgets", budget.budget_id)
+    else:
+        return ((None, None, budget.soft, budget.max),)
+    states = row_states(data, carrier)
+    if not states:
+        return ((None, None, budget.soft, budget.max),)
+    return merged_versions([(start, _budget_limits(budget, limits)) for start, limits in states])
 
 
 @dataclass

@@ -138,7 +138,12 @@ def test_budget_window_spend_is_reconciled_with_the_logs(built_duckdb):
         (money(r["spend"]) for r in k1_day), Decimal(0)
     )
     assert rows[("hash_k1", "1d")]["request_count"] == len(k1_day)
-    assert rows[("hash_k1", "30d")]["drift_usd"] >= Decimal("4.99")
+    month = rows[("hash_k1", "30d")]  # stored from the 2nd (reset_at - 30 days), March's period
+    assert (month["window_start"], month["window_end"]) == (
+        datetime(2028, 3, 2),
+        datetime(2028, 4, 1),
+    )
+    assert Decimal("4.99") <= month["drift_usd"] <= Decimal("5.01")
     assert rows[("team_3", "1h")]["log_window_spend_usd"] is None
 
 

@@ -132,6 +132,13 @@ final as (
         period_kind,
         step_days,
         step_seconds,
+        case duration_unit
+            when 's' then duration_count
+            when 'm' then duration_count * 60
+            when 'h' then duration_count * 3600
+            when 'd' then duration_count * 86400
+            when 'w' then duration_count * 604800
+        end as duration_seconds,
         parse_error,
         parse_error is null as is_valid,
         is_open_ended

@@ -1,15 +1,55 @@
 -- The limits of every budget over time, one row per budget and version: from valid_from (null:
 -- since ever) to valid_to (null: still in force). A budget follows the versions of the row
 -- carrying its amounts (int_budget_limit_history: the key's, team's or user's own row, a
--- budget_limits window of the key's or team's row, or the budget row); a deleted budget row's
--- last version has no limits. After its last known version, or since ever when its row has no
+-- budget_limits window of that row, the budget row, or for a per-model budget the entry for its
+-- model in the model_max_budget of the row holding it); a deleted budget row's last version has
+-- no limits. After its last known version, or since ever when its row has no
 -- history (or for the proxy-wide end-user default), a budget has its current limits.
 -- Consecutive versions with the same limits are one.
 with
 
-budgets as (
+aligned_budgets as (
 
     select * from {{ ref('int_budgets_aligned') }}
+
+),
+
+model_budgets as (
+
+    select * from {{ ref('int_model_budgets_aligned') }}
+
+),
+
+model_budget_limits as (
+
+    select * from {{ ref('int_model_budgets_resolved') }}
+
+),
+
+keys as (
+
+    select * from {{ ref('int_keys_unioned') }}
+
+),
+
+-- Every budget with its current limits: the calendar budgets and the per-model ones.
+budgets as (
+
+    select
+        entity_budget_id,
+        soft_budget_usd,
+        max_budget_usd
+    from aligned_budgets
+
+    union all
+
+    select
+        model_budgets.entity_budget_id,
+        cast(null as numeric(38, 10)) as soft_budget_usd,
+        model_budget_limits.max_budget_usd
+    from model_budgets
+    inner join model_budget_limits
+        on model_budgets.entity_budget_id = model_budget_limits.entity_budget_id
 
 ),
 
@@ -36,11 +76,15 @@ carriers as (
         end as source_table,
         entity_id as carrier_id,
         budget_window,
-        budget_duration
+        budget_duration,
+        cast(null as varchar) as budget_model
     from resolved
     where
         budget_source in ('key', 'team', 'user')
-        or (budget_source in ('key_budget_limits', 'team_budget_limits', 'user_budget_limits') and config_error is null)
+        or (
+            budget_source in ('key_budget_limits', 'team_budget_limits', 'user_budget_limits')
+            and config_error is null
+        )
 
     union all
 
@@ -49,7 +93,8 @@ carriers as (
         'budgets' as source_table,
         budget_id as carrier_id,
         budget_window,
-        budget_duration
+        budget_duration,
+        cast(null as varchar) as budget_model
     from resolved
     where
         budget_id is not null
@@ -57,6 +102,33 @@ carriers as (
             'key_budget', 'organization_budget', 'end_user_budget', 'team_member_budget',
             'tag_budget', 'project_budget'
         )
+
+    union all
+
+    -- Per-model budgets: the row whose model_max_budget holds the entry (a key's team for
+    -- team_model_max_budget, the end user's budget row).
+    select
+        model_budget_limits.entity_budget_id,
+        case model_budget_limits.budget_source
+            when 'key_model_max_budget' then 'verification_tokens'
+            when 'team_model_max_budget' then 'teams'
+            when 'user_model_max_budget' then 'users'
+            when 'end_user_budget_model_max_budget' then 'budgets'
+        end as source_table,
+        case model_budget_limits.budget_source
+            when 'team_model_max_budget' then keys.team_id
+            when 'end_user_budget_model_max_budget' then model_budget_limits.budget_id
+            else model_budget_limits.entity_id
+        end as carrier_id,
+        cast(null as varchar) as budget_window,
+        model_budget_limits.budget_duration,
+        model_budget_limits.budget_model
+    from model_budget_limits
+    left join keys
+        on
+            model_budget_limits.entity_type = 'key'
+            and model_budget_limits.entity_id = keys.key_hash
+    where model_budget_limits.config_error is null
 
 ),
 
@@ -82,14 +154,41 @@ window_limits as (
 
 ),
 
+-- model_max_budget entries: the limit of a per-model budget in a version is the version's entry
+-- for its model (none: there was no entry then).
+history_model_entries as (
+
+    {{ json_object_entries('limit_history', 'model_max_budget_json') }}
+
+),
+
+model_limits as (
+
+    select
+        json_text,
+        entry_key,
+        trim(coalesce(
+            {{ json_member_text('entry_json', 'budget_limit') }},
+            {{ json_member_text('entry_json', 'max_budget') }}
+        )) as limit_text
+    from history_model_entries
+
+),
+
 followed as (
 
     select
         carriers.entity_budget_id,
         case
-            when carriers.budget_window is null then limit_history.soft_budget_usd
+            when carriers.budget_window is null and carriers.budget_model is null
+                then limit_history.soft_budget_usd
         end as soft_budget_usd,
         case
+            when carriers.budget_model is not null
+                then case
+                    when {{ is_usd_amount_text('model_limits.limit_text') }}
+                        then cast(model_limits.limit_text as numeric(38, 10))
+                end
             when carriers.budget_window is null then limit_history.max_budget_usd
             when {{ is_usd_amount_text('window_limits.limit_text') }}
                 then cast(window_limits.limit_text as numeric(38, 10))
@@ -106,6 +205,10 @@ followed as (
             limit_history.budget_limits_json = window_limits.json_text
             and carriers.budget_duration = window_limits.budget_duration
             and window_limits.duration_rank = 1
+    left join model_limits
+        on
+            limit_history.model_max_budget_json = model_limits.json_text
+            and carriers.budget_model = model_limits.entry_key
 
 ),
 

@@ -1,11 +1,32 @@
 -- For every rolling window of a per-model budget and limit (its max budget, and each var
 -- alert_threshold_pcts percentage of it): the request that took the window's cumulative spend
 -- to the limit or beyond, and when it happened. The same shape as int_budget_limit_crossings.
+-- Each request is measured against the limit in force when it was made
+-- (int_budget_limit_versions); a limit crossed under several versions keeps the earliest.
 with
 
 model_budgets as (
 
-    select * from {{ ref('int_model_budgets_resolved') }}
+    select * from {{ ref('int_model_budgets_aligned') }}
+
+),
+
+limit_versions as (
+
+    select * from {{ ref('int_budget_limit_versions') }}
+
+),
+
+versioned_budgets as (
+
+    select
+        limit_versions.entity_budget_id,
+        limit_versions.max_budget_usd,
+        limit_versions.valid_from,
+        limit_versions.valid_to
+    from limit_versions
+    inner join model_budgets
+        on limit_versions.entity_budget_id = model_budgets.entity_budget_id
 
 ),
 
@@ -17,7 +38,9 @@ window_requests as (
 
 limits as (
 
-    {{ budget_limit_rows('model_budgets', with_soft_budget=false) }}
+    {{ budget_limit_rows(
+        'versioned_budgets', with_soft_budget=false, extra_columns=['valid_from', 'valid_to'],
+    ) }}
 
 ),
 
@@ -44,6 +67,8 @@ reached as (
         on
             limits.entity_budget_id = window_requests.entity_budget_id
             and limits.threshold_usd <= window_requests.cumulative_window_spend_usd
+            and (limits.valid_from is null or limits.valid_from <= window_requests.started_at)
+            and (limits.valid_to is null or limits.valid_to > window_requests.started_at)
 
 ),
 

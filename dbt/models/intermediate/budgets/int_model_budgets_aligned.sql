@@ -27,13 +27,7 @@ final as (
         model_budgets.budget_model,
         case when durations.duration_unit = 'mo' then durations.duration_count end
             as window_months,
-        case durations.duration_unit
-            when 's' then durations.duration_count
-            when 'm' then durations.duration_count * 60
-            when 'h' then durations.duration_count * 3600
-            when 'd' then durations.duration_count * 86400
-            when 'w' then durations.duration_count * 604800
-        end as window_seconds
+        durations.duration_seconds as window_seconds
     from model_budgets
     inner join durations
         on coalesce(model_budgets.budget_duration, '<none>') = durations.duration_key

@@ -1,6 +1,9 @@
 -- Each window the proxy keeps in BudgetWindowSpend (multi-window budgets, budget_limits) against
 -- the spend the logs give for the same window: the period of the entity's budget_limits window
--- that starts at the proxy's window_start (int_budget_periods_bounded). Status:
+-- (int_budget_periods_bounded) that starts at the proxy's window_start, or whose end minus the
+-- window's duration in seconds is that start (the proxy stores reset_at - duration, so a 30d
+-- window of a 31-day month starts on the 2nd, and a sub-day window cut at midnight before its
+-- length is up starts before the period). Status:
 --   ok               the two agree within max(var counter_drift_tolerance_usd,
 --                    var counter_drift_tolerance_pct % of log spend)
 --   drift            they differ by more (the logs are the truth)
@@ -26,6 +29,29 @@ budgets as (
 budget_periods as (
 
     select * from {{ ref('int_budget_periods_bounded') }}
+
+),
+
+durations as (
+
+    select * from {{ ref('int_budget_durations_parsed') }}
+
+),
+
+-- Each period with the window_start the proxy gives it (reset_at - duration).
+window_periods as (
+
+    select
+        budget_periods.*,
+        case
+            when durations.duration_seconds is not null
+                then {{ dbt.dateadd(
+                    'second', '-1 * durations.duration_seconds', 'budget_periods.period_end',
+                ) }}
+        end as proxy_window_start
+    from budget_periods
+    inner join durations
+        on budget_periods.budget_window = durations.duration_key
 
 ),
 
@@ -64,13 +90,16 @@ compared as (
             window_spend.entity_type = windows.entity_type
             and window_spend.entity_id = windows.entity_id
             and window_spend.budget_window = windows.budget_window
-    left join budget_periods
+    left join window_periods as budget_periods
         on
             window_spend.entity_type = budget_periods.entity_type
             and window_spend.entity_id = budget_periods.entity_id
             and window_spend.entity_type || '_budget_limits' = budget_periods.budget_source
             and window_spend.budget_window = budget_periods.budget_window
-            and window_spend.window_start = budget_periods.period_start
+            and (
+                window_spend.window_start = budget_periods.period_start
+                or window_spend.window_start = budget_periods.proxy_window_start
+            )
 
 ),
 
