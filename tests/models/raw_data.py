@@ -557,6 +557,10 @@ LIMIT_CHANGES = {
         (None, {"max_budget": 0.3, "budget_duration": "1d"}),
         (timedelta(days=20, hours=13), {"max_budget": 25.0, "budget_duration": "1d"}),
     ],
+    ("team_memberships", "team_1/user_1"): [  # linked another budget row until day 8
+        (None, {"budget_id": "b_tag_day"}),
+        (timedelta(days=8, hours=14), {"budget_id": "b_member_day"}),
+    ],
     ("budgets", "b_gone"): [  # a budget row deleted since: its versions stay
         (None, {"max_budget": 5.0, "budget_duration": "1d"}),
         (timedelta(days=3), None),
@@ -567,7 +571,8 @@ LIMIT_CHANGES = {
 def _add_limit_history(data: RawDataset, start: datetime) -> None:
     """The warehouse's own history of limits (raw.budget_limit_history): the key-week budget row
     and key k2's own max budget were raised inside a period (their earlier periods cross the
-    lower limits in force then); a budget row was deleted."""
+    lower limits in force then); user_1's membership of team_1 switched budget rows; a budget
+    row was deleted."""
     for (table, ident), versions in LIMIT_CHANGES.items():
         for offset, limits in versions:
             valid_from = None if offset is None else start + offset

@@ -410,6 +410,41 @@ def merged_versions(states: list[tuple[datetime | None, tuple]]) -> tuple:
     )
 
 
+_LINKS = {
+    "key_budget": "verification_tokens",
+    "organization_budget": "organizations",
+    "end_user_budget": "end_users",
+    "team_member_budget": "team_memberships",
+    "tag_budget": "tags",
+    "project_budget": "projects",
+}
+
+
+def _linked_states(data: RawDataset, budget: Budget) -> list[tuple[datetime | None, tuple]]:
+    """(start, (soft, max)) of a budget-row budget: at each instant the limits of the budget row
+    its linking row (key, organization, end user, membership, tag, project) linked then."""
+    links = row_states(data, (_LINKS[budget.budget_source], budget.entity_id))
+    links = [(s, (v or {}).get("budget_id")) for s, v in links] or [(None, budget.budget_id)]
+    current = {b["budget_id"]: b for b in data.rows("budgets")}
+    out: list[tuple[datetime | None, tuple]] = []
+    for (start, budget_id), following in zip(links, [*links[1:], None], strict=True):
+        end = following[0] if following else None
+        rows = row_states(data, ("budgets", budget_id)) if budget_id else []
+        if not rows and budget_id in current:
+            rows = [(None, current[budget_id])]
+        pieces = [(s, lim, n[0] if n else None)
+                  for (s, lim), n in zip(rows, [*rows[1:], None], strict=True)]  # fmt: skip
+        inside = [p for p in pieces if (end is None or p[0] is None or p[0] < end)
+                  and (p[2] is None or start is None or start < p[2])]  # fmt: skip
+        if not inside:
+            out.append((start, (None, None)))
+        for s, limits, _ in inside:
+            begin = s if start is None else start if s is None else max(s, start)
+            out.append((begin, (money((limits or {}).get("soft_budget")),
+                                money((limits or {}).get("max_budget")))))  # fmt: skip
+    return out
+
+
 def limit_versions(data: RawDataset, budget: Budget) -> tuple:
     """The limits (soft, max) of ``budget`` over time, from the history of the row carrying its
     amounts (its own row, a budget_limits window of it, or its budget row; see row_states). Its
@@ -421,7 +456,7 @@ def limit_versions(data: RawDataset, budget: Budget) -> tuple:
             return ((None, None, budget.soft, budget.max),)
         carrier = (_CARRIERS[budget.entity_type], budget.entity_id)
     elif budget.budget_source.endswith("_budget") and budget.budget_id:
-        carrier = ("budgets", budget.budget_id)
+        return merged_versions(_linked_states(data, budget))
     else:
         return ((None, None, budget.soft, budget.max),)
     states = row_states(data, carrier)

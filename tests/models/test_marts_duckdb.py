@@ -185,7 +185,7 @@ def test_limit_history_keeps_every_version_and_marks_periods_where_a_limit_chang
     ]
     assert gone[0]["valid_to"] == gone[1]["valid_from"]
     assert gone[1]["valid_to"] is None
-    assert {r["entity_type"] for r in history} == {"budget_row", "key", "team"}
+    assert {r["entity_type"] for r in history} == {"budget_row", "key", "team", "team_member"}
     start = datetime(2028, 1, 20)
     week = sorted(
         (r for r in history if r["entity_id"] == "b_key_week"),
@@ -217,6 +217,7 @@ def test_limit_history_keeps_every_version_and_marks_periods_where_a_limit_chang
         ],
         ("team_2", "team", "1w"): [start + timedelta(days=12)],
         ("team_3", "team_budget_limits", "7d"): [start + timedelta(days=15)],
+        ("team_1/user_1", "team_member_budget", "1d"): [start + timedelta(days=8, hours=14)],
     }
     expected: dict[tuple, datetime] = {}
     for (entity, source, duration), times in changes.items():

@@ -1,10 +1,12 @@
 -- The limits of every budget over time, one row per budget and version: from valid_from (null:
 -- since ever) to valid_to (null: still in force). A budget follows the versions of the row
 -- carrying its amounts (int_budget_limit_history: the key's, team's or user's own row, a
--- budget_limits window of that row, the budget row, or for a per-model budget the entry for its
--- model in the model_max_budget of the row holding it); a deleted budget row's last version has
--- no limits. After its last known version, or since ever when its row has no
--- history (or for the proxy-wide end-user default), a budget has its current limits.
+-- budget_limits window of that row, or for a per-model budget the entry for its model in the
+-- model_max_budget of the row holding it); a deleted budget row's last version has no limits. A
+-- budget on a budget row has, at each instant, the limits of the row its linking row (key,
+-- organization, end user, team membership, tag, project) linked then. After its last known
+-- version, or since ever when its row has no history (or for the proxy-wide end-user default),
+-- a budget has its current limits.
 -- Consecutive versions with the same limits are one.
 with
 
@@ -23,6 +25,12 @@ model_budgets as (
 model_budget_limits as (
 
     select * from {{ ref('int_model_budgets_resolved') }}
+
+),
+
+budget_rows as (
+
+    select * from {{ ref('stg_proxy__budgets') }}
 
 ),
 
@@ -84,23 +92,6 @@ carriers as (
         or (
             budget_source in ('key_budget_limits', 'team_budget_limits', 'user_budget_limits')
             and config_error is null
-        )
-
-    union all
-
-    select
-        entity_budget_id,
-        'budgets' as source_table,
-        budget_id as carrier_id,
-        budget_window,
-        budget_duration,
-        cast(null as varchar) as budget_model
-    from resolved
-    where
-        budget_id is not null
-        and budget_source in (
-            'key_budget', 'organization_budget', 'end_user_budget', 'team_member_budget',
-            'tag_budget', 'project_budget'
         )
 
     union all
@@ -212,6 +203,145 @@ followed as (
 
 ),
 
+-- Budgets whose amounts live on a budget row, with the row linking it (the key, organization,
+-- end user, team membership, tag or project).
+linked as (
+
+    select
+        entity_budget_id,
+        budget_id,
+        case budget_source
+            when 'key_budget' then 'verification_tokens'
+            when 'organization_budget' then 'organizations'
+            when 'end_user_budget' then 'end_users'
+            when 'team_member_budget' then 'team_memberships'
+            when 'tag_budget' then 'tags'
+            when 'project_budget' then 'projects'
+        end as link_table,
+        entity_id as link_id
+    from resolved
+    where
+        budget_id is not null
+        and budget_source in (
+            'key_budget', 'organization_budget', 'end_user_budget', 'team_member_budget',
+            'tag_budget', 'project_budget'
+        )
+
+),
+
+-- The budget row each of them linked over time: the linking row's history of budget_id, else
+-- its current link since ever.
+link_versions as (
+
+    select
+        linked.entity_budget_id,
+        limit_history.budget_id,
+        limit_history.valid_from,
+        limit_history.valid_to
+    from linked
+    inner join limit_history
+        on
+            linked.link_table = limit_history.source_table
+            and linked.link_id = limit_history.entity_id
+
+    union all
+
+    select
+        linked.entity_budget_id,
+        linked.budget_id,
+        cast(null as timestamp) as valid_from,
+        cast(null as timestamp) as valid_to
+    from linked
+    where not exists (
+        select limit_history.entity_id
+        from limit_history
+        where
+            linked.link_table = limit_history.source_table
+            and linked.link_id = limit_history.entity_id
+    )
+
+),
+
+-- Every budget row's limits over time: its history, else its current limits since ever.
+budget_row_versions as (
+
+    select
+        entity_id as budget_id,
+        soft_budget_usd,
+        max_budget_usd,
+        valid_from,
+        valid_to
+    from limit_history
+    where source_table = 'budgets'
+
+    union all
+
+    select
+        budget_rows.budget_id,
+        budget_rows.soft_budget_usd,
+        budget_rows.max_budget_usd,
+        cast(null as timestamp) as valid_from,
+        cast(null as timestamp) as valid_to
+    from budget_rows
+    where budget_rows.budget_id not in (
+        select limit_history.entity_id
+        from limit_history
+        where limit_history.source_table = 'budgets'
+    )
+
+),
+
+-- A budget-row budget is in force with the limits of the row it linked at the time: each link
+-- version crossed with the versions of its row that overlap it.
+linked_versions as (
+
+    select
+        link_versions.entity_budget_id,
+        budget_row_versions.soft_budget_usd,
+        budget_row_versions.max_budget_usd,
+        case
+            when link_versions.valid_from is null then budget_row_versions.valid_from
+            when budget_row_versions.valid_from is null then link_versions.valid_from
+            else greatest(link_versions.valid_from, budget_row_versions.valid_from)
+        end as valid_from,
+        case
+            when link_versions.valid_to is null then budget_row_versions.valid_to
+            when budget_row_versions.valid_to is null then link_versions.valid_to
+            else least(link_versions.valid_to, budget_row_versions.valid_to)
+        end as valid_to
+    from link_versions
+    inner join budget_row_versions
+        on
+            link_versions.budget_id = budget_row_versions.budget_id
+            and (
+                link_versions.valid_to is null
+                or budget_row_versions.valid_from is null
+                or link_versions.valid_to > budget_row_versions.valid_from
+            )
+            and (
+                budget_row_versions.valid_to is null
+                or link_versions.valid_from is null
+                or link_versions.valid_from < budget_row_versions.valid_to
+            )
+
+),
+
+all_followed as (
+
+    select
+        entity_budget_id,
+        soft_budget_usd,
+        max_budget_usd,
+        valid_from,
+        valid_to
+    from followed
+
+    union all
+
+    select * from linked_versions
+
+),
+
 -- The budget's current limits, from the end of its last known version (a change the audit log
 -- recorded after the last snapshot), or since ever when its carrier has no history.
 current_versions as (
@@ -220,12 +350,12 @@ current_versions as (
         budgets.entity_budget_id,
         budgets.soft_budget_usd,
         budgets.max_budget_usd,
-        max(followed.valid_to) as valid_from
+        max(all_followed.valid_to) as valid_from
     from budgets
-    left join followed
-        on budgets.entity_budget_id = followed.entity_budget_id
+    left join all_followed
+        on budgets.entity_budget_id = all_followed.entity_budget_id
     group by budgets.entity_budget_id, budgets.soft_budget_usd, budgets.max_budget_usd
-    having count(followed.entity_budget_id) = count(followed.valid_to)
+    having count(all_followed.entity_budget_id) = count(all_followed.valid_to)
 
 ),
 
@@ -233,12 +363,12 @@ versions as (
 
     select
         budgets.entity_budget_id,
-        followed.soft_budget_usd,
-        followed.max_budget_usd,
-        followed.valid_from
+        all_followed.soft_budget_usd,
+        all_followed.max_budget_usd,
+        all_followed.valid_from
     from budgets
-    inner join followed
-        on budgets.entity_budget_id = followed.entity_budget_id
+    inner join all_followed
+        on budgets.entity_budget_id = all_followed.entity_budget_id
 
     union all
 
