@@ -41,6 +41,20 @@ DUCKDB_THREADS_ENV = "SPEND_WAREHOUSE_DUCKDB_THREADS"
 # grows instead of reaching 80 % of RAM. Quantiles cannot spill: 1 GB leaves them room.
 DEFAULT_DUCKDB_MEMORY_LIMIT = "1GB"
 DEFAULT_DUCKDB_THREADS = 2
+EXECUTOR_ENV = "SPEND_WAREHOUSE_EXECUTOR"
+CELERY_BROKER_URL_ENV = "SPEND_WAREHOUSE_CELERY_BROKER_URL"
+CELERY_BACKEND_URL_ENV = "SPEND_WAREHOUSE_CELERY_BACKEND_URL"
+CELERY_QUEUE_ENV = "SPEND_WAREHOUSE_CELERY_QUEUE"
+IN_PROCESS, MULTIPROCESS, CELERY = "in_process", "multiprocess", "celery"
+EXECUTORS = (IN_PROCESS, MULTIPROCESS, CELERY)
+# The local RabbitMQ (broker) and Redis (results) of a Debian/Ubuntu machine with the packages
+# rabbitmq-server and redis-server: the defaults only when SPEND_WAREHOUSE_EXECUTOR=celery.
+DEFAULT_CELERY_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
+DEFAULT_CELERY_BACKEND_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_CELERY_QUEUE = "spend_warehouse"
+_BROKER_SCHEMES = {"amqp", "amqps", "pyamqp", "redis", "rediss"}
+_BACKEND_SCHEMES = {"redis", "rediss", "rpc"}
+_QUEUE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 _MEMORY_PATTERN = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
 _PREFIX_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9 _-]{0,40}$")
@@ -77,6 +91,21 @@ class PostgresTarget:
 
 
 @dataclass(frozen=True)
+class ExecutorSettings:
+    """Where a launched run executes its steps (``SPEND_WAREHOUSE_EXECUTOR``).
+
+    ``in_process``: in the run worker's own process; ``multiprocess``: a child process per step;
+    ``celery``: each step is a Celery task on the queue ``celery_queue`` of the broker, run by
+    ``spendwh worker`` processes, with results in the result backend.
+    """
+
+    name: str = IN_PROCESS
+    celery_broker_url: str | None = field(default=None, repr=False)
+    celery_backend_url: str | None = field(default=None, repr=False)
+    celery_queue: str = DEFAULT_CELERY_QUEUE
+
+
+@dataclass(frozen=True)
 class Settings:
     """Validated configuration of one process."""
 
@@ -96,6 +125,7 @@ class Settings:
     postgres: PostgresTarget = field(default_factory=PostgresTarget)
     duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
     duckdb_threads: int = DEFAULT_DUCKDB_THREADS
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
 
     @property
     def duckdb_config(self) -> dict[str, str]:
@@ -206,6 +236,57 @@ def schedules_from(values: Mapping[str, str]) -> tuple[str, str]:
         validate_cron(
             ROLLBACK_SCHEDULE_ENV, values.get(ROLLBACK_SCHEDULE_ENV) or DEFAULT_ROLLBACK_SCHEDULE
         ),
+    )
+
+
+def validate_celery_url(name: str, url: str, schemes: set[str], example: str) -> str:
+    """A Celery broker or result-backend URL; the value is never echoed (it may hold a password)."""
+    parts = urlsplit(url)
+    if parts.scheme not in schemes or (parts.scheme != "rpc" and not parts.hostname):
+        raise ConfigError(
+            f"{name} is not a URL with one of the schemes {', '.join(sorted(schemes))} (value "
+            f"not shown: it may hold a password); set it like {name}={example}, or unset it for "
+            "the local default."
+        )
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{name} has an invalid port ({exc}); use a number.") from exc
+    return url
+
+
+def executor_from(values: Mapping[str, str]) -> ExecutorSettings:
+    """The executor of launched runs; the Celery broker, backend and queue when it is ``celery``."""
+    name = (values.get(EXECUTOR_ENV) or "").strip() or IN_PROCESS
+    if name not in EXECUTORS:
+        raise ConfigError(
+            f"{EXECUTOR_ENV}={name!r} is not an executor; set it to in_process (every step in "
+            "the run's process, the default), multiprocess (a process per step) or celery "
+            "(steps on Celery workers started with 'spendwh worker')."
+        )
+    if name != CELERY:
+        return ExecutorSettings(name=name)
+    queue = (values.get(CELERY_QUEUE_ENV) or "").strip() or DEFAULT_CELERY_QUEUE
+    if not _QUEUE_PATTERN.match(queue):
+        raise ConfigError(
+            f"{CELERY_QUEUE_ENV}={queue!r} is not a queue name; use letters, digits, '_', '.' "
+            f"and '-', e.g. {CELERY_QUEUE_ENV}={DEFAULT_CELERY_QUEUE}."
+        )
+    return ExecutorSettings(
+        name=name,
+        celery_broker_url=validate_celery_url(
+            CELERY_BROKER_URL_ENV,
+            (values.get(CELERY_BROKER_URL_ENV) or "").strip() or DEFAULT_CELERY_BROKER_URL,
+            _BROKER_SCHEMES,
+            "amqp://user:password@rabbitmq:5672//",
+        ),
+        celery_backend_url=validate_celery_url(
+            CELERY_BACKEND_URL_ENV,
+            (values.get(CELERY_BACKEND_URL_ENV) or "").strip() or DEFAULT_CELERY_BACKEND_URL,
+            _BACKEND_SCHEMES,
+            "redis://redis:6379/0",
+        ),
+        celery_queue=queue,
     )
 
 
@@ -340,4 +421,5 @@ def load_settings(
             DUCKDB_MEMORY_LIMIT_ENV, values.get(DUCKDB_MEMORY_LIMIT_ENV)
         ),
         duckdb_threads=_positive_number(values, DUCKDB_THREADS_ENV, DEFAULT_DUCKDB_THREADS),
+        executor=executor_from(values),
     )

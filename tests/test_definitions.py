@@ -48,7 +48,12 @@ def definitions(clean_environment) -> dg.Definitions:
 def clean_environment():
     """Default schedules: the cron variables of a user's shell must not leak into the test."""
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("SPEND_WAREHOUSE_SCHEDULE", "SPEND_WAREHOUSE_ROLLBACK_SCHEDULE", "DBT_TARGET"):
+        for name in (
+            "SPEND_WAREHOUSE_SCHEDULE",
+            "SPEND_WAREHOUSE_ROLLBACK_SCHEDULE",
+            "DBT_TARGET",
+            "SPEND_WAREHOUSE_EXECUTOR",
+        ):
             patch.delenv(name, raising=False)
         yield patch
 
@@ -134,6 +139,12 @@ def test_jobs(definitions, repository, asset_keys):
     assert {k.to_user_string() for k in extract} == {
         key for key in asset_keys if key.startswith("raw/")
     }
+
+
+def test_jobs_run_their_steps_in_process_by_default(definitions):
+    """``SPEND_WAREHOUSE_EXECUTOR`` unset: every step in the run worker's process."""
+    for name in JOBS:
+        assert definitions.resolve_job_def(name).executor_def.name == "in_process"
 
 
 def test_schedules(repository):

@@ -48,6 +48,11 @@ def test_dotenv_is_read_and_process_environment_wins(tmp_path: Path):
         ({"SPEND_WAREHOUSE_DUCKDB_MEMORY_LIMIT": "lots"}, "SPEND_WAREHOUSE_DUCKDB_MEMORY_LIMIT"),
         ({"SPEND_WAREHOUSE_DUCKDB_MEMORY_LIMIT": "256"}, "is not a memory size"),
         ({"SPEND_WAREHOUSE_DUCKDB_THREADS": "0"}, "SPEND_WAREHOUSE_DUCKDB_THREADS"),
+        ({"SPEND_WAREHOUSE_EXECUTOR": "k8s"}, "SPEND_WAREHOUSE_EXECUTOR='k8s' is not an executor"),
+        (
+            {"SPEND_WAREHOUSE_EXECUTOR": "celery", "SPEND_WAREHOUSE_CELERY_QUEUE": "two words"},
+            "SPEND_WAREHOUSE_CELERY_QUEUE='two words' is not a queue name",
+        ),
     ],
 )
 def test_bad_values_get_one_sentence_naming_the_setting(tmp_path, env, fragment):
@@ -76,3 +81,61 @@ def test_duckdb_limits_have_flat_defaults_and_can_be_raised(tmp_path):
     )
     assert raised.duckdb_config["memory_limit"] == "4GiB"
     assert raised.duckdb_config["threads"] == "8"
+
+
+def test_steps_run_in_process_unless_an_executor_is_chosen(tmp_path):
+    executor = load_settings(env={}, dotenv_path=tmp_path / "x").executor
+    assert executor.name == "in_process"
+    assert executor.celery_broker_url is None  # no broker unless celery is chosen
+    multiprocess = load_settings(
+        env={
+            "SPEND_WAREHOUSE_EXECUTOR": "multiprocess",
+            "SPEND_WAREHOUSE_CELERY_BROKER_URL": "not even a URL",  # ignored without celery
+        },
+        dotenv_path=tmp_path / "x",
+    ).executor
+    assert multiprocess.name == "multiprocess"
+    assert multiprocess.celery_broker_url is None
+
+
+def test_celery_defaults_to_the_local_rabbitmq_and_redis(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("SPEND_WAREHOUSE_EXECUTOR=celery\n")
+    executor = load_settings(env={}, dotenv_path=dotenv).executor
+    assert executor.name == "celery"
+    assert executor.celery_broker_url == "amqp://guest:guest@127.0.0.1:5672//"
+    assert executor.celery_backend_url == "redis://127.0.0.1:6379/0"
+    assert executor.celery_queue == "spend_warehouse"
+    chosen = load_settings(
+        env={
+            "SPEND_WAREHOUSE_CELERY_BROKER_URL": "amqps://u:p@mq.internal:5671/prod",
+            "SPEND_WAREHOUSE_CELERY_BACKEND_URL": "rpc://",
+            "SPEND_WAREHOUSE_CELERY_QUEUE": "spendwh.prod",
+        },
+        dotenv_path=dotenv,
+    ).executor
+    assert chosen.celery_broker_url == "amqps://u:p@mq.internal:5671/prod"
+    assert chosen.celery_backend_url == "rpc://"
+    assert chosen.celery_queue == "spendwh.prod"
+    assert "p@mq" not in repr(chosen)  # the URLs may hold passwords
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SPEND_WAREHOUSE_CELERY_BROKER_URL", "postgresql://u:secret@db:5432/x"),
+        ("SPEND_WAREHOUSE_CELERY_BROKER_URL", "amqp://u:secret@"),
+        ("SPEND_WAREHOUSE_CELERY_BACKEND_URL", "memcached://u:secret@cache:11211"),
+        ("SPEND_WAREHOUSE_CELERY_BACKEND_URL", "redis://u:secret@cache:port/0"),
+    ],
+)
+def test_bad_celery_urls_name_the_setting_and_never_echo_it(tmp_path, name, value):
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            env={"SPEND_WAREHOUSE_EXECUTOR": "celery", name: value},
+            dotenv_path=tmp_path / "missing.env",
+        )
+    message = str(info.value)
+    assert message.startswith(name)
+    assert "secret" not in message
+    assert "\n" not in message

@@ -8,7 +8,7 @@ from pathlib import Path
 from dagster_project.lib.ingest.windows import LEADING_INDEX_SQL, created_at_index_sql
 from dagster_project.lib.postgres import SPEND_LOGS, connect, inspect_source, redact
 from dagster_project.lib.sql import quote_ident, table_name
-from dagster_project.settings import ConfigError, load_settings
+from dagster_project.settings import CELERY, ConfigError, Settings, load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -113,4 +113,21 @@ def run(args: argparse.Namespace) -> int:
     for line in spend_log_report(url, prefix, rows):
         print(line)
     print(f"warehouse: {warehouse_state(settings.warehouse_path, rows)}")
+    print(executor_report(settings))
     return 0
+
+
+def executor_report(settings: Settings) -> str:
+    """Where launched runs execute their steps; with Celery, that the broker and backend answer."""
+    executor = settings.executor
+    if executor.name != CELERY:
+        return f"executor: {executor.name} (steps run in the run's own processes)"
+    from dagster_project.lib.workers import check_celery_services
+
+    check_celery_services(executor)
+    return (
+        f"executor: celery, steps to queue {executor.celery_queue} of "
+        f"{redact(str(executor.celery_broker_url))} (answers), results in "
+        f"{redact(str(executor.celery_backend_url))} (answers); start workers with "
+        "'spendwh worker'"
+    )

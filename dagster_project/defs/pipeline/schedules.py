@@ -7,14 +7,14 @@
   (``rollback_days``), daily: repairs rows that arrived later than the incremental window, which
   the reconciliation check reports (Fivetran-style rollback sync).
 
-The jobs run their steps in the run worker's own process (the in-process executor), as
-``spendwh run`` does: the steps take turns on one DuckDB file anyway, dbt runs as a child
-process, and a process per step cost more start-up than the steps' own work on a small
-warehouse. Every job carries the failure hook :func:`record_failed_step`, so a failed step opens a
-pipeline-health alert however the run was started (schedule, UI, ``spendwh run``); runs that die
-without running hooks (a killed worker) are caught by the run-failure sensor once run
-monitoring has marked them failed. A schedule tick is skipped while a run of its job is still
-queued or in progress, so slow runs never pile up behind each other.
+The jobs run their steps with the executor ``SPEND_WAREHOUSE_EXECUTOR`` names
+(:mod:`dagster_project.defs.pipeline.executors`): by default in the run worker's own process, as
+``spendwh run`` does; or a process per step; or on Celery workers. Every job carries the
+failure hook :func:`record_failed_step`, so a failed step opens a pipeline-health alert however
+the run was started (schedule, UI, ``spendwh run``); runs that die without running hooks (a
+killed worker) are caught by the run-failure sensor once run monitoring has marked them failed.
+A schedule tick is skipped while a run of its job is still queued or in progress, so slow runs
+never pile up behind each other.
 """
 
 from datetime import UTC, datetime
@@ -83,7 +83,6 @@ spend_warehouse_job = dg.define_asset_job(
     selection=dg.AssetSelection.all(),
     description="The whole pipeline: extract, model, alert, publish.",
     hooks={record_failed_step},
-    executor_def=dg.in_process_executor,
 )
 
 extract_job = dg.define_asset_job(
@@ -91,7 +90,6 @@ extract_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups(RAW_GROUP),
     description="Only the raw layer: SpendLogs, ErrorLogs and entity snapshots.",
     hooks={record_failed_step},
-    executor_def=dg.in_process_executor,
 )
 
 spend_warehouse_rollback_job = dg.define_asset_job(
@@ -100,7 +98,6 @@ spend_warehouse_rollback_job = dg.define_asset_job(
     config=rollback_run_config(),
     description=f"The whole pipeline, re-reading the last {ROLLBACK_DAYS} days of spend logs.",
     hooks={record_failed_step},
-    executor_def=dg.in_process_executor,
 )
 
 
