@@ -48,9 +48,10 @@ from tests.deploy.test_deployed import (
     kill_processes_of,
     run_table,
     scheduled_runs,
+    spendwh_deploy,
     wait_for,
 )
-from tests.deploy.units import parse_unit, systemd_path, unescape, unit_environment
+from tests.deploy.units import parse_unit, service_base_env, unescape, unit_environment
 from tests.ingest.helpers import insert_spend, ms, spend_row, utcnow
 
 pytestmark = [pytest.mark.integration]
@@ -174,24 +175,8 @@ def test_a_scheduled_run_executes_every_step_on_the_celery_worker(
             ]
         )
     )
-    base_env = {
-        "PATH": systemd_path(),
-        "HOME": os.environ.get("HOME", "/root"),
-        "LANG": "C.UTF-8",
-        "PYTHONUNBUFFERED": "1",
-    }
-    deployed = subprocess.run(
-        [
-            *(str(VENV_BIN / "spendwh"), "deploy", str(home), "--env-file", str(env_file)),
-            *("--port", str(free_port()), "--docs-port", str(free_port())),
-        ],
-        env=base_env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert deployed.returncode == 0, deployed.stderr
+    base_env = service_base_env()
+    spendwh_deploy(home, env_file, base_env, tmp_path, free_port())
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", dagster_postgres_url)  # for this test's instance
     daemon = Service(home / "systemd" / "spendwh-daemon.service", tmp_path / "daemon.log")
     unit = parse_unit(daemon.unit)

@@ -43,7 +43,13 @@ from dagster._core.storage.dagster_run import RunsFilter
 from dagster_project.lib.alerts.ledger import connect_ledger_readonly
 from dagster_project.lib.duckdb import WRITER_POOL
 from dagster_project.simulator.workload import rate_per_ms
-from tests.deploy.units import exec_argv, parse_unit, systemd_path, unescape, unit_environment
+from tests.deploy.units import (
+    exec_argv,
+    parse_unit,
+    service_base_env,
+    unescape,
+    unit_environment,
+)
 from tests.experience.processes import Command, start_spendwh, wait_until_answers
 from tests.ingest.helpers import insert_spend, ms, spend_row
 
@@ -120,6 +126,22 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
 
 
 # --- the services, started as systemd would ---------------------------------------------------
+
+
+def spendwh_deploy(home: Path, env_file: Path, env: dict[str, str], cwd: Path, port: int) -> None:
+    """``spendwh deploy`` as an operator runs it: the web UI on ``port``, the docs on a free one."""
+    deployed = subprocess.run(
+        [
+            *(str(VENV_BIN / "spendwh"), "deploy", str(home), "--env-file", str(env_file)),
+            *("--port", str(port), "--docs-port", str(free_port())),
+        ],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert deployed.returncode == 0, deployed.stderr
 
 
 @dataclass
@@ -366,12 +388,7 @@ def test_deployed_pipeline_survives_a_kill_and_delivers_everything_once(
         )
     )
     # What systemd gives a service: no virtual environment, no variables of this shell.
-    base_env = {
-        "PATH": systemd_path(),
-        "HOME": os.environ.get("HOME", "/root"),
-        "LANG": "C.UTF-8",
-        "PYTHONUNBUFFERED": "1",
-    }
+    base_env = service_base_env()
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", dagster_postgres_url)  # for this test's instance
     figures: dict[str, object] = {}
     simulator: Command | None = None
@@ -393,18 +410,7 @@ def test_deployed_pipeline_survives_a_kill_and_delivers_everything_once(
 
         # 2. The deployment, as an operator writes it.
         port = free_port()
-        deployed = subprocess.run(
-            [
-                *(str(VENV_BIN / "spendwh"), "deploy", str(home), "--env-file", str(env_file)),
-                *("--port", str(port), "--docs-port", str(free_port())),
-            ],
-            env=base_env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert deployed.returncode == 0, deployed.stderr
+        spendwh_deploy(home, env_file, base_env, tmp_path, port)
         daemon = Service(home / "systemd" / "spendwh-daemon.service", tmp_path / "daemon.log")
         webserver = Service(
             home / "systemd" / "spendwh-webserver.service", tmp_path / "webserver.log"

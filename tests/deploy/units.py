@@ -48,6 +48,16 @@ def unit_environment(unit: dict[str, list[str]], base: dict[str, str]) -> dict[s
     return env
 
 
+def service_base_env() -> dict[str, str]:
+    """The environment systemd starts a service from, before its unit's own ``Environment``."""
+    return {
+        "PATH": systemd_path(),
+        "HOME": os.environ.get("HOME", "/root"),
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 def systemd_path() -> str:
     """The ``PATH`` systemd gives a service: no virtual environment on it."""
     return os.pathsep.join(
