@@ -65,6 +65,15 @@
     end
 {% endmacro %}
 
+{#- The limit of a model_max_budget entry (JSON object text) as trimmed text: its budget_limit,
+    else its max_budget (the two accepted spellings). -#}
+{% macro model_budget_entry_limit_text(entry_json) %}
+    trim(coalesce(
+        {{ json_member_text(entry_json, 'budget_limit') }},
+        {{ json_member_text(entry_json, 'max_budget') }}
+    ))
+{% endmacro %}
+
 {#- Whether a JSON object text has member `field` (even one set to null); false when the text
     is not an object. -#}
 {% macro json_has_member(json_text, field) %}

@@ -158,10 +158,7 @@ model_limits as (
     select
         json_text,
         entry_key,
-        trim(coalesce(
-            {{ json_member_text('entry_json', 'budget_limit') }},
-            {{ json_member_text('entry_json', 'max_budget') }}
-        )) as limit_text
+        {{ model_budget_entry_limit_text('entry_json') }} as limit_text
     from history_model_entries
 
 ),

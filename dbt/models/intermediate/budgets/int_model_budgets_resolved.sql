@@ -126,10 +126,7 @@ configured as (
         model_budget_maps.budget_source,
         model_budget_maps.budget_id,
         entries.entry_key as budget_model,
-        trim(coalesce(
-            {{ json_member_text('entries.entry_json', 'budget_limit') }},
-            {{ json_member_text('entries.entry_json', 'max_budget') }}
-        )) as limit_text,
+        {{ model_budget_entry_limit_text('entries.entry_json') }} as limit_text,
         coalesce(
             {{ json_member_text('entries.entry_json', 'time_period') }},
             {{ json_member_text('entries.entry_json', 'budget_duration') }}
