@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -41,6 +42,7 @@ DUCKDB_THREADS_ENV = "SPEND_WAREHOUSE_DUCKDB_THREADS"
 # grows instead of reaching 80 % of RAM. Quantiles cannot spill: 1 GB leaves them room.
 DEFAULT_DUCKDB_MEMORY_LIMIT = "1GB"
 DEFAULT_DUCKDB_THREADS = 2
+BUDGET_AS_OF_ENV = "SPEND_WAREHOUSE_BUDGET_AS_OF"
 EXECUTOR_ENV = "SPEND_WAREHOUSE_EXECUTOR"
 CELERY_BROKER_URL_ENV = "SPEND_WAREHOUSE_CELERY_BROKER_URL"
 CELERY_BACKEND_URL_ENV = "SPEND_WAREHOUSE_CELERY_BACKEND_URL"
@@ -114,6 +116,7 @@ class Settings:
     warehouse_dir: Path = field(default_factory=lambda: Path("data"))
     dbt_target: str = "duckdb"
     budget_timezone: str = "UTC"
+    budget_as_of: str | None = None
     include_payload_columns: bool = False
     schedule: str = DEFAULT_SCHEDULE
     rollback_schedule: str = DEFAULT_ROLLBACK_SCHEDULE
@@ -290,6 +293,27 @@ def executor_from(values: Mapping[str, str]) -> ExecutorSettings:
     )
 
 
+def validate_budget_as_of(value: str | None) -> str | None:
+    """The fixed evaluation instant of the budgets as naive UTC ``YYYY-MM-DD HH:MM:SS``, or None.
+
+    Unset, each dbt build evaluates the budgets at its own start. A timestamp with an offset is
+    converted to UTC; one without is read as UTC.
+    """
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        instant = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(
+            f"{BUDGET_AS_OF_ENV}={text!r} is not a timestamp; set e.g. "
+            f"{BUDGET_AS_OF_ENV}=2026-12-01T00:00:00Z, or unset it to evaluate at each run's start."
+        ) from exc
+    if instant.tzinfo is not None:
+        instant = instant.astimezone(UTC).replace(tzinfo=None)
+    return instant.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def validate_memory_limit(name: str, value: str | None) -> str:
     """A DuckDB memory size such as ``256MB`` or ``2GB``."""
     text = (value or "").strip() or DEFAULT_DUCKDB_MEMORY_LIMIT
@@ -406,6 +430,7 @@ def load_settings(
         warehouse_dir=Path(values.get("SPEND_WAREHOUSE_DIR") or "data").expanduser().resolve(),
         dbt_target=target,
         budget_timezone=tz,
+        budget_as_of=validate_budget_as_of(values.get(BUDGET_AS_OF_ENV)),
         include_payload_columns=_truthy(values.get("SPEND_WAREHOUSE_INCLUDE_PAYLOADS")),
         schedule=schedule,
         rollback_schedule=rollback_schedule,

@@ -48,6 +48,7 @@ def test_dotenv_is_read_and_process_environment_wins(tmp_path: Path):
         ({"SPEND_WAREHOUSE_DUCKDB_MEMORY_LIMIT": "lots"}, "SPEND_WAREHOUSE_DUCKDB_MEMORY_LIMIT"),
         ({"SPEND_WAREHOUSE_DUCKDB_MEMORY_LIMIT": "256"}, "is not a memory size"),
         ({"SPEND_WAREHOUSE_DUCKDB_THREADS": "0"}, "SPEND_WAREHOUSE_DUCKDB_THREADS"),
+        ({"SPEND_WAREHOUSE_BUDGET_AS_OF": "yesterday"}, "SPEND_WAREHOUSE_BUDGET_AS_OF='yesterday'"),
         ({"SPEND_WAREHOUSE_EXECUTOR": "k8s"}, "SPEND_WAREHOUSE_EXECUTOR='k8s' is not an executor"),
         (
             {"SPEND_WAREHOUSE_EXECUTOR": "celery", "SPEND_WAREHOUSE_CELERY_QUEUE": "two words"},

@@ -39,6 +39,22 @@ def test_profile_points_dbt_at_the_build_database(tmp_path):
     assert dbt_vars(settings) == {"budget_timezone": "Europe/Berlin", "raw_schema": "raw"}
 
 
+@pytest.mark.parametrize(
+    ("value", "as_of"),
+    [
+        ("2026-12-01T00:30:00+01:00", "2026-11-30 23:30:00"),
+        ("2026-12-01T00:30:00Z", "2026-12-01 00:30:00"),
+        ("2026-12-01 00:30:00.75", "2026-12-01 00:30:00"),
+    ],
+)
+def test_a_fixed_evaluation_instant_reaches_dbt_in_utc(tmp_path, value, as_of):
+    settings = load_settings(
+        {"SPEND_WAREHOUSE_DIR": str(tmp_path), "SPEND_WAREHOUSE_BUDGET_AS_OF": value},
+        dotenv_path=tmp_path / "none.env",
+    )
+    assert dbt_vars(settings)["budget_as_of"] == as_of
+
+
 def test_profile_for_postgres_derives_connection_from_url(tmp_path):
     settings = load_settings(
         {

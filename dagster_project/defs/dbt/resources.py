@@ -65,7 +65,10 @@ def profile(settings: Settings, *, duckdb_path: str | None = None) -> dict[str, 
 def dbt_vars(settings: Settings) -> dict[str, str]:
     """The ``--vars`` the models read from the settings."""
     raw_schema = settings.postgres.raw_schema if settings.dbt_target == "postgres" else "raw"
-    return {"budget_timezone": settings.budget_timezone, "raw_schema": raw_schema}
+    found = {"budget_timezone": settings.budget_timezone, "raw_schema": raw_schema}
+    if settings.budget_as_of is not None:
+        found["budget_as_of"] = settings.budget_as_of
+    return found
 
 
 def vars_args(settings: Settings) -> list[str]:
