@@ -7,7 +7,9 @@ Writes into ``DIR`` (the ``DAGSTER_HOME`` of the deployment):
 - ``workspace.yaml``: the project's code location;
 - ``systemd/spendwh-daemon.service``, ``spendwh-webserver.service``, ``spendwh-docs.service``:
   the three services, running this virtual environment's executables with absolute paths, so
-  they need no activated environment and no ``PATH``.
+  they need no activated environment and no ``PATH``;
+- ``systemd/spendwh-worker.service`` when the ``.env`` chooses ``SPEND_WAREHOUSE_EXECUTOR=celery``:
+  a Celery worker that executes the steps (install it on every worker host).
 
 The configuration stays in the project's ``.env`` (``--env-file``): the units load it into the
 environment (Dagster reads the PostgreSQL URL from there) and point ``SPEND_WAREHOUSE_ENV_FILE``
@@ -37,13 +39,17 @@ from dagster_project.lib.dagster_instance import (
     POSTGRES_URL_SCHEME,
     instance_yaml,
 )
-from dagster_project.settings import ENV_FILE_ENV, REPO_ROOT, ConfigError
+from dagster_project.settings import CELERY, ENV_FILE_ENV, REPO_ROOT, ConfigError, load_settings
 
 UNIT_TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "unit.service"
 DAEMON_UNIT = "spendwh-daemon.service"
 WEBSERVER_UNIT = "spendwh-webserver.service"
 DOCS_UNIT = "spendwh-docs.service"
+WORKER_UNIT = "spendwh-worker.service"
 UNITS = (DAEMON_UNIT, WEBSERVER_UNIT, DOCS_UNIT)
+WORKER_NAME = "spendwh"  # Celery calls it spendwh@<host>
+# A worker stops warm: the step in progress finishes first (a dbt build may take minutes).
+WORKER_STOP_SECONDS = 900
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _USER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _PLAIN_ARG = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")
@@ -122,9 +128,18 @@ class Deployment:
             )
         return str(path)
 
+    @property
+    def runs_workers(self) -> bool:
+        """Whether the ``.env`` sends the steps to Celery workers: then a worker unit is written."""
+        if not self.env_file.is_file():
+            return False
+        # what the units see: the file alone, not this shell's environment
+        return load_settings(env={}, dotenv_path=self.env_file).executor.name == CELERY
+
     def commands(self) -> dict[str, list[str]]:
         """The command line of each unit."""
         workspace = str(self.workspace)
+        worker = {WORKER_UNIT: [self.executable("spendwh"), "worker", "--name", WORKER_NAME]}
         return {
             DAEMON_UNIT: [self.executable("dagster-daemon"), "run", "-w", workspace],
             WEBSERVER_UNIT: [
@@ -135,6 +150,7 @@ class Deployment:
                 self.executable("spendwh"),
                 *("docs", "--host", self.host, "--port", str(self.docs_port)),
             ],
+            **(worker if self.runs_workers else {}),
         }
 
 
@@ -193,6 +209,7 @@ def render_unit(deployment: Deployment, unit: str) -> str:
         DAEMON_UNIT: "Dagster daemon (schedules, sensors, run queue, run monitoring)",
         WEBSERVER_UNIT: "Dagster UI on " + url_for(deployment.host, deployment.port),
         DOCS_UNIT: "dbt docs site on " + url_for(deployment.host, deployment.docs_port),
+        WORKER_UNIT: "Celery worker executing the pipeline's steps",
     }[unit]
     comment = {
         DAEMON_UNIT: (
@@ -204,8 +221,13 @@ def render_unit(deployment: Deployment, unit: str) -> str:
             "# The site is regenerated from the build database on every start; if a run holds\n"
             "# that database for more than 2 minutes it exits and is started again."
         ),
+        WORKER_UNIT: (
+            "# SIGTERM to the worker alone: it finishes the step in progress, then exits; its\n"
+            "# pool processes are killed only when that takes longer than TimeoutStopSec.\n"
+            "KillMode=mixed"
+        ),
     }[unit]
-    if unit != DOCS_UNIT:
+    if unit != DOCS_UNIT:  # the worker runs steps on the instance of the daemon's runs
         environment.insert(0, f"DAGSTER_HOME={deployment.home}")
     return UNIT_TEMPLATE.read_text().format(
         unit_name=unit,
@@ -218,6 +240,7 @@ def render_unit(deployment: Deployment, unit: str) -> str:
         exec_start=" ".join(exec_arg(a) for a in deployment.commands()[unit]),
         comment=comment,
         restart_sec=30 if unit == DOCS_UNIT else 5,
+        timeout_stop_sec=WORKER_STOP_SECONDS if unit == WORKER_UNIT else 60,
     )
 
 
@@ -262,7 +285,12 @@ def next_steps(deployment: Deployment) -> str:
             f"  2. sudo install -m 644 {deployment.home / 'systemd'}/*.service "
             "/etc/systemd/system/",
             "  3. sudo systemctl daemon-reload",
-            f"  4. sudo systemctl enable --now {units}",
+            f"  4. sudo systemctl enable --now {units}"
+            + (
+                f" (on other worker hosts, with the same checkout and .env: {WORKER_UNIT} alone)"
+                if deployment.runs_workers
+                else ""
+            ),
             f"  5. open {url_for(deployment.host, deployment.port)} (Dagster UI) and "
             f"{url_for(deployment.host, deployment.docs_port)} (dbt docs); "
             "logs: journalctl -u spendwh-daemon -f",

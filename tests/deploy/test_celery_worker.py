@@ -1,11 +1,11 @@
 """Steps on a Celery worker: a scheduled run of the deployed daemon executes on ``spendwh worker``.
 
 Real components, as an operator runs them: ``spendwh deploy`` writes the PostgreSQL-backed
-instance and the daemon's unit; one ``.env`` sets ``SPEND_WAREHOUSE_EXECUTOR=celery`` (the
-broker and the result backend default to the local RabbitMQ and Redis) with a queue of this test
-alone, so that parallel runs of the test never take each other's steps. ``spendwh worker`` starts
-with the environment the daemon's unit gives (``EnvironmentFile=`` and ``Environment=``), then
-the daemon as its unit says; its schedule (every minute, recorded as running since a minute ago
+instance, the daemon's unit and the worker's unit; one ``.env`` sets
+``SPEND_WAREHOUSE_EXECUTOR=celery`` (the broker and the result backend default to the local
+RabbitMQ and Redis) with a queue of this test alone, so that parallel runs of the test never take
+each other's steps. The worker starts as its unit says (command line, ``EnvironmentFile=`` and
+``Environment=``) under a name of its own, then the daemon as its unit says; its schedule (every minute, recorded as running since a minute ago
 so that the daemon's first iteration fires the last tick instead of waiting up to a minute for
 the next one) launches a run, which must succeed with
 every one of its steps executed in a child process of that worker (the step events' pid), as the
@@ -42,7 +42,6 @@ from dagster_project.settings import (
 )
 from tests.deploy.test_deployed import (
     SCHEDULE,
-    VENV_BIN,
     Service,
     free_port,
     kill_processes_of,
@@ -51,7 +50,13 @@ from tests.deploy.test_deployed import (
     spendwh_deploy,
     wait_for,
 )
-from tests.deploy.units import parse_unit, service_base_env, unescape, unit_environment
+from tests.deploy.units import (
+    exec_argv,
+    parse_unit,
+    service_base_env,
+    unescape,
+    unit_environment,
+)
 from tests.ingest.helpers import insert_spend, ms, spend_row, utcnow
 
 pytestmark = [pytest.mark.integration]
@@ -179,7 +184,6 @@ def test_a_scheduled_run_executes_every_step_on_the_celery_worker(
     spendwh_deploy(home, env_file, base_env, tmp_path, free_port())
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", dagster_postgres_url)  # for this test's instance
     daemon = Service(home / "systemd" / "spendwh-daemon.service", tmp_path / "daemon.log")
-    unit = parse_unit(daemon.unit)
     worker_name = f"spendwh-test-{uuid.uuid4().hex[:6]}"
     worker_node = f"{worker_name}@{socket.gethostname()}"
     worker_log = tmp_path / "worker.log"
@@ -190,12 +194,15 @@ def test_a_scheduled_run_executes_every_step_on_the_celery_worker(
         return worker_log.read_text(errors="replace")[-4000:] if worker_log.exists() else ""
 
     try:
-        # The worker, with the environment the daemon's unit gives (the same .env).
+        # The worker as its unit says, under a name of its own (parallel runs of the test).
+        worker_unit = parse_unit(home / "systemd" / "spendwh-worker.service")
+        argv = exec_argv(worker_unit)
+        argv[argv.index("--name") + 1] = worker_name
         with worker_log.open("w") as log:
             worker = subprocess.Popen(
-                [str(VENV_BIN / "spendwh"), "worker", "--name", worker_name],
-                env=unit_environment(unit, base_env),
-                cwd=unescape(unit["WorkingDirectory"][0]),
+                argv,
+                env=unit_environment(worker_unit, base_env),
+                cwd=unescape(worker_unit["WorkingDirectory"][0]),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -89,6 +89,27 @@ def test_deploy_writes_the_instance_workspace_and_three_units(tmp_path):
         assert unit_environment(unit, {})["DAGSTER_HOME"] == str(home)
 
 
+def test_a_celery_deployment_gets_a_worker_unit_that_stops_warm(tmp_path):
+    plan = deployment(tmp_path)
+    plan.env_file.write_text("SPEND_WAREHOUSE_EXECUTOR=celery\n")
+    written = deploy.write_deployment(plan)
+    worker_unit = plan.home / "systemd" / deploy.WORKER_UNIT
+    assert worker_unit in written
+    verify_units([worker_unit])
+    worker = parse_unit(worker_unit)
+    assert exec_argv(worker) == [str(VENV_BIN / "spendwh"), "worker", "--name", "spendwh"]
+    assert worker["KillMode"] == ["mixed"]  # SIGTERM to the worker only: a warm shutdown
+    assert worker["TimeoutStopSec"] == [str(deploy.WORKER_STOP_SECONDS)]
+    assert worker["Restart"] == ["always"]
+    env = unit_environment(worker, {})
+    assert env["SPEND_WAREHOUSE_ENV_FILE"] == str(plan.env_file)
+    assert env["DAGSTER_HOME"] == str(plan.home)
+    assert deploy.WORKER_UNIT.removesuffix(".service") in deploy.next_steps(plan)
+
+    plan.env_file.write_text("SPEND_WAREHOUSE_EXECUTOR=multiprocess\n")
+    assert worker_unit.parent / deploy.WORKER_UNIT not in deploy.write_deployment(plan, force=True)
+
+
 def test_units_quote_paths_with_spaces_and_percent_signs(tmp_path):
     """A project or DAGSTER_HOME under 'My Files 100%' must still start (systemd splits on
     spaces and expands % specifiers)."""
