@@ -5,13 +5,13 @@ instance, the daemon's unit and the worker's unit; one ``.env`` sets
 ``SPEND_WAREHOUSE_EXECUTOR=celery`` (the broker and the result backend default to the local
 RabbitMQ and Redis) with a queue of this test alone, so that parallel runs of the test never take
 each other's steps. The worker starts as its unit says (command line, ``EnvironmentFile=`` and
-``Environment=``) under a name of its own, then the daemon as its unit says; its schedule (every minute, recorded as running since a minute ago
-so that the daemon's first iteration fires the last tick instead of waiting up to a minute for
-the next one) launches a run, which must succeed with
-every one of its steps executed in a child process of that worker (the step events' pid), as the
-worker's own events say (the Celery worker's name), sent to the test's queue, and the warehouse
-published with the source's rows. With the executor setting ignored, the steps would run in the
-run worker's process and the test fails.
+``Environment=``) under a name of its own, then the daemon as its unit says; its schedule (every
+minute, recorded as running since a minute ago so that the daemon's first iteration fires the
+last tick instead of waiting up to a minute for the next one) launches a run, which must succeed
+with every one of its steps executed in a child process of that worker (the step events' pid), as
+the worker's own events say (the Celery worker's name), sent to the test's queue, and the
+warehouse published with the source's rows. With the executor setting ignored, the steps would
+run in the run worker's process and the test fails.
 
 RabbitMQ or Redis down fails the test with a sentence naming the service (``.ci/run`` starts them).
 """
