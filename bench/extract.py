@@ -39,12 +39,15 @@ from dagster_project.lib.duckdb import connect_writer
 from dagster_project.settings import Settings
 from dagster_project.lib.ingest.source import SPEND_LOGS, SourceSession
 from dagster_project.lib.ingest.extract import extract_fact
+from dagster_project.lib.ingest.lake import Lake
 url, prefix, root = sys.argv[1:4]
+lake_format = sys.argv[4] if len(sys.argv) > 4 else "parquet"
 began = time.monotonic()
 with SourceSession(url, prefix) as session, connect_writer(
     Path(root) / "build.duckdb", limits=Settings().duckdb_config
 ) as con:
-    r = extract_fact(session, con, Path(root) / "lake", SPEND_LOGS, progress=lambda m: None)
+    lake = Lake(Path(root) / "lake", lake_format)
+    r = extract_fact(session, con, lake, SPEND_LOGS, progress=lambda m: None)
 print("BENCH_JSON", json.dumps({"seconds": time.monotonic() - began, "rows": r.rows_read,
                   "stored": r.rows_stored, "merged": r.rows_merged,
                   "read_seconds": r.read_seconds, "load_seconds": r.load_seconds}))

@@ -28,7 +28,7 @@ import psycopg
 from dagster_project.defs.ingest.checks import reconcile
 from dagster_project.lib.duckdb import connect_writer
 from dagster_project.lib.ingest.extract import extract_fact, parse_ts
-from dagster_project.lib.ingest.lake import LakeTable
+from dagster_project.lib.ingest.lake import Lake
 from dagster_project.lib.ingest.source import SPEND_LOGS, SourceSession
 from dagster_project.lib.ingest.windows import WindowOptions, incremental_window
 from dagster_project.lib.migrations import apply_migrations
@@ -68,14 +68,14 @@ def extract(url: str, root: Path, **kwargs):
     ):
         began = time.monotonic()
         result = extract_fact(
-            session, con, root / "lake", SPEND_LOGS, progress=lambda m: None, **kwargs
+            session, con, Lake(root / "lake"), SPEND_LOGS, progress=lambda m: None, **kwargs
         )
         return result, time.monotonic() - began
 
 
 def window_scan(url: str, root: Path) -> str:
     """Rows and buffers the source touches for the next run's window."""
-    state = LakeTable(root / "lake", "spend_logs").read_manifest().state
+    state = Lake(root / "lake").table("spend_logs").read_manifest().state
     with SourceSession(url, PREFIX) as session:
         bounded = not session.has_leading_index("SpendLogs", "created_at")
         window = incremental_window(

@@ -26,6 +26,7 @@ def task_raw(url: str, prefix: str, root: str) -> dict[str, Any]:
     """Extract ErrorLogs and the entity snapshots into the warehouse at ``root``."""
     from dagster_project.lib.duckdb import connect_writer
     from dagster_project.lib.ingest.extract import extract_fact, extract_snapshots
+    from dagster_project.lib.ingest.lake import Lake
     from dagster_project.lib.ingest.source import ERROR_LOGS, SourceSession
     from dagster_project.settings import Settings
 
@@ -35,8 +36,9 @@ def task_raw(url: str, prefix: str, root: str) -> dict[str, Any]:
         SourceSession(url, prefix) as session,
         connect_writer(Path(root) / "build.duckdb", limits=Settings().duckdb_config) as con,
     ):
-        errors = extract_fact(session, con, Path(root) / "lake", ERROR_LOGS, progress=quiet)
-        snapshots = extract_snapshots(session, con, Path(root) / "lake", progress=quiet)
+        lake = Lake(Path(root) / "lake")
+        errors = extract_fact(session, con, lake, ERROR_LOGS, progress=quiet)
+        snapshots = extract_snapshots(session, con, lake, progress=quiet)
     return {
         "seconds": time.monotonic() - began,
         "error_logs": errors.rows_stored,

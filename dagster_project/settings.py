@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt"
@@ -57,6 +57,12 @@ DEFAULT_CELERY_QUEUE = "spend_warehouse"
 _BROKER_SCHEMES = {"amqp", "amqps", "pyamqp", "redis", "rediss"}
 _BACKEND_SCHEMES = {"redis", "rediss", "rpc"}
 _QUEUE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+LAKE_FORMAT_ENV = "SPEND_WAREHOUSE_LAKE_FORMAT"
+ICEBERG_CATALOG_URL_ENV = "SPEND_WAREHOUSE_ICEBERG_CATALOG_URL"
+PARQUET, ICEBERG = "parquet", "iceberg"  # SPEND_WAREHOUSE_LAKE_FORMAT
+LAKE_FORMATS = (PARQUET, ICEBERG)
+_SQLITE_SCHEMES = {"sqlite"}
+_POSTGRES_CATALOG_SCHEMES = {"postgresql", "postgresql+psycopg", "postgresql+psycopg2"}
 
 _MEMORY_PATTERN = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
 _PREFIX_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9 _-]{0,40}$")
@@ -129,6 +135,9 @@ class Settings:
     duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
     duckdb_threads: int = DEFAULT_DUCKDB_THREADS
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+    lake_format: str = PARQUET
+    # None with iceberg: the SQLite catalog file <lake_dir>/catalog.db (lib.ingest.lake.Lake)
+    iceberg_catalog_url: str | None = field(default=None, repr=False)
 
     @property
     def duckdb_config(self) -> dict[str, str]:
@@ -314,6 +323,57 @@ def validate_budget_as_of(value: str | None) -> str | None:
     return instant.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def validate_catalog_url(url: str) -> str:
+    """An Iceberg SQL catalog URL (a SQLite file or PostgreSQL); never echoed (secrets).
+
+    ``postgres://`` is spelled ``postgresql://`` for SQLAlchemy.
+    """
+    parts = urlsplit(url)
+    scheme = "postgresql" if parts.scheme == "postgres" else parts.scheme
+    if scheme in _SQLITE_SCHEMES:
+        if not parts.path.strip("/"):
+            raise ConfigError(
+                f"{ICEBERG_CATALOG_URL_ENV} names no SQLite file (an in-memory catalog would lose "
+                f"the lake); set it like {ICEBERG_CATALOG_URL_ENV}=sqlite:////var/lib/spend/"
+                "catalog.db, or unset it for the file in the lake directory."
+            )
+    elif scheme in _POSTGRES_CATALOG_SCHEMES:
+        if not (parts.hostname or parse_qs(parts.query).get("host")) or not parts.path.strip("/"):
+            raise ConfigError(
+                f"{ICEBERG_CATALOG_URL_ENV} needs a host and a database (value not shown: it may "
+                f"hold a password); set it like {ICEBERG_CATALOG_URL_ENV}="
+                "postgresql+psycopg://user:password@host:5432/iceberg_catalog."
+            )
+    else:
+        raise ConfigError(
+            f"{ICEBERG_CATALOG_URL_ENV} is neither a sqlite:/// nor a postgresql:// URL (value not "
+            f"shown: it may hold a password); set it like {ICEBERG_CATALOG_URL_ENV}="
+            "postgresql+psycopg://user:password@host:5432/iceberg_catalog, or unset it for a "
+            "SQLite catalog in the lake directory."
+        )
+    return urlunsplit(parts._replace(scheme=scheme))
+
+
+def lake_from(values: Mapping[str, str]) -> tuple[str, str | None]:
+    """The lake's table format and, for ``iceberg``, its catalog URL (None: the default file)."""
+    lake_format = (values.get(LAKE_FORMAT_ENV) or "").strip().lower() or PARQUET
+    if lake_format not in LAKE_FORMATS:
+        raise ConfigError(
+            f"{LAKE_FORMAT_ENV}={lake_format!r} is not a lake format; set it to parquet (Parquet "
+            "files and a JSON manifest per table, the default) or iceberg (Iceberg tables in a "
+            "SQL catalog)."
+        )
+    url = (values.get(ICEBERG_CATALOG_URL_ENV) or "").strip()
+    if not url:
+        return lake_format, None
+    if lake_format != ICEBERG:
+        raise ConfigError(
+            f"{ICEBERG_CATALOG_URL_ENV} is set but {LAKE_FORMAT_ENV} is {lake_format}; set "
+            f"{LAKE_FORMAT_ENV}=iceberg to use the catalog, or unset {ICEBERG_CATALOG_URL_ENV}."
+        )
+    return lake_format, validate_catalog_url(url)
+
+
 def validate_memory_limit(name: str, value: str | None) -> str:
     """A DuckDB memory size such as ``256MB`` or ``2GB``."""
     text = (value or "").strip() or DEFAULT_DUCKDB_MEMORY_LIMIT
@@ -424,6 +484,7 @@ def load_settings(
             f"BUDGET_TIMEZONE {tz!r} is not an IANA time zone; use e.g. 'UTC' or 'Europe/Berlin'."
         ) from exc
     schedule, rollback_schedule = schedules_from(values)
+    lake_format, iceberg_catalog_url = lake_from(values)
     return Settings(
         database_url=url,
         table_prefix=prefix,
@@ -447,4 +508,6 @@ def load_settings(
         ),
         duckdb_threads=_positive_number(values, DUCKDB_THREADS_ENV, DEFAULT_DUCKDB_THREADS),
         executor=executor_from(values),
+        lake_format=lake_format,
+        iceberg_catalog_url=iceberg_catalog_url,
     )

@@ -1,6 +1,6 @@
 """Run one SpendLogs extraction in a subprocess (crash tests kill it at a pause point).
 
-Usage: ``python -m tests.ingest.extract_once <url> <prefix> <warehouse-dir>``
+Usage: ``python -m tests.ingest.extract_once <url> <prefix> <warehouse-dir> <lake-format>``
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ class _Source:
 
 
 def main(argv: list[str]) -> int:
-    url, prefix, root = argv
-    result = Warehouse(Path(root)).extract(_Source(url, prefix))
+    url, prefix, root, lake_format = argv
+    result = Warehouse(Path(root), lake_format).extract(_Source(url, prefix))
     print(result.rows_in_warehouse)
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -12,12 +12,17 @@ import duckdb
 
 from dagster_project.lib.duckdb import connect_writer
 from dagster_project.lib.ingest.extract import FactResult, extract_fact
-from dagster_project.lib.ingest.lake import LakeTable
+from dagster_project.lib.ingest.lake import Lake
 from dagster_project.lib.ingest.source import ERROR_LOGS, SPEND_LOGS, SourceSession
 from dagster_project.lib.ingest.windows import WindowOptions
 from dagster_project.lib.times import utcnow
+from dagster_project.settings import PARQUET
 
 __all__ = ["Warehouse", "insert_spend", "ms", "spend_row", "utcnow"]
+
+# The lake format of a Warehouse made without one; the ``lake_format`` fixture
+# (tests/ingest/conftest.py) sets it, so a module's tests run once per format.
+LAKE_FORMAT = PARQUET
 
 
 def ms(value: datetime) -> datetime:
@@ -75,10 +80,17 @@ class Warehouse:
     """A warehouse directory the tests extract into (lake + build DuckDB)."""
 
     root: Path
+    lake_format: str = field(default_factory=lambda: LAKE_FORMAT)
+    catalog_url: str | None = None  # iceberg only; None: the SQLite file in the lake
 
     @property
     def lake(self) -> Path:
         return self.root / "lake"
+
+    @property
+    def store(self) -> Lake:
+        """The lake in this warehouse's format (its tables: ``store.table(name)``)."""
+        return Lake(self.lake, self.lake_format, self.catalog_url)
 
     @property
     def build(self) -> Path:
@@ -102,7 +114,7 @@ class Warehouse:
             return extract_fact(
                 session,
                 con,
-                self.lake,
+                self.store,
                 fact,
                 options=options,
                 include_payload=include_payload,
@@ -130,4 +142,4 @@ class Warehouse:
             con.close()
 
     def manifest(self, table: str = "spend_logs"):
-        return LakeTable(self.lake, table).read_manifest()
+        return self.store.table(table).read_manifest()

@@ -16,12 +16,12 @@ import pytest
 
 from dagster_project.lib.duckdb import connect_writer
 from dagster_project.lib.ingest.extract import extract_snapshots
-from dagster_project.lib.ingest.lake import PAUSE_ENV, PAUSE_FILE_ENV, TMP_PREFIX, LakeTable
+from dagster_project.lib.ingest.lake import PAUSE_ENV, PAUSE_FILE_ENV, TMP_PREFIX
 from dagster_project.lib.ingest.source import SourceSchemaError, SourceSession
 from dagster_project.settings import REPO_ROOT
 from tests.ingest.helpers import Warehouse, insert_spend, spend_row, utcnow
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("lake_format")]
 
 
 def _many_rows(n: int) -> list[dict]:
@@ -31,12 +31,13 @@ def _many_rows(n: int) -> list[dict]:
     ]
 
 
-def _run_until_paused(source, root, stage: str, tmp_path) -> None:
-    """Start an extraction in a subprocess, wait until it blocks at ``stage``, SIGKILL it."""
+def _run_until_paused(source, wh: Warehouse, stage: str, tmp_path) -> None:
+    """Start an extraction into ``wh`` in a subprocess, wait until it blocks at ``stage``, kill."""
     marker = tmp_path / f"paused-{stage}"
     env = {**os.environ, PAUSE_ENV: stage, PAUSE_FILE_ENV: str(marker)}
+    command = ["tests.ingest.extract_once", source.url, source.prefix, str(wh.root)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.ingest.extract_once", source.url, source.prefix, str(root)],
+        [sys.executable, "-m", *command, wh.lake_format],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -71,7 +72,7 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(make_source, tmp_path, stag
     reference.extract(source)
 
     crashed = Warehouse(tmp_path / "crashed")
-    _run_until_paused(source, crashed.root, stage, tmp_path)
+    _run_until_paused(source, crashed, stage, tmp_path)
     manifest = crashed.manifest()
     if stage in {"mid_read", "before_publish"}:  # nothing published: previous (empty) state
         assert manifest.version == 0
@@ -83,7 +84,7 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(make_source, tmp_path, stag
     assert crashed.rows() == reference.rows()
     assert len(crashed.rows()) == 2000
     assert result.watermark_after.isoformat() == reference.manifest().state["watermark"]
-    lake = LakeTable(crashed.lake, "spend_logs")
+    lake = crashed.store.table("spend_logs")
     on_disk = {p.relative_to(lake.dir).as_posix() for p in lake.dir.rglob("*.parquet")}
     assert on_disk == {f.path for f in lake.read_manifest().files}  # orphans removed
     assert not [p for p in lake.dir.rglob(f"{TMP_PREFIX}*")]
@@ -98,7 +99,7 @@ def test_missing_optional_table_is_recorded_as_absent(make_source, tmp_path):
         SourceSession(source.url, source.prefix) as session,
         connect_writer(wh.build) as con,
     ):
-        results = extract_snapshots(session, con, wh.lake)
+        results = extract_snapshots(session, con, wh.store)
     status = {r.source: r.status for r in results}
     assert status["OrganizationMembership"] == "absent"
     assert status["TeamMembership"] == "present"
@@ -118,7 +119,7 @@ def test_missing_required_table_is_a_clear_error(make_source, tmp_path):
         connect_writer(wh.build) as con,
         pytest.raises(SourceSchemaError, match=f"{source.prefix}TeamMembership"),
     ):
-        extract_snapshots(session, con, wh.lake)
+        extract_snapshots(session, con, wh.store)
 
 
 def test_absent_spend_logs_are_recorded_never_as_zero_spend(make_source, tmp_path):
@@ -154,7 +155,7 @@ def test_select_only_role_can_extract_everything(make_source, pg_server_url, tmp
             SourceSession(ro_url, source.prefix) as session,
             connect_writer(wh.build) as con,
         ):
-            results = extract_snapshots(session, con, wh.lake)
+            results = extract_snapshots(session, con, wh.store)
         assert all(r.status == "present" for r in results)
     finally:
         with source.connect(autocommit=True) as conn:
@@ -180,7 +181,7 @@ def test_audit_log_is_read_incrementally(make_source, tmp_path):
             SourceSession(source.url, source.prefix) as session,
             connect_writer(wh.build) as con,
         ):
-            return {r.raw_table: r for r in extract_snapshots(session, con, wh.lake)}
+            return {r.raw_table: r for r in extract_snapshots(session, con, wh.store)}
 
     wh = Warehouse(tmp_path / "wh")
     now = utcnow()
@@ -192,7 +193,7 @@ def test_audit_log_is_read_incrementally(make_source, tmp_path):
     second = snapshot()["audit_log"]
     assert (second.rows, second.changed) == (2, True)
     assert not snapshot()["audit_log"].changed  # nothing new: no new file
-    lake = LakeTable(wh.lake, "snapshots/audit_log")
+    lake = wh.store.table("snapshots/audit_log")
     assert sorted(f.rows for f in lake.read_manifest().files) == [0, 1, 1]
     assert wh.query("SELECT id, updated_values FROM raw.audit_log ORDER BY id") == [
         ("a1", '{"max_budget": 10}'),
@@ -212,7 +213,7 @@ def test_secrets_are_never_landed_and_json_arrays_become_text(make_source, tmp_p
         SourceSession(source.url, source.prefix) as session,
         connect_writer(wh.build) as con,
     ):
-        extract_snapshots(session, con, wh.lake)
+        extract_snapshots(session, con, wh.store)
     columns = {r[0] for r in wh.query("SELECT column_name FROM (DESCRIBE raw.users)")}
     assert "password" not in columns
     assert "litellm_params" not in {

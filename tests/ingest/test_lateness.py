@@ -12,12 +12,13 @@ from datetime import timedelta
 import pytest
 
 from dagster_project.defs.pipeline.schedules import rollback_run_config
+from dagster_project.settings import LAKE_FORMAT_ENV
 from tests.ingest.helpers import Warehouse, insert_spend, ms, spend_row, utcnow
 from tests.ingest.test_dagster import check_results, materialize
 from tests.ingest.test_incremental import OLD_SCHEMA
 from tests.prefixes import BOTH_PREFIXES
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("lake_format")]
 
 
 @pytest.fixture
@@ -29,7 +30,9 @@ def configure(tmp_path, monkeypatch):
         monkeypatch.setenv("PROXY_TABLE_PREFIX", source.prefix)
         monkeypatch.setenv("SPEND_WAREHOUSE_DIR", str(tmp_path / "wh"))
         monkeypatch.chdir(tmp_path)  # no stray .env
-        return Warehouse(tmp_path / "wh")
+        wh = Warehouse(tmp_path / "wh")
+        monkeypatch.setenv(LAKE_FORMAT_ENV, wh.lake_format)  # the job writes the format we read
+        return wh
 
     return factory
 

@@ -7,10 +7,18 @@ from datetime import datetime
 import duckdb
 import pytest
 
-from dagster_project.lib.ingest.lake import LakeTable
+from dagster_project.lib.ingest.lake import Lake
 from dagster_project.lib.ingest.limit_history import HISTORY_TABLE, record_limit_history
+from tests.ingest import helpers
 
 T1, T2, T3, T4 = (datetime(2026, 3, d, 12) for d in (1, 2, 3, 4))
+
+pytestmark = pytest.mark.usefixtures("lake_format")
+
+
+def _lake(tmp_path) -> Lake:
+    """The test's lake, in the format of the ``lake_format`` fixture."""
+    return Lake(tmp_path / "lake", helpers.LAKE_FORMAT)
 
 
 @pytest.fixture
@@ -42,7 +50,7 @@ def _versions(con) -> list[tuple]:
 
 
 def test_first_snapshot_records_every_row_valid_since_ever(con, tmp_path):
-    result = record_limit_history(con, tmp_path / "lake", T1)
+    result = record_limit_history(con, _lake(tmp_path), T1)
     assert (result.versions, result.tombstones, result.rows) == (3, 0, 3)
     assert _versions(con) == [
         ("budgets", "b1", False, None, "10.0"),
@@ -52,7 +60,7 @@ def test_first_snapshot_records_every_row_valid_since_ever(con, tmp_path):
 
 
 def test_only_limit_changes_make_versions_and_deletions_keep_the_history(con, tmp_path):
-    lake = tmp_path / "lake"
+    lake = _lake(tmp_path)
     record_limit_history(con, lake, T1)
     con.execute("update raw.budgets set spend = 3")  # a counter moving is not a limit change
     assert record_limit_history(con, lake, T2).versions == 0
@@ -78,21 +86,21 @@ def test_only_limit_changes_make_versions_and_deletions_keep_the_history(con, tm
 
 
 def test_a_run_killed_after_the_publish_stores_nothing_twice(con, tmp_path):
-    lake = tmp_path / "lake"
+    lake = _lake(tmp_path)
     record_limit_history(con, lake, T1)
     con.execute("update raw.budgets set max_budget = 11 where budget_id = 'b1'")
     record_limit_history(con, lake, T2)
     con.execute(f"drop table raw.{HISTORY_TABLE}")  # as if killed before raw was rebuilt
     result = record_limit_history(con, lake, T3)
     assert (result.versions, result.rows) == (0, 4)
-    files = LakeTable(lake, f"snapshots/{HISTORY_TABLE}").read_manifest().files
+    files = lake.table(f"snapshots/{HISTORY_TABLE}").read_manifest().files
     assert len(files) == 2  # the first run's and the change's; the re-run added none
 
 
 def test_no_budget_table_yet_stores_an_empty_history_with_its_columns(tmp_path):
     with duckdb.connect(str(tmp_path / "empty.duckdb")) as conn:
         conn.execute("create schema raw")
-        result = record_limit_history(conn, tmp_path / "lake", T1)
+        result = record_limit_history(conn, _lake(tmp_path), T1)
         assert (result.versions, result.rows) == (0, 0)
         columns = [r[0] for r in conn.execute(f"describe raw.{HISTORY_TABLE}").fetchall()]
         assert "limits_json" in columns

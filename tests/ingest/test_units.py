@@ -16,6 +16,7 @@ from dagster_project.lib.ingest import load as raw_load
 from dagster_project.lib.ingest.lake import (
     TMP_PREFIX,
     DayPartitionWriter,
+    Lake,
     LakeTable,
     compact,
     write_single_file,
@@ -210,8 +211,8 @@ def _spend_batch(ids: list[str], starts: list[datetime], spend: list[float]) -> 
     return pa.RecordBatch.from_arrays([data[f.name] for f in schema], schema=schema)
 
 
-def test_day_writer_splits_by_utc_day_and_publish_is_the_commit(tmp_path):
-    lake = LakeTable(tmp_path, "spend_logs")
+def test_day_writer_splits_by_utc_day_and_publish_is_the_commit(tmp_path, lake_format):
+    lake = Lake(tmp_path, lake_format).table("spend_logs", day_column="start_time")
     writer = DayPartitionWriter(lake, SPEND_LOGS.schema, "start_time", max_open=1)
     d1, d2 = datetime(2026, 3, 1, 23, 59), datetime(2026, 3, 2, 0, 1)
     writer.write(_spend_batch(["a", "b"], [d1, d2], [1.0, 2.0]))
@@ -230,8 +231,8 @@ def test_day_writer_splits_by_utc_day_and_publish_is_the_commit(tmp_path):
     assert manifest.rows == 3
 
 
-def test_orphans_and_temp_files_are_cleaned(tmp_path):
-    lake = LakeTable(tmp_path, "spend_logs")
+def test_orphans_and_temp_files_are_cleaned(tmp_path, lake_format):
+    lake = Lake(tmp_path, lake_format).table("spend_logs")
     live = write_single_file(lake, pa.table({"x": [1]}), partition="2026-03-01")
     lake.publish(add=[live])
     orphan = write_single_file(lake, pa.table({"x": [2]}), partition="2026-03-01")
@@ -242,8 +243,8 @@ def test_orphans_and_temp_files_are_cleaned(tmp_path):
     assert lake.absolute(live).exists()
 
 
-def test_aborted_writer_leaves_nothing(tmp_path):
-    lake = LakeTable(tmp_path, "spend_logs")
+def test_aborted_writer_leaves_nothing(tmp_path, lake_format):
+    lake = Lake(tmp_path, lake_format).table("spend_logs")
     writer = DayPartitionWriter(lake, SPEND_LOGS.schema, "start_time")
     writer.write(_spend_batch(["a"], [T0], [1.0]))
     writer.abort()
@@ -251,8 +252,8 @@ def test_aborted_writer_leaves_nothing(tmp_path):
 
 
 @pytest.mark.integration
-def test_compaction_dedups_with_the_deterministic_winner(tmp_path):
-    lake = LakeTable(tmp_path, "spend_logs")
+def test_compaction_dedups_with_the_deterministic_winner(tmp_path, lake_format):
+    lake = Lake(tmp_path, lake_format).table("spend_logs", day_column="start_time")
     rule = raw_load.dedup_rule(SPEND_LOGS)
     for spend, end in [(1.0, T0), (2.0, T0 + timedelta(seconds=1)), (3.0, T0)]:
         batch = _spend_batch(["a"], [T0], [spend]).set_column(
@@ -268,11 +269,11 @@ def test_compaction_dedups_with_the_deterministic_winner(tmp_path):
 
 
 @pytest.mark.integration
-def test_merge_winner_does_not_depend_on_load_order(tmp_path):
+def test_merge_winner_does_not_depend_on_load_order(tmp_path, lake_format):
     versions = [_spend_batch(["a", "b"], [T0, T0], [s, 1.0]) for s in (5.0, 7.0)]
     results = []
     for order in (versions, versions[::-1]):
-        lake = LakeTable(tmp_path / str(len(results)), "spend_logs")
+        lake = Lake(tmp_path / str(len(results)), lake_format).table("spend_logs")
         con = duckdb.connect()
         raw_load.ensure_fact_table(con, SPEND_LOGS)
         for batch in order:
@@ -326,11 +327,13 @@ def test_terminal_errors_become_non_retryable_failures():
         raise psycopg.OperationalError("server closed the connection unexpectedly")
 
 
-def test_lake_counts_single_file_days_from_the_manifest_and_dedups_the_others(tmp_path):
+def test_lake_counts_single_file_days_from_the_manifest_and_dedups_the_others(
+    tmp_path, lake_format
+):
     from dagster_project.lib.ingest.lake import conform_table
     from dagster_project.lib.ingest.reconcile import DayFilter, lake_stats
 
-    lake = LakeTable(tmp_path, "spend_logs")
+    lake = Lake(tmp_path, lake_format).table("spend_logs", day_column="start_time")
 
     def part(ids: list[str], day: str, spend: float) -> None:
         start = datetime.fromisoformat(f"{day} 10:00:00")

@@ -16,6 +16,7 @@ import pytest
 
 from dagster_project.lib.duckdb import connect_writer
 from dagster_project.lib.ingest.extract import extract_fact, extract_snapshots
+from dagster_project.lib.ingest.lake import Lake
 from dagster_project.lib.ingest.source import ERROR_LOGS, SPEND_LOGS, SourceSession
 from dagster_project.simulator import simulate
 from tests.models.checks import (
@@ -45,8 +46,8 @@ def test_simulated_traffic_through_extraction_and_dbt(make_source, tmp_path):
         connect_writer(build) as con,
     ):
         for fact in (SPEND_LOGS, ERROR_LOGS):
-            extract_fact(session, con, tmp_path / "lake", fact)
-        extract_snapshots(session, con, tmp_path / "lake", progress=lambda _msg: None)
+            extract_fact(session, con, Lake(tmp_path / "lake"), fact)
+        extract_snapshots(session, con, Lake(tmp_path / "lake"), progress=lambda _msg: None)
 
     run_dbt(
         ["build"],

@@ -17,7 +17,7 @@ from dagster_project.lib.dbt.build_inputs import (
     record_published,
     skip_reason,
 )
-from dagster_project.lib.ingest.lake import LakeFile, LakeTable
+from dagster_project.lib.ingest.lake import Lake, LakeFile
 from dagster_project.lib.postgres import create_database, drop_database
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -117,12 +117,12 @@ def test_a_garbled_record_means_build(tmp_path):
 
 
 def test_current_inputs_read_lake_files_and_project(tmp_path):
-    lake = tmp_path / "lake"
+    lake = Lake(tmp_path / "lake")
     project = tmp_path / "dbt"
     (project / "models").mkdir(parents=True)
     (project / "dbt_project.yml").write_text("name: x\n")
     (project / "models" / "a.sql").write_text("select 1")
-    table = LakeTable(lake, "spend_logs")
+    table = lake.table("spend_logs")
     table.publish(state={"watermark": None})
     first = current_inputs(lake, project, ["build"])
     assert set(first.lake) == {"spend_logs"}
@@ -133,7 +133,7 @@ def test_current_inputs_read_lake_files_and_project(tmp_path):
     table.publish(add=[LakeFile("day=2026-12-05/a.parquet", 10, 999, "2026-12-05")])
     stored = current_inputs(lake, project, ["build"])
     assert stored.lake != first.lake
-    LakeTable(lake, "snapshots/teams").publish(state={})
+    lake.table("snapshots/teams").publish(state={})
     assert set(current_inputs(lake, project, ["build"]).lake) == {"spend_logs", "snapshots/teams"}
     (project / "models" / "a.sql").write_text("select 2")
     assert current_inputs(lake, project, ["build"]).project != first.project

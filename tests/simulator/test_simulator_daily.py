@@ -12,6 +12,7 @@ import pytest
 
 from dagster_project.lib.duckdb import connect_writer
 from dagster_project.lib.ingest.extract import extract_fact, extract_snapshots
+from dagster_project.lib.ingest.lake import Lake
 from dagster_project.lib.ingest.source import SPEND_LOGS, SourceSession
 from dagster_project.simulator import DailyDifferences, PopulationSpec, simulate
 from tests.models.dbt_runner import duckdb_env, run_dbt
@@ -143,8 +144,8 @@ def test_differences_are_simulated_and_classified_by_the_warehouse(make_source, 
 
     build = tmp_path / "state" / "build.duckdb"
     with SourceSession(source.url, source.prefix) as session, connect_writer(build) as con:
-        extract_fact(session, con, tmp_path / "lake", SPEND_LOGS)
-        extract_snapshots(session, con, tmp_path / "lake", progress=lambda _msg: None)
+        extract_fact(session, con, Lake(tmp_path / "lake"), SPEND_LOGS)
+        extract_snapshots(session, con, Lake(tmp_path / "lake"), progress=lambda _msg: None)
     # `build`: the check (has_no_rows on unexplained rows) must pass on these differences.
     output = run_dbt(
         ["build", "--select", "+fct_daily_spend_reconciliation"], tmp_path, duckdb_env(build)

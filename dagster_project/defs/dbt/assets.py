@@ -30,6 +30,7 @@ from dagster_project.lib.dbt.build_inputs import (
 from dagster_project.lib.dbt.postgres_raw import load_raw_to_postgres
 from dagster_project.lib.dbt.translator import dbt_translator, table_relations
 from dagster_project.lib.duckdb import WRITER_POOL, writer_lock
+from dagster_project.lib.ingest.lake import Lake
 from dagster_project.settings import Settings
 
 DBT_ASSETS_NAME = "spend_warehouse_dbt"
@@ -123,7 +124,7 @@ def defs() -> dg.Definitions:
         relations = table_relations(project.manifest_path, translator)
         with writer_lock(settings.build_path):
             fingerprint = current_inputs(
-                settings.lake_dir, project.project_dir, [settings.dbt_target, *command]
+                Lake.from_settings(settings), project.project_dir, [settings.dbt_target, *command]
             ).fingerprint()
             if config.full_refresh or not config.skip_unchanged:
                 skip, reason = False, "building: a full refresh, or skip_unchanged is off"

@@ -18,6 +18,7 @@ from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.duckdb import WRITER_POOL, connect_writer
 from dagster_project.lib.ingest import contract as rc
 from dagster_project.lib.ingest.extract import FactResult, extract_fact, extract_snapshots
+from dagster_project.lib.ingest.lake import Lake
 from dagster_project.lib.ingest.limit_history import HISTORY_TABLE, record_limit_history
 from dagster_project.lib.ingest.source import (
     ERROR_LOGS,
@@ -126,7 +127,7 @@ def run_fact(
         result = extract_fact(
             session,
             con,
-            settings.lake_dir,
+            Lake.from_settings(settings),
             fact,
             options=config.window_options(),
             include_payload=settings.include_payload_columns,
@@ -210,8 +211,9 @@ def raw_snapshots(
             settings.build_path, recover_corrupt=True, limits=settings.duckdb_config
         ) as con,
     ):
-        results = extract_snapshots(session, con, settings.lake_dir, progress=context.log.info)
-        history = record_limit_history(con, settings.lake_dir, utcnow())
+        lake = Lake.from_settings(settings)
+        results = extract_snapshots(session, con, lake, progress=context.log.info)
+        history = record_limit_history(con, lake, utcnow())
     changed = sum(r.changed for r in results)
     absent = [r.source for r in results if r.status == "absent"]
     context.log.info(

@@ -17,7 +17,7 @@ import dagster as dg
 
 from dagster_project.defs.ingest.assets import classified_errors, raw_key, source_settings
 from dagster_project.defs.resources import SettingsResource
-from dagster_project.lib.ingest.lake import LakeTable
+from dagster_project.lib.ingest.lake import Lake, PublishedTable
 from dagster_project.lib.ingest.reconcile import (
     DayFilter,
     compare_days,
@@ -64,7 +64,7 @@ def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.Asset
     Days the source pruned (below its oldest row) are reported as pruned, not as loss.
     """
     days = settings.reconcile_days
-    lake = LakeTable(settings.lake_dir, fact.raw_table)
+    lake = Lake.from_settings(settings).table(fact.raw_table)
     columns = s.columns(fact.source)
     if columns is None:
         return absent_result(fact, s.prefix)
@@ -140,7 +140,9 @@ def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.Asset
     return dg.AssetCheckResult(passed=True, metadata=metadata)
 
 
-def disabled_result(fact: FactTable, prefix: str, lake: LakeTable, history) -> dg.AssetCheckResult:
+def disabled_result(
+    fact: FactTable, prefix: str, lake: PublishedTable, history
+) -> dg.AssetCheckResult:
     """The source table is empty while the lake holds history: logging disabled or emptied."""
     rows = lake.read_manifest().rows
     return dg.AssetCheckResult(
@@ -161,7 +163,7 @@ def disabled_result(fact: FactTable, prefix: str, lake: LakeTable, history) -> d
 def freshness(fact: FactTable, s: SourceSession, settings: Settings) -> dg.AssetCheckResult:
     """The lake's watermark must not lag the source's newest row by more than the limit."""
     limit = timedelta(minutes=settings.freshness_minutes)
-    lake = LakeTable(settings.lake_dir, fact.raw_table)
+    lake = Lake.from_settings(settings).table(fact.raw_table)
     state = lake.read_manifest().state
     watermark = datetime.fromisoformat(state["watermark"]) if state.get("watermark") else None
     columns = s.columns(fact.source)

@@ -31,7 +31,7 @@ from typing import Any
 
 import duckdb
 
-from dagster_project.lib.ingest.lake import MANIFEST_NAME, Manifest, atomic_write_bytes
+from dagster_project.lib.ingest.lake import Lake, Manifest, atomic_write_bytes
 
 PUBLISHED_INPUTS_FILE = "published_inputs.json"
 PENDING_INPUTS_FILE = "build_inputs.json"
@@ -47,15 +47,15 @@ DBT_PROJECT_PARTS = (
 )
 
 
-def lake_contents(lake_dir: Path) -> dict[str, str]:
-    """Lake table (path under the lake) -> digest of the live files its manifest lists."""
-    contents = {}
-    for path in sorted(lake_dir.rglob(MANIFEST_NAME)):
-        manifest = Manifest.from_json(json.loads(path.read_text(encoding="utf-8")))
-        files = sorted(f"{f.path} {f.rows} {f.bytes}" for f in manifest.files)
-        digest = hashlib.sha256("\n".join(files).encode()).hexdigest()
-        contents[path.parent.relative_to(lake_dir).as_posix()] = digest
-    return contents
+def files_digest(manifest: Manifest) -> str:
+    """A digest of the live files a manifest lists (not of its state)."""
+    files = sorted(f"{f.path} {f.rows} {f.bytes}" for f in manifest.files)
+    return hashlib.sha256("\n".join(files).encode()).hexdigest()
+
+
+def lake_contents(lake: Lake) -> dict[str, str]:
+    """Lake table (path under the lake) -> digest of its live files, in either lake format."""
+    return {name: files_digest(lake.table(name).read_manifest()) for name in lake.table_names()}
 
 
 def project_digest(project_dir: Path) -> str:
@@ -90,9 +90,9 @@ class BuildInputs:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def current_inputs(lake_dir: Path, project_dir: Path, command: Sequence[str]) -> BuildInputs:
+def current_inputs(lake: Lake, project_dir: Path, command: Sequence[str]) -> BuildInputs:
     return BuildInputs(
-        lake=lake_contents(lake_dir),
+        lake=lake_contents(lake),
         project=project_digest(project_dir),
         command=tuple(command),
     )

@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -31,8 +30,9 @@ from dagster_project.lib.ingest import contract as rc
 from dagster_project.lib.ingest import load as raw_load
 from dagster_project.lib.ingest.lake import (
     DayPartitionWriter,
+    Lake,
     LakeFile,
-    LakeTable,
+    PublishedTable,
     compact,
     pause_point,
     write_single_file,
@@ -140,7 +140,7 @@ class FactResult:
 def extract_fact(
     session: SourceSession,
     con: duckdb.DuckDBPyConnection,
-    lake_root: Path,
+    lake: Lake,
     fact: FactTable,
     *,
     options: WindowOptions = WindowOptions(),  # noqa: B008 (frozen)
@@ -154,9 +154,8 @@ def extract_fact(
     columns = _source_columns(session, con, fact, result, progress)
     if columns is None:
         return result
-    run = _FactRun(
-        session, con, LakeTable(lake_root, fact.raw_table), fact, columns, result, include_payload
-    )
+    table = lake.table(fact.raw_table, day_column=fact.partition_column)
+    run = _FactRun(session, con, table, fact, columns, result, include_payload)
     run.catch_up(progress)
     run.read_incremental(options, progress)
     if rollback_days > 0:
@@ -201,7 +200,7 @@ class _FactRun:
 
     session: SourceSession
     con: duckdb.DuckDBPyConnection
-    lake: LakeTable
+    lake: PublishedTable
     fact: FactTable
     columns: dict
     result: FactResult
@@ -405,7 +404,7 @@ def _plain(table: pa.Table) -> pa.Table:
 def extract_snapshots(
     session: SourceSession,
     con: duckdb.DuckDBPyConnection,
-    lake_root: Path,
+    lake: Lake,
     *,
     progress: Progress = log.info,
 ) -> list[SnapshotResult]:
@@ -430,11 +429,11 @@ def extract_snapshots(
             raw_load.record_source_status(con, source, raw_table, "absent", None)
             results.append(SnapshotResult(source, raw_table, "absent"))
             continue
-        lake = LakeTable(lake_root, f"snapshots/{raw_table}")
+        table = lake.table(f"snapshots/{raw_table}")
         if source in rc.INCREMENTAL_SNAPSHOTS:
-            result = _append_snapshot(session, con, lake, source, raw_table, columns)
+            result = _append_snapshot(session, con, table, source, raw_table, columns)
         else:
-            result = _replace_snapshot(session, con, lake, source, raw_table, columns)
+            result = _replace_snapshot(session, con, table, source, raw_table, columns)
         raw_load.record_source_status(con, source, raw_table, "present", result.rows)
         results.append(result)
     return results
@@ -443,7 +442,7 @@ def extract_snapshots(
 def _replace_snapshot(
     session: SourceSession,
     con: duckdb.DuckDBPyConnection,
-    lake: LakeTable,
+    lake: PublishedTable,
     source: str,
     raw_table: str,
     columns: dict,
@@ -470,7 +469,7 @@ def _replace_snapshot(
 def _append_snapshot(
     session: SourceSession,
     con: duckdb.DuckDBPyConnection,
-    lake: LakeTable,
+    lake: PublishedTable,
     source: str,
     raw_table: str,
     columns: dict,

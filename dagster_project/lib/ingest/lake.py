@@ -18,6 +18,10 @@ Promises (see ``shared/reference/reliability.md`` §2.7):
   :meth:`LakeTable.clean_orphans` under the writer lock.
 
 Every writer of the lake holds the build database's writer lock (``lib.duckdb.connect_writer``).
+
+:class:`Lake` is the one place that picks a table's format (``SPEND_WAREHOUSE_LAKE_FORMAT``):
+``parquet``, this module's :class:`LakeTable`, or ``iceberg``, the same files published as
+Iceberg tables (:mod:`dagster_project.lib.ingest.iceberg`). Both offer :class:`PublishedTable`.
 """
 
 from __future__ import annotations
@@ -30,11 +34,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from dagster_project.settings import ICEBERG, PARQUET
+
+if TYPE_CHECKING:
+    from dagster_project.settings import Settings
 
 MANIFEST_NAME = "_manifest.json"
 TMP_PREFIX = ".tmp-"
@@ -211,6 +220,10 @@ class LakeTable:
         """Absolute paths of the files the manifest lists."""
         return [self.absolute(f) for f in self.read_manifest().files]
 
+    def is_metadata(self, path: Path) -> bool:
+        """Whether ``path`` (under the table directory) is the format's own metadata."""
+        return path.name == MANIFEST_NAME
+
     def clean_orphans(self) -> list[Path]:
         """Delete data and temp files the manifest does not list; return what was removed.
 
@@ -221,7 +234,7 @@ class LakeTable:
         live = {self.absolute(f).resolve() for f in self.read_manifest().files}
         removed = []
         for path in self.dir.rglob("*"):
-            if not path.is_file() or path.name == MANIFEST_NAME:
+            if not path.is_file() or self.is_metadata(path):
                 continue
             if path.name.startswith(TMP_PREFIX) or (
                 path.suffix == ".parquet" and path.resolve() not in live
@@ -229,6 +242,100 @@ class LakeTable:
                 path.unlink()
                 removed.append(path)
         return removed
+
+
+class PublishedTable(Protocol):
+    """What a lake table offers in either format (:class:`LakeTable`, ``IcebergLakeTable``)."""
+
+    name: str
+    dir: Path  # the writers put the table's data files under it
+
+    def read_manifest(self) -> Manifest: ...
+
+    def publish(
+        self,
+        *,
+        add: Iterable[LakeFile] = (),
+        remove: Iterable[str] = (),
+        state: Mapping[str, Any] | None = None,
+    ) -> Manifest: ...
+
+    def absolute(self, file: LakeFile | str) -> Path: ...
+
+    def live_paths(self) -> list[Path]: ...
+
+    def clean_orphans(self) -> list[Path]: ...
+
+
+@dataclass(frozen=True)
+class Lake:
+    """The lake under ``root`` in one format: the one place that picks a table's implementation.
+
+    ``parquet``: :class:`LakeTable` (a directory plus ``_manifest.json``); ``iceberg``:
+    :class:`~dagster_project.lib.ingest.iceberg.IcebergLakeTable` (the same files, published by
+    Iceberg commits in the SQL catalog at ``catalog_url``). Both have the same interface.
+    """
+
+    root: Path
+    format: str = PARQUET
+    catalog_url: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Lake:
+        """The lake a :class:`~dagster_project.settings.Settings` configures."""
+        return cls(settings.lake_dir, settings.lake_format, settings.iceberg_catalog_url)
+
+    def table(self, name: str, *, day_column: str | None = None) -> PublishedTable:
+        """Lake table ``name`` (e.g. ``snapshots/users``); ``day_column`` partitions it by day.
+
+        A table directory laid out in the other format is refused: cleaning its orphans would
+        delete the other format's live files.
+        """
+        check_layout(self.root / name, self.format)
+        if self.format == ICEBERG:
+            from dagster_project.lib.ingest.iceberg import IcebergLakeTable
+
+            return IcebergLakeTable(self.root, name, self.iceberg_catalog, day_column=day_column)
+        return LakeTable(self.root, name)
+
+    def table_names(self) -> list[str]:
+        """Every published table of the lake, by its path under the lake."""
+        if self.format == ICEBERG:
+            from dagster_project.lib.ingest.iceberg import lake_table_names
+
+            return lake_table_names(self.iceberg_catalog, self.root)
+        manifests = self.root.rglob(MANIFEST_NAME)
+        return sorted(p.parent.relative_to(self.root).as_posix() for p in manifests)
+
+    @property
+    def iceberg_catalog(self) -> str:
+        """The Iceberg catalog URL: the configured one, else a SQLite file in the lake."""
+        return self.catalog_url or sqlite_catalog_url(self.root)
+
+
+class LakeFormatError(Exception):
+    """A lake table's directory is laid out in another format than the configured one."""
+
+
+def check_layout(table_dir: Path, lake_format: str) -> None:
+    """Raise :class:`LakeFormatError` when ``table_dir`` holds the other format's table."""
+    if lake_format == ICEBERG and (table_dir / MANIFEST_NAME).exists():
+        found = PARQUET
+    elif lake_format == PARQUET and any((table_dir / "metadata").glob("*.metadata.json")):
+        found = ICEBERG
+    else:
+        return
+    raise LakeFormatError(
+        f"the lake table {table_dir} is in the {found} layout but SPEND_WAREHOUSE_LAKE_FORMAT is "
+        f"{lake_format}; set SPEND_WAREHOUSE_LAKE_FORMAT={found}, or point SPEND_WAREHOUSE_DIR at "
+        "a new directory (the first run re-reads the source into it)."
+    )
+
+
+def sqlite_catalog_url(lake_dir: Path) -> str:
+    """The default Iceberg catalog: a SQLite file in the lake directory."""
+    lake_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(lake_dir / 'catalog.db').resolve().as_posix()}"
 
 
 def conform_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -247,7 +354,9 @@ def conform_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
 # ---------------------------------------------------------------------------------------------
 
 
-def write_single_file(table: LakeTable, data: pa.Table, partition: str | None = None) -> LakeFile:
+def write_single_file(
+    table: PublishedTable, data: pa.Table, partition: str | None = None
+) -> LakeFile:
     """Write ``data`` as one durable (not yet published) file of ``table``."""
     directory = table.dir / f"day={partition}" if partition else table.dir
     directory.mkdir(parents=True, exist_ok=True)
@@ -290,7 +399,7 @@ class DayPartitionWriter:
 
     def __init__(
         self,
-        table: LakeTable,
+        table: PublishedTable,
         schema: pa.Schema,
         day_column: str,
         *,
@@ -449,7 +558,7 @@ def partitions_to_compact(manifest: Manifest, min_files: int) -> list[str]:
 
 
 def compact(
-    table: LakeTable, schema: pa.Schema, rule: DedupRule, *, min_files: int = 12
+    table: PublishedTable, schema: pa.Schema, rule: DedupRule, *, min_files: int = 12
 ) -> CompactionResult:
     """Rewrite every day partition with ``min_files`` or more files as one deduplicated file.
 

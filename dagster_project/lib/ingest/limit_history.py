@@ -24,13 +24,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
 from dagster_project.lib.ingest import load as raw_load
-from dagster_project.lib.ingest.lake import LakeTable, write_single_file
+from dagster_project.lib.ingest.lake import Lake, write_single_file
 from dagster_project.lib.sql import quote_ident
 
 HISTORY_TABLE = "budget_limit_history"
@@ -113,14 +112,14 @@ def _current_sql(con: duckdb.DuckDBPyConnection, tables: list[str]) -> str:
 
 
 def record_limit_history(
-    con: duckdb.DuckDBPyConnection, lake_root: Path, observed_at: datetime
+    con: duckdb.DuckDBPyConnection, lake: Lake, observed_at: datetime
 ) -> HistoryResult:
     """Append the limit versions the current ``raw`` snapshots add to the history (see module)."""
     tables = [t for t in LIMIT_COLUMNS if raw_load.table_exists(con, t)]
     current = _current_sql(con, tables)
     present = ", ".join(f"'{t}'" for t in tables) or "NULL"
-    lake = LakeTable(lake_root, f"snapshots/{HISTORY_TABLE}")
-    paths = [str(p) for p in lake.live_paths()]
+    table = lake.table(f"snapshots/{HISTORY_TABLE}")
+    paths = [str(p) for p in table.live_paths()]
     known = (
         "SELECT * FROM read_parquet(?, hive_partitioning = false) "
         "QUALIFY row_number() OVER (PARTITION BY source_table, entity_id "
@@ -169,9 +168,11 @@ def record_limit_history(
     versions = con.sql(changed_sql, params=[*params, at, at, at, at]).to_arrow_table()
     versions = versions.cast(HISTORY_SCHEMA)
     tombstones = sum(versions.column("is_deleted").to_pylist())
-    first = not lake.read_manifest().files
+    first = not table.read_manifest().files
     if versions.num_rows or first:  # the first run stores a file even when empty: the columns
-        lake.publish(add=[write_single_file(lake, versions)], state={"observed_at": at.isoformat()})
+        table.publish(
+            add=[write_single_file(table, versions)], state={"observed_at": at.isoformat()}
+        )
     if versions.num_rows or first or not raw_load.table_exists(con, HISTORY_TABLE):
-        raw_load.rebuild_snapshot(con, HISTORY_TABLE, lake, "version_id", "observed_at")
+        raw_load.rebuild_snapshot(con, HISTORY_TABLE, table, "version_id", "observed_at")
     return HistoryResult(versions.num_rows, tombstones, raw_load.row_count(con, HISTORY_TABLE))

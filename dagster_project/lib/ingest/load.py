@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from dagster_project.lib.ingest import contract as rc
-from dagster_project.lib.ingest.lake import DedupRule, LakeFile, LakeTable, pause_point
+from dagster_project.lib.ingest.lake import DedupRule, LakeFile, PublishedTable, pause_point
 from dagster_project.lib.ingest.source import FactTable
 from dagster_project.lib.times import utcnow
 
@@ -98,7 +98,7 @@ def dedup_rule(fact: FactTable) -> DedupRule:
     return DedupRule(fact.key, rc.DEDUP_ORDER[fact.raw_table].format(content_hash=hashed))
 
 
-def loaded_paths(con: duckdb.DuckDBPyConnection, lake: LakeTable) -> set[str]:
+def loaded_paths(con: duckdb.DuckDBPyConnection, lake: PublishedTable) -> set[str]:
     """Lake paths of ``lake`` already merged into DuckDB."""
     rows = con.execute(
         f"SELECT path FROM {LOADED_FILES} WHERE lake_table = ?", [lake.name]
@@ -107,7 +107,7 @@ def loaded_paths(con: duckdb.DuckDBPyConnection, lake: LakeTable) -> set[str]:
 
 
 def merge_files(
-    con: duckdb.DuckDBPyConnection, fact: FactTable, lake: LakeTable, files: Sequence[LakeFile]
+    con: duckdb.DuckDBPyConnection, fact: FactTable, lake: PublishedTable, files: Sequence[LakeFile]
 ) -> int:
     """Merge lake ``files`` into ``raw.<fact>`` in one transaction; return the rows merged.
 
@@ -156,7 +156,7 @@ def merge_files(
     return sum(f.rows for f in files)
 
 
-def sync_fact(con: duckdb.DuckDBPyConnection, fact: FactTable, lake: LakeTable) -> int:
+def sync_fact(con: duckdb.DuckDBPyConnection, fact: FactTable, lake: PublishedTable) -> int:
     """Bring ``raw.<fact>`` up to the lake's manifest: merge every live file not yet merged.
 
     On an empty (new or rebuilt) database this is the full rebuild from the lake.
@@ -167,7 +167,9 @@ def sync_fact(con: duckdb.DuckDBPyConnection, fact: FactTable, lake: LakeTable) 
     return merge_files(con, fact, lake, pending)
 
 
-def mark_loaded(con: duckdb.DuckDBPyConnection, lake: LakeTable, files: Sequence[LakeFile]) -> None:
+def mark_loaded(
+    con: duckdb.DuckDBPyConnection, lake: PublishedTable, files: Sequence[LakeFile]
+) -> None:
     """Record ``files`` as merged without merging (compaction output of already merged files)."""
     if not files:
         return
@@ -216,7 +218,7 @@ def filter_changed(con: duckdb.DuckDBPyConnection, fact: FactTable, data: pa.Tab
 
 
 def replace_snapshot(
-    con: duckdb.DuckDBPyConnection, raw_table: str, lake: LakeTable, file: LakeFile
+    con: duckdb.DuckDBPyConnection, raw_table: str, lake: PublishedTable, file: LakeFile
 ) -> int:
     """Replace ``raw.<raw_table>`` with the content of one snapshot file; return its rows."""
     ensure_schema(con)
@@ -246,7 +248,7 @@ def new_keys(con: duckdb.DuckDBPyConnection, raw_table: str, key: str, data: pa.
 
 
 def rebuild_snapshot(
-    con: duckdb.DuckDBPyConnection, raw_table: str, lake: LakeTable, key: str, order_by: str
+    con: duckdb.DuckDBPyConnection, raw_table: str, lake: PublishedTable, key: str, order_by: str
 ) -> int:
     """Rebuild ``raw.<raw_table>`` from every live file of an appended snapshot, one row per key."""
     ensure_schema(con)
@@ -262,7 +264,7 @@ def rebuild_snapshot(
     return row_count(con, raw_table)
 
 
-def snapshot_loaded(con: duckdb.DuckDBPyConnection, raw_table: str, lake: LakeTable) -> bool:
+def snapshot_loaded(con: duckdb.DuckDBPyConnection, raw_table: str, lake: PublishedTable) -> bool:
     """Whether the snapshot's live file is what ``raw.<raw_table>`` holds."""
     files = lake.read_manifest().files
     return bool(files) and table_exists(con, raw_table) and files[0].path in loaded_paths(con, lake)

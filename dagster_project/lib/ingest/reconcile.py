@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta
 
 import duckdb
 
-from dagster_project.lib.ingest.lake import LakeFile, LakeTable
+from dagster_project.lib.ingest.lake import LakeFile, PublishedTable
 from dagster_project.lib.ingest.load import dedup_rule
 from dagster_project.lib.ingest.source import FactTable, SourceColumn, SourceSession
 from dagster_project.lib.ingest.windows import START_TIME, cursor_column
@@ -168,7 +168,7 @@ def source_oldest(session: SourceSession, fact: FactTable) -> datetime | None:
 
 
 def lake_stats(
-    lake: LakeTable, fact: FactTable, where: DayFilter, *, full: bool = True
+    lake: PublishedTable, fact: FactTable, where: DayFilter, *, full: bool = True
 ) -> dict[date, DayStat]:
     """Per-day figures of the deduplicated lake (same filter semantics as :func:`source_stats`).
 
@@ -242,7 +242,7 @@ def lake_stats(
 
 
 def lake_days(
-    lake: LakeTable, fact: FactTable, scope: ReconcileScope, start_from: datetime | None = None
+    lake: PublishedTable, fact: FactTable, scope: ReconcileScope, start_from: datetime | None = None
 ) -> dict[date, DayStat]:
     """Per-day figures of the deduplicated lake in ``scope``."""
     where = DayFilter(
@@ -251,7 +251,7 @@ def lake_days(
     return lake_stats(lake, fact, where)
 
 
-def lake_days_before(lake: LakeTable, before: date) -> list[date]:
+def lake_days_before(lake: PublishedTable, before: date) -> list[date]:
     """Days the lake holds rows for, below ``before`` (e.g. pruned at the source)."""
     return sorted(
         {
@@ -286,7 +286,7 @@ def _minus(a: DayStat, b: DayStat | None) -> DayStat | None:
 
 def compare_history(
     session: SourceSession,
-    lake: LakeTable,
+    lake: PublishedTable,
     fact: FactTable,
     columns: Mapping[str, SourceColumn],
     *,

@@ -1,0 +1,305 @@
+"""The lake as Iceberg tables: our Parquet files, published by one Iceberg commit per change.
+
+``SPEND_WAREHOUSE_LAKE_FORMAT=iceberg`` swaps :class:`~dagster_project.lib.ingest.lake.LakeTable`
+(a directory plus ``_manifest.json``) for :class:`IcebergLakeTable`, with the same interface, so
+the writers, the merge into DuckDB, the reconciliation and the checks are unchanged:
+
+- The data files are written exactly as before (temp file, fsync, rename into
+  ``<lake>/<table>/day=YYYY-MM-DD/part-<uuid>.parquet``); the table's Iceberg location is that
+  same directory, its metadata goes to ``<lake>/<table>/metadata/``.
+- :meth:`IcebergLakeTable.publish` registers the added files and drops the removed ones in ONE
+  Iceberg commit (a fast append, or an overwrite when files are removed) whose snapshot summary
+  carries the extraction state (watermark) as the property ``spend-warehouse.state``: data and
+  watermark become visible together, by the catalog's atomic swap of the metadata pointer, as
+  the manifest rename does for the Parquet layout. Schema evolution (new columns), the day
+  partition spec and the name mapping travel in the same commit.
+- :meth:`IcebergLakeTable.read_manifest` rebuilds a :class:`Manifest` from the current snapshot.
+- A process killed before the commit leaves the previous snapshot; its files are orphans, removed
+  by :meth:`IcebergLakeTable.clean_orphans` (never a file under ``metadata/``).
+
+Fact tables are partitioned by ``day(<partition column>)``, which is what our ``day=`` directories
+hold, so another engine prunes by day. The catalog is pyiceberg's SQL catalog: a SQLite file
+under the lake by default, or a PostgreSQL database; every table lives in the namespace
+:data:`NAMESPACE` and is named after its lake path (``snapshots/users`` ->
+``snapshots__users``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dagster_project.lib.ingest.lake import LakeFile, LakeTable, Manifest
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog.sql import SqlCatalog
+    from pyiceberg.manifest import DataFile
+    from pyiceberg.table import Table, Transaction
+
+NAMESPACE = "spend_warehouse"
+CATALOG_NAME = "spend_warehouse"
+STATE_PROPERTY = "spend-warehouse.state"  # snapshot summary: the extraction state (JSON)
+LAKE_TABLE_PROPERTY = "spend-warehouse.lake-table"  # table property: the lake path of the table
+METADATA_DIR = "metadata"
+DAY_FIELD = "day"
+# Snapshots kept: the current one and a few before it (their watermarks, for inspection). Replaced
+# data files are deleted right after their commit, so older snapshots are not for time travel.
+KEEP_SNAPSHOTS = 10
+EXPIRE_AT = 2 * KEEP_SNAPSHOTS  # expire once this many have gathered: one extra commit in ten
+TABLE_PROPERTIES = {
+    "format-version": "2",
+    # keep the last metadata files only (each commit writes one)
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "20",
+}
+
+
+@lru_cache(maxsize=16)
+def catalog(url: str, warehouse: str) -> SqlCatalog:
+    """The SQL catalog at ``url`` (one per process and URL), with the namespace created."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    found = SqlCatalog(CATALOG_NAME, uri=url, warehouse=warehouse)
+    found.create_namespace_if_not_exists(NAMESPACE)
+    return found
+
+
+def identifier(name: str) -> str:
+    """The Iceberg identifier of lake table ``name`` (``snapshots/users``: ``snapshots__users``)."""
+    return f"{NAMESPACE}.{name.replace('/', '__')}"
+
+
+def file_uri(path: Path) -> str:
+    """The location string of a local path as Iceberg stores it (``file:///abs/path``)."""
+    return f"file://{path.resolve().as_posix()}"
+
+
+def partition_of(relative: str) -> str | None:
+    """The day of a file from its path under the table (``day=2026-11-26/part-x.parquet``)."""
+    head, _, rest = relative.partition("/")
+    return head.removeprefix("day=") if rest and head.startswith("day=") else None
+
+
+def state_of(summary: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The extraction state a snapshot summary carries (empty when it carries none)."""
+    text = (summary or {}).get(STATE_PROPERTY)
+    return dict(json.loads(text)) if text else {}
+
+
+def live_data_files(table: Table) -> list[DataFile]:
+    """The data files of ``table``'s current snapshot."""
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return []
+    return [
+        entry.data_file
+        for manifest in snapshot.manifests(table.io)
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
+    ]
+
+
+def expire_snapshots(table: Table, keep: int = KEEP_SNAPSHOTS) -> int:
+    """Expire every snapshot of ``table`` but the newest ``keep``; return how many were expired."""
+    ordered = sorted(table.metadata.snapshots, key=lambda s: s.sequence_number or 0)
+    current = table.metadata.current_snapshot_id
+    old = [s.snapshot_id for s in ordered[:-keep] if s.snapshot_id != current]
+    if old:
+        table.maintenance.expire_snapshots().by_ids(old).commit()
+    return len(old)
+
+
+def remove_unreachable_metadata(table: Table, metadata_dir: Path) -> list[Path]:
+    """Delete manifest and manifest-list files no snapshot of ``table`` references.
+
+    They belong to expired snapshots or to commits that never happened (a killed writer). Only
+    safe under the writer lock, like :meth:`IcebergLakeTable.clean_orphans`.
+    """
+    reachable = set()
+    for snapshot in table.metadata.snapshots:
+        reachable.add(snapshot.manifest_list)
+        reachable.update(m.manifest_path for m in snapshot.manifests(table.io))
+    removed = []
+    for path in metadata_dir.glob("*.avro"):
+        if file_uri(path) not in reachable:
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+class IcebergLakeTable(LakeTable):
+    """One lake table as an Iceberg table whose data files are our own Parquet files.
+
+    Shares :class:`LakeTable`'s file layout (``absolute``, ``live_paths``, ``clean_orphans``);
+    the published version is the current Iceberg snapshot instead of ``_manifest.json``.
+    """
+
+    def __init__(
+        self, root: Path, name: str, catalog_url: str, *, day_column: str | None = None
+    ) -> None:
+        super().__init__(root, name)
+        self.catalog_url = catalog_url
+        self.day_column = day_column
+        self._cache: tuple[str, Manifest] | None = None
+
+    @property
+    def identifier(self) -> str:
+        return identifier(self.name)
+
+    @property
+    def location(self) -> str:
+        return file_uri(self.dir)
+
+    def catalog(self) -> SqlCatalog:
+        return catalog(self.catalog_url, file_uri(self.root))
+
+    def load(self) -> Table | None:
+        """The Iceberg table, or None when nothing was ever published."""
+        from pyiceberg.exceptions import NoSuchTableError
+
+        try:
+            table = self.catalog().load_table(self.identifier)
+        except NoSuchTableError:
+            return None
+        if table.location() != self.location:
+            raise ValueError(
+                f"the Iceberg catalog {self.catalog_url.split('@')[-1]} already holds "
+                f"{self.identifier} at {table.location()}, not at {self.location}; give each "
+                "lake its own catalog (SPEND_WAREHOUSE_ICEBERG_CATALOG_URL)."
+            )
+        return table
+
+    def relative(self, file_path: str) -> str:
+        """A data file's path under the table directory (what :class:`LakeFile` holds)."""
+        prefix = self.location + "/"
+        if not file_path.startswith(prefix):
+            raise ValueError(
+                f"{self.identifier}: data file {file_path} is outside the table location "
+                f"{self.location}; was the lake moved? Point the catalog at the moved files."
+            )
+        return file_path.removeprefix(prefix)
+
+    def read_manifest(self) -> Manifest:
+        """The current snapshot as a manifest (files, state), or an empty one before any commit."""
+        table = self.load()
+        if table is None:
+            return Manifest()
+        if self._cache is not None and self._cache[0] == table.metadata_location:
+            return self._cache[1]
+        manifest = self._manifest_of(table)
+        self._cache = (table.metadata_location, manifest)
+        return manifest
+
+    def _manifest_of(self, table: Table, live: list[DataFile] | None = None) -> Manifest:
+        """The manifest of ``table``'s current snapshot (``live``: its data files, if read)."""
+        snapshot = table.current_snapshot()
+        if snapshot is None:
+            return Manifest()
+        files = []
+        for data_file in live_data_files(table) if live is None else live:
+            path = self.relative(data_file.file_path)
+            size = data_file.file_size_in_bytes
+            files.append(LakeFile(path, data_file.record_count, size, partition_of(path)))
+        return Manifest(
+            version=snapshot.sequence_number or 0,
+            files=tuple(sorted(files, key=lambda f: f.path)),
+            state=state_of(snapshot.summary),
+            published_at=datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC).isoformat(),
+        )
+
+    def publish(
+        self,
+        *,
+        add: Iterable[LakeFile] = (),
+        remove: Iterable[str] = (),
+        state: Mapping[str, Any] | None = None,
+    ) -> Manifest:
+        """Commit ``add`` files, drop ``remove`` paths and set ``state`` in ONE Iceberg snapshot.
+
+        Call only after every added file is durable; the catalog's swap of the metadata pointer
+        is the commit point of the data and the state together.
+        """
+        from pyiceberg.io.pyarrow import parquet_file_to_data_file
+
+        table = self.load() or self._create()
+        live = live_data_files(table)
+        current = self._manifest_of(table, live)
+        known = {f.path for f in current.files}
+        added = [f for f in add if f.path not in known]
+        removed = set(remove)
+        new_state = dict(current.state if state is None else state)
+        properties = {STATE_PROPERTY: json.dumps(new_state, sort_keys=True)}
+        tx = table.transaction()
+        schemas: list[pa.Schema] = []
+        for file in added:
+            if (schema := pq.read_schema(self.absolute(file))) not in schemas:
+                schemas.append(schema)
+                self._conform(tx, schema)
+        doomed = [f for f in live if self.relative(f.file_path) in removed]
+        update = tx.update_snapshot(snapshot_properties=properties)
+        producer = update.overwrite() if doomed else update.fast_append()
+        with producer:
+            for data_file in doomed:
+                producer.delete_data_file(data_file)
+            for file in added:
+                producer.append_data_file(
+                    parquet_file_to_data_file(
+                        table.io, tx.table_metadata, file_uri(self.absolute(file))
+                    )
+                )
+        committed = tx.commit_transaction()
+        if len(committed.metadata.snapshots) >= EXPIRE_AT:
+            expire_snapshots(committed)
+            remove_unreachable_metadata(committed.refresh(), self.dir / METADATA_DIR)
+        return self.read_manifest()
+
+    def _create(self) -> Table:
+        """Create the (empty, schemaless) Iceberg table at the table directory."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return self.catalog().create_table_if_not_exists(
+            self.identifier,
+            schema=pa.schema([]),
+            location=self.location,
+            properties={**TABLE_PROPERTIES, LAKE_TABLE_PROPERTY: self.name},
+        )
+
+    def _conform(self, tx: Transaction, schema: pa.Schema) -> None:
+        """Stage in ``tx``: new columns of ``schema``, the day partition, the name mapping."""
+        from pyiceberg.table import TableProperties
+        from pyiceberg.transforms import DayTransform
+
+        before = tx.table_metadata.schema()
+        with tx.update_schema() as update:
+            update.union_by_name(schema)
+        after = tx.table_metadata.schema()
+        if (
+            self.day_column
+            and tx.table_metadata.spec().is_unpartitioned()
+            and self.day_column in after.column_names
+        ):
+            with tx.update_spec() as spec:
+                spec.add_field(self.day_column, DayTransform(), DAY_FIELD)
+        if after != before or tx.table_metadata.name_mapping() is None:
+            tx.set_properties(
+                **{TableProperties.DEFAULT_NAME_MAPPING: after.name_mapping.model_dump_json()}
+            )
+
+    def is_metadata(self, path: Path) -> bool:
+        """Files under ``metadata/`` are Iceberg's: :meth:`clean_orphans` never touches them."""
+        return path.is_relative_to(self.dir / METADATA_DIR)
+
+
+def lake_table_names(catalog_url: str, root: Path) -> list[str]:
+    """The lake path of every Iceberg table of the namespace (e.g. ``snapshots/users``)."""
+    found = catalog(catalog_url, file_uri(root))
+    names = []
+    for ident in found.list_tables(NAMESPACE):
+        table = found.load_table(ident)
+        names.append(table.properties.get(LAKE_TABLE_PROPERTY) or ident[-1].replace("__", "/"))
+    return sorted(names)
