@@ -154,6 +154,17 @@ def size_table(size: dict[str, Any]) -> list[str]:
         )
         add(_row("  of which Parquet -> DuckDB raw", ours["load_seconds"]))
         add(_row("  process incl. Python start-up", ours["process_seconds"]))
+    iceberg = ex.get("ours_iceberg")
+    if iceberg:
+        add(
+            _row(
+                "our cold extract, lake as Iceberg tables",
+                iceberg["seconds"],
+                f"local disk, SQLite catalog; source -> lake {iceberg['read_seconds']:.1f} s; "
+                f"{ex['ours_iceberg_vs_copy']:.0%} of COPY",
+                iceberg["peak_rss_mb"],
+            )
+        )
     if dlt:
         add(
             _row(
@@ -268,6 +279,7 @@ def scaling_lines(sizes: list[dict[str, Any]]) -> list[str]:
     for label, path in (
         ("COPY limit", ("extraction", "copy", "seconds")),
         ("our cold extract", ("extraction", "ours", "seconds")),
+        ("our cold extract, Iceberg lake", ("extraction", "ours_iceberg", "seconds")),
         ("dlt", ("extraction", "dlt", "seconds")),
         ("nothing new", ("incremental", "nothing_new", "seconds")),
         ("nothing new (Dagster job)", ("incremental", "nothing_new_dagster", "seconds")),

@@ -34,6 +34,7 @@ from bench.harness import (
 from dagster_project.lib.ingest.source import PAYLOAD_COLUMNS, SPEND_LOGS, SourceSession
 from dagster_project.lib.postgres import create_database
 from dagster_project.lib.sql import quote_ident, table_name
+from dagster_project.settings import ICEBERG, PARQUET
 
 SIM_DAYS = 30.0
 SIM_SEED = 7
@@ -184,10 +185,10 @@ def insert_new_rows(url: str, count: int, tag: str = "") -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------
 
 
-def extract_run(url: str, root: Path) -> Measured:
+def extract_run(url: str, root: Path, lake_format: str = PARQUET) -> Measured:
     """Our spend-log extraction (incremental: cold on an empty ``root``) in its own process."""
     root.mkdir(parents=True, exist_ok=True)
-    return measure([sys.executable, "-c", WORKER, url, PREFIX, str(root)])
+    return measure([sys.executable, "-c", WORKER, url, PREFIX, str(root), lake_format])
 
 
 def extract_figures(m: Measured) -> dict[str, Any]:
@@ -220,6 +221,13 @@ def measure_extraction(url: str, root: Path, opts: Options, say: Say) -> dict[st
     )
     ours["parquet_mb_per_s"] = rate(ours["parquet_mb"], ours["seconds"])
     say(f"  ours (cold): {ours['seconds']:.1f} s, peak {ours['peak_rss_mb']} MB")
+    # the same landing with the lake as Iceberg tables (local disk, SQLite catalog)
+    iceberg_root = root.parent / f"{root.name}-iceberg"
+    try:
+        iceberg = extract_figures(extract_run(url, iceberg_root, ICEBERG))
+    finally:
+        shutil.rmtree(iceberg_root, ignore_errors=True)
+    say(f"  ours (cold, Iceberg lake): {iceberg['seconds']:.1f} s")
     figures: dict[str, Any] = {
         "copy": {
             "seconds": copy.seconds,
@@ -229,6 +237,8 @@ def measure_extraction(url: str, root: Path, opts: Options, say: Say) -> dict[st
             "peak_rss_mb": copy.peak_rss_mb,
         },
         "ours": ours,
+        "ours_iceberg": iceberg,
+        "ours_iceberg_vs_copy": rate(copy.seconds, iceberg["seconds"]),
         "ours_vs_copy": rate(copy.seconds, ours["seconds"]),
         "ours_lake_vs_copy": rate(copy.seconds, ours["read_seconds"]),
         "ours_process_vs_copy": rate(copy.seconds, ours["process_seconds"]),
