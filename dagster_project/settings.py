@@ -59,11 +59,21 @@ _BACKEND_SCHEMES = {"redis", "rediss", "rpc"}
 _QUEUE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 LAKE_FORMAT_ENV = "SPEND_WAREHOUSE_LAKE_FORMAT"
 ICEBERG_CATALOG_URL_ENV = "SPEND_WAREHOUSE_ICEBERG_CATALOG_URL"
+LAKE_URI_ENV = "SPEND_WAREHOUSE_LAKE_URI"
+S3_ENDPOINT_ENV = "SPEND_WAREHOUSE_S3_ENDPOINT"
+S3_ACCESS_KEY_ID_ENV = "SPEND_WAREHOUSE_S3_ACCESS_KEY_ID"
+S3_SECRET_ACCESS_KEY_ENV = "SPEND_WAREHOUSE_S3_SECRET_ACCESS_KEY"
+S3_REGION_ENV = "SPEND_WAREHOUSE_S3_REGION"
+S3_SETTINGS_ENVS = (S3_ENDPOINT_ENV, S3_ACCESS_KEY_ID_ENV, S3_SECRET_ACCESS_KEY_ENV, S3_REGION_ENV)
+DEFAULT_S3_REGION = "us-east-1"
 PARQUET, ICEBERG = "parquet", "iceberg"  # SPEND_WAREHOUSE_LAKE_FORMAT
 LAKE_FORMATS = (PARQUET, ICEBERG)
 _SQLITE_SCHEMES = {"sqlite"}
 _POSTGRES_CATALOG_SCHEMES = {"postgresql", "postgresql+psycopg", "postgresql+psycopg2"}
 
+# s3://bucket[/prefix]: an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)
+_LAKE_URI_PATTERN = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/[^\s]*)?$")
+_REGION_PATTERN = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+$")
 _MEMORY_PATTERN = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
 _PREFIX_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9 _-]{0,40}$")
 
@@ -114,6 +124,30 @@ class ExecutorSettings:
 
 
 @dataclass(frozen=True)
+class ObjectStore:
+    """Where the lake's Iceberg tables live on S3-compatible storage (``SPEND_WAREHOUSE_LAKE_URI``).
+
+    ``endpoint`` None: AWS S3. Keys None: the AWS SDK's own credential chain (instance role,
+    ``~/.aws``). The local Parquet files stay where they are; the tables are uploaded copies.
+    """
+
+    uri: str  # s3://bucket/prefix, no trailing slash
+    endpoint: str | None = None  # http(s)://host:port
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    region: str = DEFAULT_S3_REGION
+
+    @property
+    def bucket(self) -> str:
+        return self.uri.removeprefix("s3://").partition("/")[0]
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix of the lake in the bucket (no leading or trailing slash; may be empty)."""
+        return self.uri.removeprefix("s3://").partition("/")[2]
+
+
+@dataclass(frozen=True)
 class Settings:
     """Validated configuration of one process."""
 
@@ -138,6 +172,8 @@ class Settings:
     lake_format: str = PARQUET
     # None with iceberg: the SQLite catalog file <lake_dir>/catalog.db (lib.ingest.lake.Lake)
     iceberg_catalog_url: str | None = field(default=None, repr=False)
+    # with iceberg: the tables on S3-compatible object storage (None: on local disk)
+    object_store: ObjectStore | None = None
 
     @property
     def duckdb_config(self) -> dict[str, str]:
@@ -374,6 +410,70 @@ def lake_from(values: Mapping[str, str]) -> tuple[str, str | None]:
     return lake_format, validate_catalog_url(url)
 
 
+def validate_s3_endpoint(value: str) -> str:
+    """An S3 endpoint ``http(s)://host[:port]`` (no path, no credentials; never echoed)."""
+    parts = urlsplit(value)
+    if (
+        parts.scheme not in {"http", "https"}
+        or not parts.hostname
+        or parts.username
+        or parts.path.strip("/")
+    ):
+        raise ConfigError(
+            f"{S3_ENDPOINT_ENV} is not an http(s)://host:port URL (value not shown); set it like "
+            f"{S3_ENDPOINT_ENV}=http://127.0.0.1:8333, or unset it for AWS S3."
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def object_store_from(values: Mapping[str, str], lake_format: str) -> ObjectStore | None:
+    """The object store of the Iceberg tables (``SPEND_WAREHOUSE_LAKE_URI``), or None (local).
+
+    Secrets are never echoed: a message names the variable, never its value.
+    """
+    uri = (values.get(LAKE_URI_ENV) or "").strip().rstrip("/")
+    s3 = {name: (values.get(name) or "").strip() for name in S3_SETTINGS_ENVS}
+    if not uri:
+        if stray := [name for name, value in s3.items() if value]:
+            raise ConfigError(
+                f"{stray[0]} is set but {LAKE_URI_ENV} is not; set {LAKE_URI_ENV}=s3://bucket/"
+                f"prefix to keep the Iceberg tables there, or unset {stray[0]}."
+            )
+        return None
+    if lake_format != ICEBERG:
+        raise ConfigError(
+            f"{LAKE_URI_ENV} is set but {LAKE_FORMAT_ENV} is {lake_format}; set "
+            f"{LAKE_FORMAT_ENV}=iceberg (only Iceberg tables go to object storage), or unset "
+            f"{LAKE_URI_ENV}."
+        )
+    if not _LAKE_URI_PATTERN.match(uri):
+        raise ConfigError(
+            f"{LAKE_URI_ENV} is not an s3://bucket/prefix URI with a valid bucket name; set it "
+            f"like {LAKE_URI_ENV}=s3://spend-lake/warehouse, or unset it for local disk."
+        )
+    key_id, secret = s3[S3_ACCESS_KEY_ID_ENV], s3[S3_SECRET_ACCESS_KEY_ENV]
+    if bool(key_id) != bool(secret):
+        missing = S3_SECRET_ACCESS_KEY_ENV if key_id else S3_ACCESS_KEY_ID_ENV
+        raise ConfigError(
+            f"{missing} is not set but its pair is; set both {S3_ACCESS_KEY_ID_ENV} and "
+            f"{S3_SECRET_ACCESS_KEY_ENV}, or neither to use the AWS credential chain."
+        )
+    region = s3[S3_REGION_ENV].lower() or DEFAULT_S3_REGION
+    if not _REGION_PATTERN.match(region):
+        raise ConfigError(
+            f"{S3_REGION_ENV}={region!r} is not a region name; set it like {S3_REGION_ENV}="
+            f"{DEFAULT_S3_REGION}, or unset it for {DEFAULT_S3_REGION}."
+        )
+    endpoint = s3[S3_ENDPOINT_ENV]
+    return ObjectStore(
+        uri=uri,
+        endpoint=validate_s3_endpoint(endpoint) if endpoint else None,
+        access_key_id=key_id or None,
+        secret_access_key=secret or None,
+        region=region,
+    )
+
+
 def validate_memory_limit(name: str, value: str | None) -> str:
     """A DuckDB memory size such as ``256MB`` or ``2GB``."""
     text = (value or "").strip() or DEFAULT_DUCKDB_MEMORY_LIMIT
@@ -510,4 +610,5 @@ def load_settings(
         executor=executor_from(values),
         lake_format=lake_format,
         iceberg_catalog_url=iceberg_catalog_url,
+        object_store=object_store_from(values, lake_format),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,13 +17,17 @@ from dagster_project.lib.ingest.lake import Lake
 from dagster_project.lib.ingest.source import ERROR_LOGS, SPEND_LOGS, SourceSession
 from dagster_project.lib.ingest.windows import WindowOptions
 from dagster_project.lib.times import utcnow
-from dagster_project.settings import PARQUET
+from dagster_project.settings import ICEBERG, PARQUET, ObjectStore
+from tests.ingest.s3server import S3Server
 
 __all__ = ["Warehouse", "insert_spend", "ms", "spend_row", "utcnow"]
 
 # The lake format of a Warehouse made without one; the ``lake_format`` fixture
 # (tests/ingest/conftest.py) sets it, so a module's tests run once per format.
 LAKE_FORMAT = PARQUET
+# With iceberg: the S3 server the tables of a Warehouse made without an object store go to (the
+# ``lake_variant`` fixture sets it), each Warehouse under its own prefix of the bucket.
+S3: S3Server | None = None
 
 
 def ms(value: datetime) -> datetime:
@@ -82,6 +87,12 @@ class Warehouse:
     root: Path
     lake_format: str = field(default_factory=lambda: LAKE_FORMAT)
     catalog_url: str | None = None  # iceberg only; None: the SQLite file in the lake
+    object_store: ObjectStore | None = None  # iceberg only; None: the tables on local disk
+
+    def __post_init__(self) -> None:
+        if self.object_store is None and S3 is not None and self.lake_format == ICEBERG:
+            digest = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()
+            self.object_store = S3.store(f"wh-{digest[:16]}")  # one prefix per directory
 
     @property
     def lake(self) -> Path:
@@ -90,7 +101,7 @@ class Warehouse:
     @property
     def store(self) -> Lake:
         """The lake in this warehouse's format (its tables: ``store.table(name)``)."""
-        return Lake(self.lake, self.lake_format, self.catalog_url)
+        return Lake(self.lake, self.lake_format, self.catalog_url, self.object_store)
 
     @property
     def build(self) -> Path:

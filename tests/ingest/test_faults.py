@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -19,9 +21,11 @@ from dagster_project.lib.ingest.extract import extract_snapshots
 from dagster_project.lib.ingest.lake import PAUSE_ENV, PAUSE_FILE_ENV, TMP_PREFIX
 from dagster_project.lib.ingest.source import SourceSchemaError, SourceSession
 from dagster_project.settings import REPO_ROOT
+from tests.ingest.extract_once import OBJECT_STORE_ENV
 from tests.ingest.helpers import Warehouse, insert_spend, spend_row, utcnow
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("lake_format")]
+# parquet, iceberg on local disk and iceberg on S3 (tests/ingest/conftest.py)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("lake_variant")]
 
 
 def _many_rows(n: int) -> list[dict]:
@@ -35,6 +39,8 @@ def _run_until_paused(source, wh: Warehouse, stage: str, tmp_path) -> None:
     """Start an extraction into ``wh`` in a subprocess, wait until it blocks at ``stage``, kill."""
     marker = tmp_path / f"paused-{stage}"
     env = {**os.environ, PAUSE_ENV: stage, PAUSE_FILE_ENV: str(marker)}
+    if wh.object_store is not None:  # the lake's object store, credentials included
+        env[OBJECT_STORE_ENV] = json.dumps(dataclasses.asdict(wh.object_store))
     command = ["tests.ingest.extract_once", source.url, source.prefix, str(wh.root)]
     proc = subprocess.Popen(
         [sys.executable, "-m", *command, wh.lake_format],

@@ -58,9 +58,9 @@ def reader_table(wh: Warehouse, name: str):
     return catalog.load_table(f"{NAMESPACE}.{name.replace('/', '__')}")
 
 
-def same_rows(wh: Warehouse, name: str, raw_table: str) -> int:
-    """Assert the Iceberg table ``name`` holds exactly the rows of ``raw.<raw_table>``."""
-    lake_rows = reader_table(wh, name).scan().to_arrow()
+def same_rows(wh: Warehouse, table, raw_table: str) -> int:
+    """Assert the Iceberg ``table`` another reader loaded holds exactly ``raw.<raw_table>``."""
+    lake_rows = table.scan().to_arrow()
     columns = ", ".join(f'"{c}"' for c in lake_rows.column_names)
     con = duckdb.connect(str(wh.build), read_only=True)
     try:
@@ -69,7 +69,7 @@ def same_rows(wh: Warehouse, name: str, raw_table: str) -> int:
         lake = con.execute(f"SELECT {columns} FROM lake_rows ORDER BY ALL").fetchall()
     finally:
         con.close()
-    assert lake == raw, f"{name} differs from raw.{raw_table}"
+    assert lake == raw, f"{table.name()} differs from raw.{raw_table}"
     return len(raw)
 
 
@@ -95,9 +95,9 @@ def test_another_reader_sees_exactly_the_raw_rows_and_the_watermark(make_source,
     result = wh.extract(source)
     snapshot_tables(wh, source)
 
-    assert same_rows(wh, "spend_logs", "spend_logs") == 90
+    assert same_rows(wh, reader_table(wh, "spend_logs"), "spend_logs") == 90
     for raw_table in rc.SNAPSHOT_TABLES.values():
-        same_rows(wh, f"snapshots/{raw_table}", raw_table)
+        same_rows(wh, reader_table(wh, f"snapshots/{raw_table}"), raw_table)
 
     table = reader_table(wh, "spend_logs")
     state = json.loads(table.current_snapshot().summary[STATE_PROPERTY])
@@ -142,7 +142,7 @@ def test_a_kill_between_the_files_and_the_commit_leaves_the_old_snapshot(make_so
     assert on_disk > published  # orphans of the killed run
 
     wh.extract(source)
-    assert same_rows(wh, "spend_logs", "spend_logs") == 500
+    assert same_rows(wh, reader_table(wh, "spend_logs"), "spend_logs") == 500
     ids = reader_table(wh, "spend_logs").scan(selected_fields=("request_id",)).to_arrow()
     assert len(set(ids.column("request_id").to_pylist())) == ids.num_rows  # nothing twice
     on_disk = {p.relative_to(table_dir).as_posix() for p in table_dir.rglob("*.parquet")}
@@ -171,8 +171,8 @@ def test_the_catalog_in_postgresql(make_source, pg_server_url, tmp_path, scheme)
         insert_spend(source, spend_rows(70, first=40))
         wh.extract(source)
         snapshot_tables(wh, source)
-        assert same_rows(wh, "spend_logs", "spend_logs") == 70
-        same_rows(wh, "snapshots/users", "users")
+        assert same_rows(wh, reader_table(wh, "spend_logs"), "spend_logs") == 70
+        same_rows(wh, reader_table(wh, "snapshots/users"), "users")
         assert not (wh.lake / "catalog.db").exists()
         with psycopg.connect(url) as conn:
             names = {
@@ -186,7 +186,7 @@ def test_the_catalog_in_postgresql(make_source, pg_server_url, tmp_path, scheme)
         drop_database(pg_server_url, dbname)
 
 
-def _config_error(values: dict[str, str], tmp_path) -> str:
+def one_sentence_error(values: dict[str, str], tmp_path) -> str:
     with pytest.raises(ConfigError) as error:
         load_settings(values, dotenv_path=tmp_path / "no.env")
     message = str(error.value)
@@ -212,7 +212,7 @@ def test_lake_settings_default_to_parquet_and_bad_values_get_one_sentence(tmp_pa
     )
     assert spelled.iceberg_catalog_url == "postgresql://u:pw@db:5432/catalog"
 
-    assert "SPEND_WAREHOUSE_LAKE_FORMAT='delta' is not a lake format" in _config_error(
+    assert "SPEND_WAREHOUSE_LAKE_FORMAT='delta' is not a lake format" in one_sentence_error(
         {"SPEND_WAREHOUSE_LAKE_FORMAT": "delta"}, tmp_path
     )
     for url, expected in [
@@ -220,13 +220,13 @@ def test_lake_settings_default_to_parquet_and_bad_values_get_one_sentence(tmp_pa
         ("sqlite://", "names no SQLite file"),
         ("postgresql://u:secret@db:5432", "needs a host and a database"),
     ]:
-        message = _config_error(
+        message = one_sentence_error(
             {"SPEND_WAREHOUSE_LAKE_FORMAT": "iceberg", "SPEND_WAREHOUSE_ICEBERG_CATALOG_URL": url},
             tmp_path,
         )
         assert expected in message
         assert "secret" not in message
-    assert "set SPEND_WAREHOUSE_LAKE_FORMAT=iceberg" in _config_error(
+    assert "set SPEND_WAREHOUSE_LAKE_FORMAT=iceberg" in one_sentence_error(
         {"SPEND_WAREHOUSE_ICEBERG_CATALOG_URL": "sqlite:////tmp/c.db"}, tmp_path
     )
 

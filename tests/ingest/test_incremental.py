@@ -16,7 +16,8 @@ from dagster_project.lib.ingest.windows import WindowOptions
 from tests.duckdb_files import corrupt_block, metadata_block
 from tests.ingest.helpers import Warehouse, insert_spend, ms, spend_row, utcnow
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("lake_format")]
+# parquet, iceberg on local disk and iceberg on S3 (tests/ingest/conftest.py)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("lake_variant")]
 
 OLD_SCHEMA = "20251101000000"  # before created_at, organization_id and newer columns
 

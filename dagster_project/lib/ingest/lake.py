@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from dagster_project.settings import ICEBERG, PARQUET
 
 if TYPE_CHECKING:
-    from dagster_project.settings import Settings
+    from dagster_project.settings import ObjectStore, Settings
 
 MANIFEST_NAME = "_manifest.json"
 TMP_PREFIX = ".tmp-"
@@ -273,17 +273,25 @@ class Lake:
 
     ``parquet``: :class:`LakeTable` (a directory plus ``_manifest.json``); ``iceberg``:
     :class:`~dagster_project.lib.ingest.iceberg.IcebergLakeTable` (the same files, published by
-    Iceberg commits in the SQL catalog at ``catalog_url``). Both have the same interface.
+    Iceberg commits in the SQL catalog at ``catalog_url``; with ``object_store`` the tables
+    and their metadata live there, uploaded copies of the local files). Both have the same
+    interface.
     """
 
     root: Path
     format: str = PARQUET
     catalog_url: str | None = None
+    object_store: ObjectStore | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Lake:
         """The lake a :class:`~dagster_project.settings.Settings` configures."""
-        return cls(settings.lake_dir, settings.lake_format, settings.iceberg_catalog_url)
+        return cls(
+            settings.lake_dir,
+            settings.lake_format,
+            settings.iceberg_catalog_url,
+            settings.object_store,
+        )
 
     def table(self, name: str, *, day_column: str | None = None) -> PublishedTable:
         """Lake table ``name`` (e.g. ``snapshots/users``); ``day_column`` partitions it by day.
@@ -295,7 +303,13 @@ class Lake:
         if self.format == ICEBERG:
             from dagster_project.lib.ingest.iceberg import IcebergLakeTable
 
-            return IcebergLakeTable(self.root, name, self.iceberg_catalog, day_column=day_column)
+            return IcebergLakeTable(
+                self.root,
+                name,
+                self.iceberg_catalog,
+                day_column=day_column,
+                object_store=self.object_store,
+            )
         return LakeTable(self.root, name)
 
     def table_names(self) -> list[str]:
@@ -303,7 +317,7 @@ class Lake:
         if self.format == ICEBERG:
             from dagster_project.lib.ingest.iceberg import lake_table_names
 
-            return lake_table_names(self.iceberg_catalog, self.root)
+            return lake_table_names(self.iceberg_catalog, self.root, self.object_store)
         manifests = self.root.rglob(MANIFEST_NAME)
         return sorted(p.parent.relative_to(self.root).as_posix() for p in manifests)
 
