@@ -86,14 +86,23 @@ def snapshot_tables(wh: Warehouse, source) -> None:
         extract_snapshots(session, con, wh.store)
 
 
+def land_in_two_runs(wh: Warehouse, source, first: int, total: int):
+    """Extract ``first`` spend rows, then rows up to ``total``, then the entity snapshots.
+
+    Returns the second extraction's result.
+    """
+    insert_spend(source, spend_rows(first))
+    wh.extract(source)
+    insert_spend(source, spend_rows(total, first=first))
+    result = wh.extract(source)
+    snapshot_tables(wh, source)
+    return result
+
+
 def test_another_reader_sees_exactly_the_raw_rows_and_the_watermark(make_source, tmp_path):
     source = make_source()
     wh = Warehouse(tmp_path / "wh", ICEBERG)
-    insert_spend(source, spend_rows(60))
-    wh.extract(source)
-    insert_spend(source, spend_rows(90, first=60))
-    result = wh.extract(source)
-    snapshot_tables(wh, source)
+    result = land_in_two_runs(wh, source, 60, 90)
 
     assert same_rows(wh, reader_table(wh, "spend_logs"), "spend_logs") == 90
     for raw_table in rc.SNAPSHOT_TABLES.values():
@@ -166,11 +175,7 @@ def test_the_catalog_in_postgresql(make_source, pg_server_url, tmp_path, scheme)
         wh = Warehouse(settings.warehouse_dir, ICEBERG, settings.iceberg_catalog_url)
         assert wh.store == lake
         source = make_source()
-        insert_spend(source, spend_rows(40))
-        wh.extract(source)
-        insert_spend(source, spend_rows(70, first=40))
-        wh.extract(source)
-        snapshot_tables(wh, source)
+        land_in_two_runs(wh, source, 40, 70)
         assert same_rows(wh, reader_table(wh, "spend_logs"), "spend_logs") == 70
         same_rows(wh, reader_table(wh, "snapshots/users"), "users")
         assert not (wh.lake / "catalog.db").exists()

@@ -29,7 +29,12 @@ from dagster_project.settings import load_settings
 from tests.ingest.helpers import Warehouse, insert_spend
 from tests.ingest.s3server import S3Server
 from tests.ingest.test_faults import _run_until_paused
-from tests.ingest.test_iceberg import one_sentence_error, same_rows, snapshot_tables, spend_rows
+from tests.ingest.test_iceberg import (
+    land_in_two_runs,
+    one_sentence_error,
+    same_rows,
+    spend_rows,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -69,11 +74,7 @@ def test_the_tables_on_s3_are_read_with_only_the_catalog_and_credentials(
 ):
     source = make_source()
     wh = s3_warehouse(tmp_path, s3_server)
-    insert_spend(source, spend_rows(60))
-    wh.extract(source)
-    insert_spend(source, spend_rows(90, first=60))
-    wh.extract(source)
-    snapshot_tables(wh, source)
+    land_in_two_runs(wh, source, 60, 90)
 
     assert same_rows(wh, reader_table(wh, s3_server, "spend_logs"), "spend_logs") == 90
     same_rows(wh, reader_table(wh, s3_server, "snapshots/users"), "users")
@@ -212,11 +213,7 @@ def test_the_catalog_in_postgresql_with_the_tables_on_s3(
         )
         assert wh.store == Lake.from_settings(settings)
         source = make_source()
-        insert_spend(source, spend_rows(40))
-        wh.extract(source)
-        insert_spend(source, spend_rows(70, first=40))
-        wh.extract(source)
-        snapshot_tables(wh, source)
+        land_in_two_runs(wh, source, 40, 70)
         assert same_rows(wh, reader_table(wh, s3_server, "spend_logs"), "spend_logs") == 70
         same_rows(wh, reader_table(wh, s3_server, "snapshots/users"), "users")
         assert not (wh.lake / "catalog.db").exists()
