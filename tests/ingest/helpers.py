@@ -114,6 +114,7 @@ class Warehouse:
         options: WindowOptions = WindowOptions(),  # noqa: B008
         include_payload: bool = False,
         rollback_days: int = 0,
+        maintenance: bool = False,
         url: str | None = None,
         fact=SPEND_LOGS,
     ) -> FactResult:
@@ -130,6 +131,7 @@ class Warehouse:
                 options=options,
                 include_payload=include_payload,
                 rollback_days=rollback_days,
+                maintenance=maintenance,
             )
 
     def extract_errors(self, source) -> FactResult:
@@ -154,3 +156,17 @@ class Warehouse:
 
     def manifest(self, table: str = "spend_logs"):
         return self.store.table(table).read_manifest()
+
+    def lake_rows(self, sql: str, table: str = "spend_logs") -> list[tuple]:
+        """``sql`` over the live files of the lake table (``FROM lake``), as another reader
+        sees the table."""
+        published = self.store.table(table)
+        paths = [str(published.absolute(f)) for f in published.read_manifest().files]
+        con = duckdb.connect()
+        try:
+            con.execute(
+                f"CREATE VIEW lake AS SELECT * FROM read_parquet({paths!r}, union_by_name = true)"
+            )
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()

@@ -70,7 +70,8 @@ def test_run_without_database_url_is_a_config_error(tmp_path, monkeypatch, capsy
 def test_rollback_run_keeps_the_rollback_config():
     args = argparse.Namespace(rollback=True, extract_only=False)
     config = run_config(args)
-    assert config["ops"]["raw__spend_logs"] == {"config": {"rollback_days": 3}}
+    expected = {"config": {"rollback_days": 3, "maintenance": True}}  # with the lake's upkeep
+    assert config["ops"]["raw__spend_logs"] == expected
     assert config["loggers"]["console"]["config"]["log_level"] == "CRITICAL"
     assert job_name(args) == "spend_warehouse_rollback_job"
     assert job_name(argparse.Namespace(rollback=False, extract_only=True)) == "extract_job"

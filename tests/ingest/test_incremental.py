@@ -122,10 +122,11 @@ def test_ties_at_the_watermark_are_read_again(make_source, wh):
     assert [r[0] for r in wh.rows()] == ["a", "b"]
 
 
-def test_updated_row_replaces_the_stored_copy_deterministically(make_source, wh):
+def test_updated_row_replaces_the_stored_copy_in_the_lake_too(make_source, wh):
     source = make_source()
     now = ms(utcnow())
-    insert_spend(source, [spend_row("x", now - timedelta(hours=1), spend=1.0)])
+    day = now - timedelta(hours=1)
+    insert_spend(source, [spend_row("x", day, spend=1.0), spend_row("y", day, spend=5.0)])
     wh.extract(source)
     with source.connect() as conn:  # the row changes while inside the overlap
         conn.execute(
@@ -134,11 +135,58 @@ def test_updated_row_replaces_the_stored_copy_deterministically(make_source, wh)
         )
     result = wh.extract(source)
     assert result.rows_stored == 1
-    assert wh.query("SELECT request_id, spend FROM raw.spend_logs") == [("x", 2.0)]
-    # the lake now holds both copies; a rebuild from the lake picks the same winner
+    assert wh.query("SELECT request_id, spend FROM raw.spend_logs ORDER BY 1") == [
+        ("x", 2.0),
+        ("y", 5.0),
+    ]
+    # the lake never holds two versions of a request: the day was rewritten with the winner
+    lake = "SELECT request_id, spend FROM lake ORDER BY 1"
+    assert wh.lake_rows(lake) == [("x", 2.0), ("y", 5.0)]
     assert sum(f.rows for f in wh.manifest().files) == 2
+    table = wh.store.table("spend_logs")
+    live = {table.absolute(f) for f in wh.manifest().files}
+    assert set((wh.lake / "spend_logs").rglob("*.parquet")) == live  # replaced files deleted
+    # a rebuild from the lake picks the same rows
     wh.build.unlink()
     wh.extract(source)
+    assert wh.query("SELECT request_id, spend FROM raw.spend_logs ORDER BY 1") == [
+        ("x", 2.0),
+        ("y", 5.0),
+    ]
+
+
+def test_a_row_moved_to_another_day_leaves_its_old_day(make_source, wh):
+    source = make_source()
+    now = ms(utcnow())
+    insert_spend(source, [spend_row("x", now - timedelta(days=3), spend=1.0)])
+    wh.extract(source)
+    with source.connect() as conn:  # the proxy rewrites the row with a new startTime
+        table = source.table("SpendLogs")
+        conn.execute(
+            f'UPDATE {table} SET "startTime" = %s, "endTime" = %s, '
+            "updated_at = updated_at + interval '1 second' WHERE request_id = 'x'",
+            [now - timedelta(hours=2), now - timedelta(hours=2)],
+        )
+    wh.extract(source)
+    lake = "SELECT request_id, CAST(start_time AS DATE) FROM lake"
+    assert wh.lake_rows(lake) == [("x", (now - timedelta(hours=2)).date())]
+    assert len(wh.manifest().files) == 1  # the old day's file is no longer live
+
+
+def test_a_rollback_replaces_a_row_changed_after_the_overlap(make_source, wh):
+    source = make_source()
+    old = ms(utcnow()) - timedelta(hours=3)  # settled: no later run's overlap reads it again
+    insert_spend(source, [spend_row("x", old, spend=1.0, created_at=old, updated_at=old)])
+    wh.extract(source)
+    with source.connect() as conn:
+        conn.execute(
+            f"UPDATE {source.table('SpendLogs')} SET spend = 2.0, updated_at = %s "
+            "WHERE request_id = 'x'",
+            [old + timedelta(seconds=1)],
+        )
+    assert wh.extract(source).rows_stored == 0  # the incremental window does not see it
+    assert wh.extract(source, rollback_days=1).rows_stored == 1
+    assert wh.lake_rows("SELECT request_id, spend FROM lake") == [("x", 2.0)]
     assert wh.query("SELECT request_id, spend FROM raw.spend_logs") == [("x", 2.0)]
 
 
@@ -233,3 +281,40 @@ def test_compaction_keeps_content(make_source, wh, monkeypatch):
     assert [r[0] for r in wh.rows()] == ["r0", "r1", "r2"]
     files = list((wh.lake / "spend_logs").rglob("*.parquet"))
     assert len(files) == 1  # replaced files are deleted
+
+
+def test_the_daily_maintenance_leaves_one_file_per_day_and_expires_snapshots(
+    make_source, wh, lake_variant
+):
+    from dagster_project.lib.ingest.iceberg import KEEP_SNAPSHOTS
+
+    source = make_source()
+    start = utcnow().replace(hour=0, minute=30)
+    runs = KEEP_SNAPSHOTS + 1  # below COMPACT_MIN_FILES (12) files per day
+    for i in range(runs):  # one file per run in each of two days: fewer than compaction needs
+        insert_spend(
+            source,
+            [
+                spend_row(f"r{i}", start + timedelta(minutes=i)),
+                spend_row(f"s{i}", start - timedelta(days=1, minutes=-i)),
+            ],
+        )
+        assert wh.extract(source).compacted_partitions == 0
+    assert len(wh.manifest().files) == 2 * runs
+    before = wh.rows()
+
+    result = wh.extract(source, maintenance=True)
+    assert result.compacted_partitions == 2
+    assert sorted(f.partition for f in wh.manifest().files) == sorted(
+        {start.date().isoformat(), (start - timedelta(days=1)).date().isoformat()}
+    )
+    assert wh.rows() == before
+    assert wh.lake_rows("SELECT count(*), count(DISTINCT request_id) FROM lake") == [
+        (2 * runs, 2 * runs)
+    ]
+    if lake_variant == "parquet":
+        assert result.expired_snapshots == 0  # the manifest keeps no history
+    else:
+        table = wh.store.table("spend_logs").load()
+        assert result.expired_snapshots > 0
+        assert len(table.metadata.snapshots) == KEEP_SNAPSHOTS

@@ -49,6 +49,9 @@ class ExtractConfig(dg.Config):
     rollback_days: int = 0
     """Also re-read every row whose UTC start day is in the last N days (repairs late rows that
     reconciliation found; the daily rollback schedule sets it). 0 = normal incremental run."""
+    maintenance: bool = False
+    """Also compact every day partition of the lake holding more than one file and expire the
+    lake's old snapshots (Iceberg); the daily rollback schedule sets it."""
     overlap_minutes: int = 5
     """created_at mode: re-read this much before the watermark (transactions still in flight)."""
     horizon_days: int = 7
@@ -132,6 +135,7 @@ def run_fact(
             options=config.window_options(),
             include_payload=settings.include_payload_columns,
             rollback_days=config.rollback_days,
+            maintenance=config.maintenance,
             progress=context.log.info,
         )
     context.log.info(

@@ -5,7 +5,9 @@
 - ``extract_job``: only the raw layer;
 - ``spend_warehouse_rollback_job``: the whole pipeline with a wider re-read of the last days
   (``rollback_days``), daily: repairs rows that arrived later than the incremental window, which
-  the reconciliation check reports (Fivetran-style rollback sync).
+  the reconciliation check reports (Fivetran-style rollback sync); it is also the lake's daily
+  maintenance (``maintenance``): every day partition compacted to one file, old Iceberg
+  snapshots expired.
 
 The jobs run their steps with the executor ``SPEND_WAREHOUSE_EXECUTOR`` names
 (:mod:`dagster_project.defs.pipeline.executors`): by default in the run worker's own process, as
@@ -38,8 +40,9 @@ IN_PROGRESS = [
 
 
 def rollback_run_config(days: int = ROLLBACK_DAYS) -> dict:
-    """Run config re-reading the last ``days`` UTC days of both fact tables."""
-    config = {"config": {"rollback_days": days}}
+    """Run config re-reading the last ``days`` UTC days of both fact tables, with the lake's
+    maintenance."""
+    config = {"config": {"rollback_days": days, "maintenance": True}}
     return {"ops": {op.op.name: config for op in (raw_spend_logs, raw_error_logs)}}
 
 

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,6 +34,7 @@ from dagster_project.lib.ingest.lake import (
     LakeFile,
     PublishedTable,
     compact,
+    merge_days,
     pause_point,
     write_single_file,
 )
@@ -66,6 +67,7 @@ from dagster_project.lib.times import utcnow
 log = logging.getLogger(__name__)
 
 COMPACT_MIN_FILES = 12
+MAINTENANCE_MIN_FILES = 2  # the daily maintenance leaves one file per day partition
 # The merge spills beyond this, whatever the run's DuckDB limit: a large first load stays small.
 DUCKDB_MEMORY_LIMIT = "256MB"
 
@@ -98,6 +100,7 @@ class FactResult:
     rows_in_warehouse: int = 0
     live_files: int = 0
     compacted_partitions: int = 0
+    expired_snapshots: int = 0
 
     def note_period(self, batch: pa.RecordBatch, column: str) -> None:
         """Widen the covered period with the rows of ``batch``."""
@@ -134,6 +137,7 @@ class FactResult:
             "rows_in_warehouse": self.rows_in_warehouse,
             "live_files": self.live_files,
             "compacted_partitions": self.compacted_partitions,
+            "expired_snapshots": self.expired_snapshots,
         }
 
 
@@ -146,9 +150,15 @@ def extract_fact(
     options: WindowOptions = WindowOptions(),  # noqa: B008 (frozen)
     include_payload: bool = False,
     rollback_days: int = 0,
+    maintenance: bool = False,
     progress: Progress = log.info,
 ) -> FactResult:
-    """Extract ``fact`` incrementally (plus an optional rollback re-read) into lake and DuckDB."""
+    """Extract ``fact`` incrementally (plus an optional rollback re-read) into lake and DuckDB.
+
+    With ``maintenance`` (the daily run), every day partition holding more than one file is
+    compacted and the lake's old snapshots expire; otherwise only partitions that gathered
+    many files are compacted.
+    """
     con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
     result = FactResult(table=fact.raw_table)
     columns = _source_columns(session, con, fact, result, progress)
@@ -160,7 +170,9 @@ def extract_fact(
     run.read_incremental(options, progress)
     if rollback_days > 0:
         run.read_rollback(rollback_days, progress)
-    run.compact()
+    run.compact(MAINTENANCE_MIN_FILES if maintenance else COMPACT_MIN_FILES)
+    if maintenance:
+        result.expired_snapshots = table.expire_snapshots()
     run.record_source_status(progress)
     return result
 
@@ -192,6 +204,18 @@ def _source_columns(
     if result.drift:
         progress(f"{name}: columns not in the raw contract (not landed): {result.drift}")
     return columns
+
+
+@dataclass(frozen=True)
+class Staged:
+    """One read's durable files, ready to publish: ``add`` replaces the ``remove`` paths;
+    ``discard`` holds new files absorbed into a rewritten day (deleted after the publish)."""
+
+    add: list[LakeFile]
+    remove: list[str]
+    discard: list[LakeFile]
+    newest: datetime | None  # the largest cursor value read
+    rows: int  # rows this read stored
 
 
 @dataclass
@@ -242,7 +266,8 @@ class _FactRun:
         chunks = session.plan(self.fact.source, window, options.chunk_rows)
         result.chunks = len(chunks)
         for number, chunk in enumerate(chunks, start=1):
-            files, newest = self.read(chunk.restrict(window))
+            staged = self.read(chunk.restrict(window))
+            files, newest = staged.add, staged.newest
             if newest is None and not files:
                 continue  # nothing in this chunk: state unchanged
             new_wm = max(filter(None, [result.watermark_after, newest]))
@@ -253,14 +278,14 @@ class _FactRun:
             # nothing new: no new manifest version either (a later "settled" alone is published
             # only when it lets the next run skip the rows at the watermark)
             if files or window_state(new_state) != window_state(state):
-                self.lake.publish(add=files, state=new_state)
+                self.publish(staged, new_state)
                 state = new_state
             result.watermark_after = new_wm
             pause_point("after_publish")
             self.merge(files)
             progress(
                 f"{self.fact.raw_table}: chunk {number}/{len(chunks)} committed "
-                f"({sum(f.rows for f in files)} rows stored, watermark {new_wm.isoformat()})"
+                f"({staged.rows} rows stored, watermark {new_wm.isoformat()})"
             )
 
     def read_rollback(self, days: int, progress: Progress) -> None:
@@ -279,20 +304,21 @@ class _FactRun:
             progress(
                 f"{self.fact.raw_table}: re-reading days that differ from the source: {repair}"
             )
-        files, _ = self.read(rollback_window(result.cursor, self.session.cap, days, repair))
+        staged = self.read(rollback_window(result.cursor, self.session.cap, days, repair))
+        files = staged.add
         if files:
-            self.lake.publish(add=files)  # state unchanged
+            self.publish(staged)  # state unchanged
         self.merge(files)
         progress(
             f"{self.fact.raw_table}: rollback re-read of {days} day(s) and "
-            f"{len(repair)} differing older day(s) stored {sum(f.rows for f in files)} "
+            f"{len(repair)} differing older day(s) stored {staged.rows} "
             "changed rows"
         )
 
-    def compact(self) -> None:
-        """Rewrite day partitions that have gathered many small files."""
+    def compact(self, min_files: int) -> None:
+        """Rewrite day partitions that have gathered ``min_files`` files or more."""
         compaction = compact(
-            self.lake, self.fact.schema, raw_load.dedup_rule(self.fact), min_files=COMPACT_MIN_FILES
+            self.lake, self.fact.schema, raw_load.dedup_rule(self.fact), min_files=min_files
         )
         raw_load.mark_loaded(self.con, self.lake, compaction.new_files)
         self.result.compacted_partitions = len(compaction.partitions)
@@ -329,11 +355,22 @@ class _FactRun:
         self.result.rows_merged += raw_load.merge_files(self.con, self.fact, self.lake, files)
         self.result.load_seconds += time.monotonic() - began
 
-    def read(self, window: Window) -> tuple[list[LakeFile], datetime | None]:
+    def writer(self) -> DayPartitionWriter:
+        """A writer of this table's day files."""
+        fact = self.fact
+        return DayPartitionWriter(
+            self.lake,
+            fact.schema,
+            fact.partition_column,
+            dictionary=rc.dictionary_columns(fact.columns),
+        )
+
+    def read(self, window: Window) -> Staged:
         """Step 2: stream ``window`` into durable (unpublished) day files.
 
-        Returns the files and the largest cursor value read (the candidate watermark; rows
-        that were dropped as unchanged count too).
+        Returns them staged for the publish (days where a row supersedes a stored version are
+        rewritten, :func:`merge_days`) with the largest cursor value read (the candidate
+        watermark; rows that were dropped as unchanged count too).
         """
         result, fact, con = self.result, self.fact, self.con
         began = time.monotonic()
@@ -341,13 +378,9 @@ class _FactRun:
         batch_id = uuid.uuid4().hex
         extracted_at = utcnow()
         newest: datetime | None = None
+        replaced: set[str] = set()
         compare = raw_load.row_count(con, fact.raw_table) > 0
-        writer = DayPartitionWriter(
-            self.lake,
-            fact.schema,
-            fact.partition_column,
-            dictionary=rc.dictionary_columns(fact.columns),
-        )
+        writer = self.writer()
         try:
             sql = fact_select(self.session, fact, self.columns, window, self.include_payload)
             for raw_batch in prefetch(self.session.stream(sql)):
@@ -357,8 +390,9 @@ class _FactRun:
                 if top is not None and (newest is None or top > newest):
                     newest = top
                 if compare:
-                    changed = raw_load.filter_changed(con, fact, pa.Table.from_batches([batch]))
-                    batches = changed.to_batches()
+                    changes = raw_load.filter_changed(con, fact, pa.Table.from_batches([batch]))
+                    replaced |= changes.replaced_days
+                    batches = changes.rows.to_batches()
                 else:
                     batches = [batch]
                 for part in batches:
@@ -367,13 +401,26 @@ class _FactRun:
                     writer.write(part)
                 pause_point("mid_read")
             files = writer.finish()
+            add, remove = merge_days(
+                self.lake, files, replaced, raw_load.dedup_rule(fact), self.writer()
+            )
         except BaseException:
             writer.abort()
             raise
         result.files_written += len(files)
         result.read_seconds += time.monotonic() - began
         pa.default_memory_pool().release_unused()
-        return files, newest
+        discard = [f for f in files if f not in add]
+        return Staged(add, remove, discard, newest, sum(f.rows for f in files))
+
+    def publish(self, staged: Staged, state: Mapping[str, Any] | None = None) -> None:
+        """Step 3: publish ``staged`` files (with the new ``state``), then delete what they
+        replaced."""
+        self.lake.publish(add=staged.add, remove=staged.remove, state=state)
+        for path in staged.remove:
+            self.lake.absolute(path).unlink(missing_ok=True)
+        for file in staged.discard:
+            self.lake.absolute(file).unlink(missing_ok=True)
 
 
 @dataclass

@@ -376,9 +376,8 @@ class IcebergLakeTable(LakeTable):
         if self.object_store is not None:
             for data_file in doomed:
                 committed.io.delete(data_file.file_path)
-        if len(committed.metadata.snapshots) >= EXPIRE_AT:
-            expire_snapshots(committed)
-            remove_unreachable_metadata(committed.refresh(), self._metadata_files())
+        if len(committed.metadata.snapshots) >= EXPIRE_AT:  # between two daily maintenances
+            self.expire_snapshots()
         return self.read_manifest()
 
     def _upload(self, files: Iterable[LakeFile]) -> None:
@@ -438,6 +437,16 @@ class IcebergLakeTable(LakeTable):
             tx.set_properties(
                 **{TableProperties.DEFAULT_NAME_MAPPING: after.name_mapping.model_dump_json()}
             )
+
+    def expire_snapshots(self) -> int:
+        """Expire all snapshots but the newest :data:`KEEP_SNAPSHOTS` and delete the manifest
+        files no remaining snapshot references; return how many snapshots expired."""
+        table = self.load()
+        if table is None:
+            return 0
+        expired = expire_snapshots(table)
+        remove_unreachable_metadata(table.refresh(), self._metadata_files())
+        return expired
 
     def is_metadata(self, path: Path) -> bool:
         """Files under ``metadata/`` are Iceberg's: :meth:`clean_orphans` never touches them."""

@@ -30,7 +30,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -220,6 +220,10 @@ class LakeTable:
         """Absolute paths of the files the manifest lists."""
         return [self.absolute(f) for f in self.read_manifest().files]
 
+    def expire_snapshots(self) -> int:
+        """Drop old table versions; the manifest keeps none (one file, replaced on publish)."""
+        return 0
+
     def is_metadata(self, path: Path) -> bool:
         """Whether ``path`` (under the table directory) is the format's own metadata."""
         return path.name == MANIFEST_NAME
@@ -265,6 +269,8 @@ class PublishedTable(Protocol):
     def live_paths(self) -> list[Path]: ...
 
     def clean_orphans(self) -> list[Path]: ...
+
+    def expire_snapshots(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -571,6 +577,54 @@ def partitions_to_compact(manifest: Manifest, min_files: int) -> list[str]:
     return sorted(day for day, n in counts.items() if n >= min_files)
 
 
+def deduplicated(
+    table: PublishedTable, files: Sequence[LakeFile], schema: pa.Schema, rule: DedupRule
+) -> pa.Table:
+    """The rows of ``files`` with one winner per key (``rule``), conformed to ``schema``."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        paths = [str(table.absolute(f)) for f in files]
+        relation = con.sql(
+            f"SELECT * FROM read_parquet({paths!r}, union_by_name = true, "
+            f"hive_partitioning = false) {rule.qualify()}"
+        )
+        return conform_table(relation.to_arrow_table(), schema)
+    finally:
+        con.close()
+
+
+def merge_days(
+    table: PublishedTable,
+    new: Sequence[LakeFile],
+    days: Collection[str],
+    rule: DedupRule,
+    writer: DayPartitionWriter,
+) -> tuple[list[LakeFile], list[str]]:
+    """What to publish so that the lake never holds two versions of a key: ``(add, remove)``.
+
+    ``new`` files (durable, not yet published) outside ``days`` are added as they are. The
+    partitions of ``days`` (where a new row supersedes a stored version, in that day or in
+    another) are rewritten together: their live files and new ones, one winner per key, written
+    by ``writer`` into fresh day files that replace their live files. The new files of those
+    days are never published: delete them after the publish (a crash leaves them as orphans,
+    which the next run cleans).
+    """
+    if not days:
+        return list(new), []
+    old = [f for f in table.read_manifest().files if f.partition in days]
+    parts = old + [f for f in new if f.partition in days]
+    try:
+        for batch in deduplicated(table, parts, writer.schema, rule).to_batches():
+            writer.write(batch)
+        rewritten = writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    return [f for f in new if f.partition not in days] + rewritten, [f.path for f in old]
+
+
 def compact(
     table: PublishedTable, schema: pa.Schema, rule: DedupRule, *, min_files: int = 12
 ) -> CompactionResult:
@@ -579,22 +633,10 @@ def compact(
     Each partition is committed on its own (new file durable, manifest published, then the
     replaced files deleted), so a crash loses no data: at worst orphans remain to be cleaned.
     """
-    import duckdb
-
     result = CompactionResult()
     for day in partitions_to_compact(table.read_manifest(), min_files):
         old = [f for f in table.read_manifest().files if f.partition == day]
-        con = duckdb.connect()
-        try:
-            files = [str(table.absolute(f)) for f in old]
-            relation = con.sql(
-                f"SELECT * FROM read_parquet({files!r}, union_by_name = true, "
-                f"hive_partitioning = false) {rule.qualify()}"
-            )
-            data = conform_table(relation.to_arrow_table(), schema)
-        finally:
-            con.close()
-        new = write_single_file(table, data, partition=day)
+        new = write_single_file(table, deduplicated(table, old, schema, rule), partition=day)
         table.publish(add=[new], remove=[f.path for f in old])
         for f in old:
             table.absolute(f).unlink(missing_ok=True)

@@ -15,6 +15,7 @@ every live lake file: the result is identical, because the lake is the source of
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
@@ -22,6 +23,7 @@ import pyarrow as pa
 from dagster_project.lib.ingest import contract as rc
 from dagster_project.lib.ingest.lake import DedupRule, LakeFile, PublishedTable, pause_point
 from dagster_project.lib.ingest.source import FactTable
+from dagster_project.lib.sql import quote_ident
 from dagster_project.lib.times import utcnow
 
 LOADED_FILES = f"{rc.RAW_SCHEMA}._lake_files"
@@ -187,16 +189,26 @@ def row_count(con: duckdb.DuckDBPyConnection, raw_table: str) -> int:
     return int(con.execute(f"SELECT count(*) FROM {qualified(raw_table)}").fetchall()[0][0])
 
 
-def filter_changed(con: duckdb.DuckDBPyConnection, fact: FactTable, data: pa.Table) -> pa.Table:
+@dataclass(frozen=True)
+class Changes:
+    """The rows of a re-read batch to store, and the day partitions they supersede rows in."""
+
+    rows: pa.Table
+    replaced_days: frozenset[str] = frozenset()  # ISO days holding an older version of a row
+
+
+def filter_changed(con: duckdb.DuckDBPyConnection, fact: FactTable, data: pa.Table) -> Changes:
     """The rows of ``data`` that are new or differ from the stored winner of their key.
 
     Re-read rows (the overlap, the look-back, a rollback window) that are already stored
-    unchanged are dropped, so a run with nothing new writes nothing. Two steps keep it cheap on
-    a large table: find the stored rows scanning only the key column, then hash just those rows,
-    fetched by ``rowid`` (a filter on the key would decompress every row of the table).
+    unchanged are dropped, so a run with nothing new writes nothing. A row that differs from
+    the stored one replaces it: the days of both versions are returned, so that the lake
+    rewrites those partitions instead of holding two versions of the key. Two steps keep it
+    cheap on a large table: find the stored rows scanning only the key column, then hash just
+    those rows, fetched by ``rowid`` (a filter on the key would decompress every row).
     """
     target = qualified(fact.raw_table)
-    key = fact.key
+    key, day = fact.key, fact.partition_column
     columns = rc.content_columns(fact.columns)
     con.register("_batch", data)
     try:
@@ -204,17 +216,24 @@ def filter_changed(con: duckdb.DuckDBPyConnection, fact: FactTable, data: pa.Tab
             f"SELECT r.rowid FROM {target} AS r SEMI JOIN _batch AS i ON r.{key} = i.{key}"
         ).fetchall()
         if not rowids:
-            return data
+            return Changes(data)
         wanted = ", ".join(str(int(row[0])) for row in rowids)
-        result = con.sql(
-            f"SELECT i.* FROM _batch AS i LEFT JOIN ("
-            f"SELECT {key}, {content_hash_sql(columns)} AS _hash FROM {target} "
-            f"WHERE rowid IN ({wanted})) AS r ON r.{key} = i.{key} "
+        joined = con.sql(
+            f"SELECT i.*, r._day AS _stored_day FROM _batch AS i LEFT JOIN ("
+            f"SELECT {key}, CAST({day} AS DATE) AS _day, {content_hash_sql(columns)} AS _hash "
+            f"FROM {target} WHERE rowid IN ({wanted})) AS r ON r.{key} = i.{key} "
             f"WHERE r.{key} IS NULL OR {content_hash_sql(columns, 'i')} <> r._hash"
-        ).to_arrow_table()
+        )
+        [(replaced,)] = (
+            joined.filter("_stored_day IS NOT NULL")
+            .aggregate(f"list(DISTINCT _stored_day) || list(DISTINCT CAST({day} AS DATE))")
+            .fetchall()
+        )
+        result = joined.select(", ".join(quote_ident(n) for n in data.schema.names))
+        rows = result.to_arrow_table()
     finally:
         con.unregister("_batch")
-    return result.cast(data.schema)
+    return Changes(rows.cast(data.schema), frozenset(d.isoformat() for d in replaced or []))
 
 
 def replace_snapshot(
