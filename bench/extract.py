@@ -1,7 +1,8 @@
 """The extraction workers the benchmark runs in their own processes, and their helpers.
 
 - ``WORKER``: one spend-log extraction (cold on an empty warehouse, else incremental): planning
-  query, streaming, Parquet files, manifest and DuckDB merge, what ``raw/spend_logs`` does;
+  query, streaming, Parquet files, manifest and DuckDB merge, what ``raw/spend_logs`` does (with
+  ``$BENCH_OBJECT_STORE``, Iceberg tables in that S3 bucket);
 - ``DAGSTER_WORKER``: a whole Dagster ``extract_job`` run (SpendLogs, ErrorLogs, the snapshots
   and their checks).
 
@@ -31,22 +32,28 @@ def extractor_select(url: str) -> str:
         return fact_select(session, SPEND_LOGS, columns, window, include_payload=False)
 
 
+# WORKER's object store (the fields of dagster_project.settings.ObjectStore as JSON): with the
+# iceberg lake format, the tables go to that S3 bucket
+OBJECT_STORE_ENV = "BENCH_OBJECT_STORE"
+
 WORKER = """
-import json, sys, time
+import json, os, sys, time
 from pathlib import Path
 import adbc_driver_postgresql.dbapi  # start-up, not measured
 from dagster_project.lib.duckdb import connect_writer
-from dagster_project.settings import Settings
+from dagster_project.settings import ObjectStore, Settings
 from dagster_project.lib.ingest.source import SPEND_LOGS, SourceSession
 from dagster_project.lib.ingest.extract import extract_fact
 from dagster_project.lib.ingest.lake import Lake
 url, prefix, root = sys.argv[1:4]
 lake_format = sys.argv[4] if len(sys.argv) > 4 else "parquet"
+store = os.environ.get("BENCH_OBJECT_STORE")
+store = ObjectStore(**json.loads(store)) if store else None
 began = time.monotonic()
 with SourceSession(url, prefix) as session, connect_writer(
     Path(root) / "build.duckdb", limits=Settings().duckdb_config
 ) as con:
-    lake = Lake(Path(root) / "lake", lake_format)
+    lake = Lake(Path(root) / "lake", lake_format, None, store)
     r = extract_fact(session, con, lake, SPEND_LOGS, progress=lambda m: None)
 print("BENCH_JSON", json.dumps({"seconds": time.monotonic() - began, "rows": r.rows_read,
                   "stored": r.rows_stored, "merged": r.rows_merged,

@@ -165,6 +165,20 @@ def size_table(size: dict[str, Any]) -> list[str]:
                 iceberg["peak_rss_mb"],
             )
         )
+    iceberg_s3 = ex.get("ours_iceberg_s3")
+    if iceberg_s3:
+        add(
+            _row(
+                "our cold extract, Iceberg tables on S3",
+                iceberg_s3["seconds"],
+                "SeaweedFS on this machine (loopback), SQLite catalog; source -> lake "
+                f"{iceberg_s3['read_seconds']:.1f} s; {ex['ours_iceberg_s3_vs_copy']:.0%} of COPY",
+                iceberg_s3["peak_rss_mb"],
+            )
+        )
+    elif "ours_iceberg_s3_error" in ex:
+        reason = ex["ours_iceberg_s3_error"].splitlines()[0].replace("|", "/")
+        add(_row("our cold extract, Iceberg tables on S3", None, f"NOT MEASURED: {reason}"))
     if dlt:
         add(
             _row(
@@ -280,6 +294,7 @@ def scaling_lines(sizes: list[dict[str, Any]]) -> list[str]:
         ("COPY limit", ("extraction", "copy", "seconds")),
         ("our cold extract", ("extraction", "ours", "seconds")),
         ("our cold extract, Iceberg lake", ("extraction", "ours_iceberg", "seconds")),
+        ("our cold extract, Iceberg on S3", ("extraction", "ours_iceberg_s3", "seconds")),
         ("dlt", ("extraction", "dlt", "seconds")),
         ("nothing new", ("incremental", "nothing_new", "seconds")),
         ("nothing new (Dagster job)", ("incremental", "nothing_new_dagster", "seconds")),

@@ -13,13 +13,20 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from bench.extract import DAGSTER_WORKER, PREFIX, WORKER, extractor_select, lake_size
+from bench.extract import (
+    DAGSTER_WORKER,
+    OBJECT_STORE_ENV,
+    PREFIX,
+    WORKER,
+    extractor_select,
+    lake_size,
+)
 from bench.harness import (
     Measured,
     bench_database,
@@ -34,7 +41,8 @@ from bench.harness import (
 from dagster_project.lib.ingest.source import PAYLOAD_COLUMNS, SPEND_LOGS, SourceSession
 from dagster_project.lib.postgres import create_database
 from dagster_project.lib.sql import quote_ident, table_name
-from dagster_project.settings import ICEBERG, PARQUET
+from dagster_project.settings import ICEBERG, PARQUET, ObjectStore
+from devinfra.s3server import start_s3_server, stop
 
 SIM_DAYS = 30.0
 SIM_SEED = 7
@@ -185,10 +193,14 @@ def insert_new_rows(url: str, count: int, tag: str = "") -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------
 
 
-def extract_run(url: str, root: Path, lake_format: str = PARQUET) -> Measured:
-    """Our spend-log extraction (incremental: cold on an empty ``root``) in its own process."""
+def extract_run(
+    url: str, root: Path, lake_format: str = PARQUET, store: ObjectStore | None = None
+) -> Measured:
+    """Our spend-log extraction (incremental: cold on an empty ``root``) in its own process;
+    with ``store``, the Iceberg tables in that bucket."""
     root.mkdir(parents=True, exist_ok=True)
-    return measure([sys.executable, "-c", WORKER, url, PREFIX, str(root), lake_format])
+    env = {**os.environ, OBJECT_STORE_ENV: json.dumps(asdict(store))} if store else None
+    return measure([sys.executable, "-c", WORKER, url, PREFIX, str(root), lake_format], env=env)
 
 
 def extract_figures(m: Measured) -> dict[str, Any]:
@@ -207,7 +219,8 @@ def extract_figures(m: Measured) -> dict[str, Any]:
 
 
 def measure_extraction(url: str, root: Path, opts: Options, say: Say) -> dict[str, Any]:
-    """COPY limit, our cold extract and dlt, on the same table."""
+    """COPY limit, our cold extract (Parquet lake; Iceberg on local disk and on S3) and dlt, on
+    the same table."""
     copy = measure_copy(url, extractor_select(url))
     say(f"  COPY binary: {copy.seconds:.1f} s, {mb(copy.result['bytes']):.0f} MB")
     cold = extract_run(url, root)
@@ -228,6 +241,7 @@ def measure_extraction(url: str, root: Path, opts: Options, say: Say) -> dict[st
     finally:
         shutil.rmtree(iceberg_root, ignore_errors=True)
     say(f"  ours (cold, Iceberg lake): {iceberg['seconds']:.1f} s")
+    iceberg_s3 = measure_iceberg_s3(url, root.parent / f"{root.name}-iceberg-s3", copy, say)
     figures: dict[str, Any] = {
         "copy": {
             "seconds": copy.seconds,
@@ -239,6 +253,7 @@ def measure_extraction(url: str, root: Path, opts: Options, say: Say) -> dict[st
         "ours": ours,
         "ours_iceberg": iceberg,
         "ours_iceberg_vs_copy": rate(copy.seconds, iceberg["seconds"]),
+        **iceberg_s3,
         "ours_vs_copy": rate(copy.seconds, ours["seconds"]),
         "ours_lake_vs_copy": rate(copy.seconds, ours["read_seconds"]),
         "ours_process_vs_copy": rate(copy.seconds, ours["process_seconds"]),
@@ -267,6 +282,30 @@ def measure_extraction(url: str, root: Path, opts: Options, say: Say) -> dict[st
         figures["ours_vs_dlt"] = rate(dlt["seconds"], ours["seconds"])
         say(f"  dlt: {dlt['seconds']:.1f} s, peak {dlt['peak_rss_mb']} MB")
     return figures
+
+
+def measure_iceberg_s3(url: str, root: Path, copy: Measured, say: Say) -> dict[str, Any]:
+    """The cold extraction with the Iceberg tables on a SeaweedFS S3 server started here (same
+    machine, loopback; SQLite catalog like the local figure): ``ours_iceberg_s3`` and its ratio
+    to ``copy``, or ``ours_iceberg_s3_error`` saying why it was not measured."""
+    try:
+        try:
+            server, proc = start_s3_server(root / "seaweedfs")
+        except (OSError, RuntimeError) as exc:
+            reason = f"the SeaweedFS S3 server did not start: {exc}"
+            say(f"  ours (cold, Iceberg on S3): NOT MEASURED, {reason}")
+            return {"ours_iceberg_s3_error": reason}
+        try:
+            figures = extract_figures(extract_run(url, root / "wh", ICEBERG, server.store("bench")))
+        finally:
+            stop(proc)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    say(f"  ours (cold, Iceberg on S3): {figures['seconds']:.1f} s")
+    return {
+        "ours_iceberg_s3": figures,
+        "ours_iceberg_s3_vs_copy": rate(copy.seconds, figures["seconds"]),
+    }
 
 
 def measure_nothing_new(url: str, root: Path, say: Say) -> dict[str, Any]:

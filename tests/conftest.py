@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -34,6 +35,10 @@ class SourceDb:
     url: str
     prefix: str
     until: str | None
+
+    @property
+    def dbname(self) -> str:
+        return urlsplit(self.url).path.lstrip("/")
 
     def connect(self, **kwargs) -> psycopg.Connection:
         return psycopg.connect(self.url, **kwargs)
@@ -65,27 +70,46 @@ def _template_name(prefix: str, until: str | None) -> str:
     return f"spendwh_tpl_{slug}_{until or 'latest'}_{os.getpid()}"
 
 
-@pytest.fixture
-def make_source(pg_server_url, _templates) -> Iterator:
-    """Factory: ``make_source(prefix=..., until=...)`` returns a fresh :class:`SourceDb`."""
-    created: list[str] = []
+@pytest.fixture(scope="session")
+def create_source(pg_server_url, _templates) -> Callable[..., SourceDb]:
+    """Factory for fixtures of any scope: ``create_source(prefix=..., until=..., like=...)``
+    returns a fresh proxy database with that schema, or a copy of ``like`` (its rows included;
+    nothing may be connected to it). The caller drops it (``drop_database``)."""
 
-    def factory(prefix: str = DEFAULT_TABLE_PREFIX, until: str | None = None) -> SourceDb:
-        key = (prefix, until)
-        if key not in _templates:
-            name = _template_name(prefix, until)
-            url = create_database(pg_server_url, name, drop=True)
-            apply_migrations(url, prefix, until=until)
-            _templates[key] = name
+    def factory(
+        prefix: str = DEFAULT_TABLE_PREFIX, until: str | None = None, like: SourceDb | None = None
+    ) -> SourceDb:
+        if like is not None:
+            template, prefix, until = like.dbname, like.prefix, like.until
+        else:
+            key = (prefix, until)
+            if key not in _templates:
+                name = _template_name(prefix, until)
+                url = create_database(pg_server_url, name, drop=True)
+                apply_migrations(url, prefix, until=until)
+                _templates[key] = name
+            template = _templates[key]
         dbname = f"spendwh_test_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{dbname}" TEMPLATE "{_templates[key]}"')
-        created.append(dbname)
+            conn.execute(f'CREATE DATABASE "{dbname}" TEMPLATE "{template}"')
         return SourceDb(url=with_database(pg_server_url, dbname), prefix=prefix, until=until)
 
+    return factory
+
+
+@pytest.fixture
+def make_source(pg_server_url, create_source) -> Iterator[Callable[..., SourceDb]]:
+    """Factory: ``make_source(prefix=..., until=..., like=...)`` returns a fresh
+    :class:`SourceDb` (see ``create_source``), dropped after the test."""
+    created: list[SourceDb] = []
+
+    def factory(*args, **kwargs) -> SourceDb:
+        created.append(create_source(*args, **kwargs))
+        return created[-1]
+
     yield factory
-    for name in created:
-        drop_database(pg_server_url, name)
+    for source in created:
+        drop_database(pg_server_url, source.dbname)
 
 
 @pytest.fixture

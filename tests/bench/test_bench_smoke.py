@@ -42,6 +42,9 @@ POSITIVE_FIGURES = (
     "extraction.ours_iceberg.seconds",
     "extraction.ours_iceberg.peak_rss_mb",
     "extraction.ours_iceberg_vs_copy",
+    "extraction.ours_iceberg_s3.seconds",
+    "extraction.ours_iceberg_s3.peak_rss_mb",
+    "extraction.ours_iceberg_s3_vs_copy",
     "extraction.dlt.seconds",
     "extraction.dlt.rows_per_s",
     "extraction.dlt.peak_rss_mb",
@@ -75,17 +78,22 @@ def test_bench_reports_every_figure(pg_server_url, tmp_path):
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "| our cold extract" in done.stdout
+    assert "| our cold extract, Iceberg tables on S3" in done.stdout
 
     run = json.loads((tmp_path / "latest.json").read_text())
     assert run["machine"]["nproc"] >= 1
     assert run["machine"]["postgresql"]
     (size,) = run["sizes"]
+    not_measured = size["extraction"].get("ours_iceberg_s3_error")
+    assert not_measured is None, not_measured
     for path in POSITIVE_FIGURES:
         assert _figure(size, path) > 0, path
 
     # every measured thing read the same simulated rows
     rows = _figure(size, "source.spend_logs")
     assert _figure(size, "extraction.ours.rows_read") == rows
+    assert _figure(size, "extraction.ours_iceberg.rows_read") == rows
+    assert _figure(size, "extraction.ours_iceberg_s3.rows_read") == rows
     assert _figure(size, "extraction.dlt.rows") == rows
     assert _figure(size, "incremental.nothing_new.rows_stored") == 0
     new = _figure(size, "incremental.one_percent_new")

@@ -7,8 +7,10 @@ import argparse
 import pytest
 
 from bench.__main__ import parse_sizes
+from bench.harness import Measured
 from bench.pg_rollups import QUERIES, rollup_queries
-from bench.report import render, targets
+from bench.report import render, size_table, targets
+from bench.suite import measure_iceberg_s3
 
 
 def test_parse_sizes_sorts_and_accepts_underscores():
@@ -97,3 +99,19 @@ def test_render_names_the_machine_and_the_misses():
     assert "PostgreSQL 15.2" in text
     assert "nothing-new run beyond start-up (s): 3.50 (goal < 3 s) MISSED" in text
     assert "Scaling: 1,000 -> 4,000 rows" in text
+
+
+def test_the_s3_figure_says_why_it_was_not_measured(tmp_path):
+    (tmp_path / "s3" / "seaweedfs" / "data").mkdir(parents=True)  # the server refuses to start
+    said: list[str] = []
+    copy = Measured(seconds=1.0, peak_rss_mb=10)
+    figures = measure_iceberg_s3("postgresql://unused", tmp_path / "s3", copy, said.append)
+    assert set(figures) == {"ours_iceberg_s3_error"}
+    reason = figures["ours_iceberg_s3_error"]
+    assert reason.startswith("the SeaweedFS S3 server did not start")
+    assert said == [f"  ours (cold, Iceberg on S3): NOT MEASURED, {reason}"]
+    size = _size()
+    size["extraction"].update(figures)
+    (row,) = [line for line in size_table(size) if "Iceberg tables on S3" in line]
+    assert "NOT MEASURED: the SeaweedFS S3 server did not start" in row
+    assert row.count("|") == 5  # one table row

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,14 +17,14 @@ import duckdb
 
 from dagster_project.lib.duckdb import connect_writer
 from dagster_project.lib.ingest.extract import FactResult, extract_fact
-from dagster_project.lib.ingest.lake import Lake
+from dagster_project.lib.ingest.lake import PAUSE_ENV, PAUSE_FILE_ENV, Lake
 from dagster_project.lib.ingest.source import ERROR_LOGS, SPEND_LOGS, SourceSession
 from dagster_project.lib.ingest.windows import WindowOptions
 from dagster_project.lib.times import utcnow
 from dagster_project.settings import ICEBERG, PARQUET, ObjectStore
-from tests.ingest.s3server import S3Server
+from devinfra.s3server import S3Server
 
-__all__ = ["Warehouse", "insert_spend", "ms", "spend_row", "utcnow"]
+__all__ = ["Warehouse", "insert_spend", "kill_at_pause_point", "ms", "spend_row", "utcnow"]
 
 # The lake format of a Warehouse made without one; the ``lake_format`` fixture
 # (tests/ingest/conftest.py) sets it, so a module's tests run once per format.
@@ -170,3 +174,32 @@ class Warehouse:
             return con.execute(sql).fetchall()
         finally:
             con.close()
+
+
+def kill_at_pause_point(
+    command: list[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    stage: str,
+    marker: Path,
+    timeout: float = 60,
+) -> None:
+    """Start ``command`` with the pause point ``stage`` armed (``<stage>:<table>`` for one
+    table's), wait until it blocks there (it writes ``marker``), then SIGKILL it."""
+    env = {**env, PAUSE_ENV: stage, PAUSE_FILE_ENV: str(marker)}
+    log = marker.with_name(f"{marker.name}.log")  # a file: a pipe could fill and block it
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
+            if proc.poll() is not None:
+                output = log.read_text()[-3000:]
+                raise AssertionError(f"{command[0]} ended before {stage}: {output}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{command[0]} never reached {stage}")
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL

@@ -5,10 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 import uuid
 from datetime import timedelta
 from urllib.parse import urlsplit, urlunsplit
@@ -18,11 +15,11 @@ import pytest
 
 from dagster_project.lib.duckdb import connect_writer
 from dagster_project.lib.ingest.extract import extract_snapshots
-from dagster_project.lib.ingest.lake import PAUSE_ENV, PAUSE_FILE_ENV, TMP_PREFIX
+from dagster_project.lib.ingest.lake import TMP_PREFIX
 from dagster_project.lib.ingest.source import SourceSchemaError, SourceSession
 from dagster_project.settings import REPO_ROOT
 from tests.ingest.extract_once import OBJECT_STORE_ENV
-from tests.ingest.helpers import Warehouse, insert_spend, spend_row, utcnow
+from tests.ingest.helpers import Warehouse, insert_spend, kill_at_pause_point, spend_row, utcnow
 
 # parquet, iceberg on local disk and iceberg on S3 (tests/ingest/conftest.py)
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("lake_variant")]
@@ -37,30 +34,12 @@ def _many_rows(n: int) -> list[dict]:
 
 def _run_until_paused(source, wh: Warehouse, stage: str, tmp_path) -> None:
     """Start an extraction into ``wh`` in a subprocess, wait until it blocks at ``stage``, kill."""
-    marker = tmp_path / f"paused-{stage}"
-    env = {**os.environ, PAUSE_ENV: stage, PAUSE_FILE_ENV: str(marker)}
+    env = dict(os.environ)
     if wh.object_store is not None:  # the lake's object store, credentials included
         env[OBJECT_STORE_ENV] = json.dumps(dataclasses.asdict(wh.object_store))
-    command = ["tests.ingest.extract_once", source.url, source.prefix, str(wh.root)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", *command, wh.lake_format],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            if proc.poll() is not None:
-                raise AssertionError(f"extraction ended before {stage}: {proc.stderr.read()!r}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"extraction never reached {stage}")
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    command = [sys.executable, "-m", "tests.ingest.extract_once", source.url, source.prefix]
+    command += [str(wh.root), wh.lake_format]
+    kill_at_pause_point(command, env, REPO_ROOT, stage, tmp_path / f"paused-{stage}")
 
 
 def as_user(url: str, user: str) -> str:

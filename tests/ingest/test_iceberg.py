@@ -18,7 +18,6 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from dagster_project.cli import main
 from dagster_project.lib.dbt.build_inputs import lake_contents
 from dagster_project.lib.duckdb import connect_writer
 from dagster_project.lib.ingest import contract as rc
@@ -40,11 +39,10 @@ from dagster_project.lib.ingest.lake import (
 )
 from dagster_project.lib.ingest.source import SourceSession
 from dagster_project.lib.postgres import create_database, drop_database
-from dagster_project.settings import ConfigError, load_settings
-from dagster_project.simulator import simulate
+from dagster_project.settings import LAKE_FORMAT_ENV, ConfigError, load_settings
 from tests.ingest.helpers import Warehouse, insert_spend, ms, spend_row, utcnow
 from tests.ingest.test_faults import _run_until_paused
-from tests.models.dbt_runner import MARTS
+from tests.ingest.whole_run import assert_same_marts, marts, spendwh_run
 
 pytestmark = pytest.mark.integration
 
@@ -236,54 +234,13 @@ def test_lake_settings_default_to_parquet_and_bad_values_get_one_sentence(tmp_pa
     )
 
 
-# the instants of each run's own extraction: the only values two runs on one source differ by
-RUN_CLOCK_COLUMNS = {"last_extracted_at", "observed_at"}
-
-
-def _marts(warehouse_path) -> dict[str, list[tuple]]:
-    """Every mart of a published warehouse, sorted, without the run-clock columns."""
-    con = duckdb.connect(str(warehouse_path), read_only=True)
-    try:
-        marts = {}
-        for mart in MARTS:
-            columns = [
-                f'"{r[0]}"'
-                for r in con.execute(
-                    "SELECT column_name FROM information_schema.columns WHERE table_schema = "
-                    "'main' AND table_name = ? ORDER BY ordinal_position",
-                    [mart],
-                ).fetchall()
-                if r[0] not in RUN_CLOCK_COLUMNS
-            ]
-            select = f"SELECT {', '.join(columns)} FROM main.{mart} ORDER BY ALL"
-            marts[mart] = con.execute(select).fetchall()
-        return marts
-    finally:
-        con.close()
-
-
 @pytest.mark.slow
-def test_a_whole_run_on_iceberg_gives_the_marts_of_a_parquet_run(
-    make_source, tmp_path, monkeypatch
-):
-    source = make_source()
-    end = utcnow().replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
-    simulate(source.url, source.prefix, seed=11, end=end, days=6, rows=1500)
-    monkeypatch.setenv("DATABASE_URL", source.url)
-    monkeypatch.setenv("PROXY_TABLE_PREFIX", source.prefix)
-    monkeypatch.setenv("SPEND_WAREHOUSE_BUDGET_AS_OF", end.isoformat())
-    monkeypatch.chdir(tmp_path)  # no stray .env
-    marts = {}
-    for lake_format in (PARQUET, ICEBERG):
-        monkeypatch.setenv("SPEND_WAREHOUSE_DIR", str(tmp_path / lake_format))
-        monkeypatch.setenv("SPEND_WAREHOUSE_LAKE_FORMAT", lake_format)
-        assert main(["run"]) == 0
-        marts[lake_format] = _marts(tmp_path / lake_format / "warehouse.duckdb")
-    assert (tmp_path / ICEBERG / "lake" / "catalog.db").exists()
-    assert not list((tmp_path / ICEBERG / "lake").rglob(MANIFEST_NAME))
-    assert sum(len(rows) for rows in marts[PARQUET].values()) > 100
-    for mart in MARTS:
-        assert marts[ICEBERG][mart] == marts[PARQUET][mart], f"{mart} differs"
+def test_a_whole_run_on_iceberg_gives_the_marts_of_a_parquet_run(parquet_run, tmp_path):
+    settings = {**parquet_run.settings(tmp_path / "wh"), LAKE_FORMAT_ENV: ICEBERG}
+    published = spendwh_run(tmp_path, settings)
+    assert_same_marts(marts(published), parquet_run.marts)
+    assert (tmp_path / "wh" / "lake" / "catalog.db").exists()
+    assert not list((tmp_path / "wh" / "lake").rglob(MANIFEST_NAME))
 
 
 def test_snapshots_expire_and_their_metadata_files_go(tmp_path):

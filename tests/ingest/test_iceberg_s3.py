@@ -5,14 +5,21 @@ extraction commits is read back by pyiceberg with only the catalog URL and the S
 holds exactly the rows of ``raw.*`` and lists ``s3://`` data files; a kill between the upload and
 the commit leaves the previous snapshot, and the next run deletes the orphan objects; replaced
 files and expired metadata leave the bucket; a lost local copy is downloaded; bad settings get
-one sentence; the catalog works in PostgreSQL. ``test_faults`` and ``test_incremental`` also run
-every case on S3 (``lake_variant``).
+one sentence; the catalog works in PostgreSQL; the whole job, configured by a ``.env`` as
+deployed, publishes the marts of a Parquet run and lands new rows once, even when killed during
+their upload. ``test_faults`` and ``test_incremental`` also run every case on S3
+(``lake_variant``).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
 
+import duckdb
+import psycopg
 import pyarrow as pa
 import pytest
 
@@ -25,9 +32,9 @@ from dagster_project.lib.ingest.iceberg import (
 )
 from dagster_project.lib.ingest.lake import ICEBERG, Lake, write_single_file
 from dagster_project.lib.postgres import create_database, drop_database
-from dagster_project.settings import load_settings
-from tests.ingest.helpers import Warehouse, insert_spend
-from tests.ingest.s3server import S3Server
+from dagster_project.settings import ICEBERG_CATALOG_URL_ENV, load_settings
+from devinfra.s3server import S3Server
+from tests.ingest.helpers import Warehouse, insert_spend, kill_at_pause_point
 from tests.ingest.test_faults import _run_until_paused
 from tests.ingest.test_iceberg import (
     land_in_two_runs,
@@ -35,6 +42,8 @@ from tests.ingest.test_iceberg import (
     same_rows,
     spend_rows,
 )
+from tests.ingest.whole_run import assert_same_marts, marts, spendwh_run
+from tests.spendwh import PLAIN_PATH, SPENDWH
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +76,18 @@ def data_objects(wh: Warehouse, name: str) -> set[str]:
     location = f"{wh.object_store.uri}/{name}"
     found = list_objects(s3_filesystem(wh.object_store), location)
     return {u for u in found if u.endswith(".parquet") and "/metadata/" not in u}
+
+
+def committed_objects(wh: Warehouse, name: str = "spend_logs") -> set[str]:
+    """The objects of the data files that table ``name``'s current snapshot lists."""
+    location = f"{wh.object_store.uri}/{name}"
+    return {f"{location}/{f.path}" for f in wh.manifest(name).files}
+
+
+def request_ids(table) -> list[str]:
+    """The ``request_id`` of every row of an Iceberg table, repeats included, sorted."""
+    ids = table.scan(selected_fields=("request_id",)).to_arrow().column("request_id")
+    return sorted(ids.to_pylist())
 
 
 def test_the_tables_on_s3_are_read_with_only_the_catalog_and_credentials(
@@ -114,11 +135,9 @@ def test_a_kill_between_the_upload_and_the_commit_leaves_the_old_snapshot(
 
     wh.extract(source)
     assert same_rows(wh, reader_table(wh, s3_server, "spend_logs"), "spend_logs") == 500
-    ids = reader_table(wh, s3_server, "spend_logs").scan(selected_fields=("request_id",))
-    ids = ids.to_arrow().column("request_id").to_pylist()
+    ids = request_ids(reader_table(wh, s3_server, "spend_logs"))
     assert len(set(ids)) == len(ids)  # nothing twice
-    location = f"{wh.object_store.uri}/spend_logs"
-    assert data_objects(wh, "spend_logs") == {f"{location}/{f.path}" for f in wh.manifest().files}
+    assert data_objects(wh, "spend_logs") == committed_objects(wh)
 
 
 def test_replaced_files_and_expired_metadata_leave_the_bucket(tmp_path, s3_server):
@@ -221,3 +240,92 @@ def test_the_catalog_in_postgresql_with_the_tables_on_s3(
         assert set(wh.store.table_names()) >= {"spend_logs", "snapshots/users"}
     finally:
         drop_database(pg_server_url, dbname)
+
+
+def resend(source, late_days: int, new: int) -> Counter:
+    """Insert now one copy of the newest request ``late_days`` older (a late row) and ``new``
+    copies minutes newer; return how many were added per UTC day."""
+    table = source.table("SpendLogs")
+    shifts = [timedelta(days=-late_days)] + [timedelta(minutes=m) for m in range(1, new + 1)]
+    with source.connect() as conn:
+        newest = f'SELECT * FROM {table} ORDER BY "startTime" DESC LIMIT 1'
+        conn.execute(f"CREATE TEMP TABLE resent AS {newest}")
+        start, end = conn.execute('SELECT "startTime", "endTime" FROM resent').fetchone()
+        for number, shift in enumerate(shifts):
+            conn.execute(
+                'UPDATE resent SET request_id = %s, "startTime" = %s, "endTime" = %s, '
+                "created_at = now(), updated_at = now()",
+                [f"resent-{number}", start + shift, end + shift],
+            )
+            conn.execute(f"INSERT INTO {table} SELECT * FROM resent")
+    return Counter((start + shift).date() for shift in shifts)
+
+
+def requests_per_day(warehouse: Path) -> Counter:
+    """``fct_spend_daily``'s requests per UTC day in a published warehouse."""
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT spend_date, sum(request_count) FROM main.fct_spend_daily GROUP BY 1"
+        ).fetchall()
+    finally:
+        con.close()
+    return Counter(dict(rows))
+
+
+@pytest.mark.slow
+def test_the_whole_job_on_s3_with_a_postgresql_catalog_as_deployed(
+    parquet_run, make_source, pg_server_url, s3_server, tmp_path
+):
+    source = make_source(like=parquet_run.source)
+    catalog_db = f"iceberg_catalog_{uuid.uuid4().hex[:8]}"
+    catalog_url = create_database(pg_server_url, catalog_db)
+    try:
+        prefix = f"t-{uuid.uuid4().hex[:12]}"
+        settings = {
+            **parquet_run.settings(tmp_path / "wh", source),
+            **s3_server.env(prefix),
+            ICEBERG_CATALOG_URL_ENV: catalog_url,
+        }
+        published = spendwh_run(tmp_path, settings)
+        assert_same_marts(marts(published), parquet_run.marts)
+
+        # every table's data files and metadata in the bucket, its entry in the catalog database
+        wh = Warehouse(tmp_path / "wh", ICEBERG, catalog_url, s3_server.store(prefix))
+        names = set(wh.store.table_names())
+        assert {"spend_logs", "error_logs", "snapshots/users"} <= names
+        fs = s3_filesystem(wh.object_store)
+        for name in names:
+            assert data_objects(wh, name) == committed_objects(wh, name), name
+            metadata = list_objects(fs, f"{wh.object_store.uri}/{name}/metadata")
+            assert any(u.endswith(".metadata.json") for u in metadata), name
+        assert not list(wh.lake.rglob("*.metadata.json"))
+        assert not (wh.lake / "catalog.db").exists()
+        with psycopg.connect(catalog_url) as conn:
+            catalogued = conn.execute(
+                "SELECT table_name FROM iceberg_tables WHERE table_namespace = %s", [NAMESPACE]
+            ).fetchall()
+        assert {r[0] for r in catalogued} == {n.replace("/", "__") for n in names}
+
+        # new rows, one late: the next run is killed during their upload (before the commit)
+        before = reader_table(wh, s3_server, "spend_logs").current_snapshot().snapshot_id
+        live = committed_objects(wh)
+        per_day = requests_per_day(published)
+        added = resend(source, late_days=3, new=4)
+        spendwh = [str(SPENDWH), "run"]
+        env = {"PATH": PLAIN_PATH, "HOME": str(tmp_path)}
+        marker = tmp_path / "paused"
+        kill_at_pause_point(spendwh, env, tmp_path, "before_commit:spend_logs", marker, 180)
+        assert reader_table(wh, s3_server, "spend_logs").current_snapshot().snapshot_id == before
+        assert data_objects(wh, "spend_logs") > live  # the killed run's uploads, uncommitted
+
+        # the rerun lands every row once, deletes the orphans and counts each row once
+        published = spendwh_run(tmp_path, settings)
+        with source.connect() as conn:
+            ids = conn.execute(f"SELECT request_id FROM {source.table('SpendLogs')}").fetchall()
+        assert request_ids(reader_table(wh, s3_server, "spend_logs")) == sorted(r[0] for r in ids)
+        assert data_objects(wh, "spend_logs") == committed_objects(wh)  # orphans deleted
+        assert requests_per_day(published) == per_day + added
+        assert len(added) >= 2  # the late row's day is not the new rows' one
+    finally:
+        drop_database(pg_server_url, catalog_db)

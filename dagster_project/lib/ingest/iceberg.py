@@ -362,7 +362,7 @@ class IcebergLakeTable(LakeTable):
                 self._conform(tx, schema)
         doomed = [f for f in live if self.relative(f.file_path) in removed]
         self._upload(added)
-        pause_point("before_commit")
+        pause_point("before_commit", self.name)
         update = tx.update_snapshot(snapshot_properties=properties)
         producer = update.overwrite() if doomed else update.fast_append()
         with producer:

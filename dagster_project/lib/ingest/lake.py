@@ -56,9 +56,11 @@ PAUSE_ENV = "SPENDWH_PAUSE_AT"  # fault injection: the stage at which to block (
 PAUSE_FILE_ENV = "SPENDWH_PAUSE_FILE"  # written when the pause point is reached
 
 
-def pause_point(stage: str) -> None:
-    """Block forever at ``stage`` when ``SPENDWH_PAUSE_AT`` names it (crash tests only)."""
-    if os.environ.get(PAUSE_ENV) != stage:
+def pause_point(stage: str, table: str | None = None) -> None:
+    """Block forever at ``stage`` when ``SPENDWH_PAUSE_AT`` names it, or ``<stage>:<table>``
+    at that table's ``stage`` only (crash tests only)."""
+    wanted = os.environ.get(PAUSE_ENV)
+    if wanted != stage and (table is None or wanted != f"{stage}:{table}"):
         return
     marker = os.environ.get(PAUSE_FILE_ENV)
     if marker:

