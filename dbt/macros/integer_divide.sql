@@ -10,3 +10,7 @@
 {% macro duckdb__integer_divide(dividend, divisor) %}
     cast(({{ dividend }}) // ({{ divisor }}) as bigint)
 {% endmacro %}
+
+{% macro spark__integer_divide(dividend, divisor) %}
+    cast(({{ dividend }}) div ({{ divisor }}) as bigint)
+{% endmacro %}

@@ -10,17 +10,10 @@
 {% endmacro %}
 
 {% macro default__json_array_distinct_elements(relation, json_column) %}
-    select
-        json_text,
-        element,
-        row_number() over (partition by json_text order by element) as element_position,
-        count(*) over (partition by json_text) as element_count,
-        occurrence_count
-    from (
+    {%- set elements -%}
         select
             json_texts.json_text,
-            elements.element,
-            count(*) as occurrence_count
+            elements.element
         from (
             select distinct {{ json_column }} as json_text
             from {{ relation }}
@@ -33,10 +26,29 @@
                 else cast('[]' as jsonb)
             end
         ) as elements (element)
-        where elements.element is not null and elements.element <> ''
+    {%- endset -%}
+    {{ _numbered_distinct_elements(elements) }}
+{% endmacro %}
+
+{#- The non-empty distinct elements of `elements` (a query of json_text, element), counted and
+    numbered per text in sort order. -#}
+{% macro _numbered_distinct_elements(elements) %}
+    select
+        json_text,
+        element,
+        row_number() over (partition by json_text order by element) as element_position,
+        count(*) over (partition by json_text) as element_count,
+        occurrence_count
+    from (
+        select
+            json_text,
+            element,
+            count(*) as occurrence_count
+        from ({{ elements }}) as elements
+        where element is not null and element <> ''
         group by
-            json_texts.json_text,
-            elements.element
+            json_text,
+            element
     ) as distinct_elements
 {% endmacro %}
 
@@ -76,4 +88,16 @@
             ) as parsed
         ) as arrays
     ) as numbered
+{% endmacro %}
+
+{#- Spark: each distinct text parsed once as an array of strings (from_json: null for a text that
+    is not an array, which explode turns into no rows). -#}
+{% macro spark__json_array_distinct_elements(relation, json_column) %}
+    {%- set elements -%}
+        select
+            json_text,
+            explode(from_json(json_text, 'array<string>')) as element
+        from (select distinct {{ json_column }} as json_text from {{ relation }}) as json_texts
+    {%- endset -%}
+    {{ _numbered_distinct_elements(elements) }}
 {% endmacro %}

@@ -45,6 +45,27 @@
     ) as entries
 {% endmacro %}
 
+{#- Spark: objects parsed once as variants (try_parse_json: null for invalid JSON) and exploded;
+    values serialize like DuckDB's (compact JSON, a JSON null as SQL NULL). -#}
+{% macro spark__json_object_entries(relation, json_column) %}
+    {{ _spark_variant_entries(relation, 'entries.key as entry_key', 'json_object_keys(' ~ json_column ~ ')', json_column) }}
+{% endmacro %}
+
+{#- Spark: the entries of each distinct JSON text that `parsed` (an expression of the column)
+    finds a container, selecting `json_text`, `entry_column` and `entry_json`. -#}
+{% macro _spark_variant_entries(relation, entry_column, parsed, json_column) %}
+    select
+        json_texts.json_text,
+        {{ entry_column }},
+        case when not is_variant_null(entries.value) then to_json(entries.value) end as entry_json
+    from (
+        select distinct {{ json_column }} as json_text
+        from {{ relation }}
+        where {{ parsed }} is not null
+    ) as json_texts,
+        lateral variant_explode(try_parse_json(json_texts.json_text)) as entries
+{% endmacro %}
+
 {#- The text of member `field` of a JSON object text (a JSON string unquoted, a number as
     written); null when the text is not an object or lacks the member. -#}
 {% macro json_member_text(json_text, field) %}
@@ -63,6 +84,10 @@
         when json_type({{ json_text }}) = 'OBJECT'
             then json_extract_string({{ json_text }}, '$.{{ field }}')
     end
+{% endmacro %}
+
+{% macro spark__json_member_text(json_text, field) %}
+    variant_get(try_parse_json({{ json_text }}), '$.{{ field }}', 'string')
 {% endmacro %}
 
 {#- The limit of a model_max_budget entry (JSON object text) as trimmed text: its budget_limit,
@@ -93,6 +118,10 @@
         json_type({{ json_text }}) = 'OBJECT' and json_exists({{ json_text }}, '$.{{ field }}'),
         false
     )
+{% endmacro %}
+
+{% macro spark__json_has_member(json_text, field) %}
+    coalesce(array_contains(json_object_keys({{ json_text }}), '{{ field }}'), false)
 {% endmacro %}
 
 {#- The elements of each distinct JSON-array text of a column, one row each: selects
@@ -135,4 +164,8 @@
             end as entries
         from (select distinct {{ json_column }} as json_text from {{ relation }}) as json_texts
     ) as arrays
+{% endmacro %}
+
+{% macro spark__json_array_entries(relation, json_column) %}
+    {{ _spark_variant_entries(relation, 'cast(entries.pos + 1 as integer) as entry_position', 'json_array_length(' ~ json_column ~ ')', json_column) }}
 {% endmacro %}

@@ -10,3 +10,8 @@
 {% macro duckdb__milliseconds_between(start_expression, end_expression) %}
     (epoch_ms({{ end_expression }}) - epoch_ms({{ start_expression }}))
 {% endmacro %}
+
+{#- Spark: the difference in microseconds rounded to milliseconds (unix_millis truncates). -#}
+{% macro spark__milliseconds_between(start_expression, end_expression) %}
+    cast(round((unix_micros({{ end_expression }}) - unix_micros({{ start_expression }})) / 1000.0) as bigint)
+{% endmacro %}

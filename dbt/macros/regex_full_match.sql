@@ -10,3 +10,9 @@
 {% macro duckdb__regex_full_match(expression, pattern) %}
     regexp_full_match({{ expression }}, '{{ pattern }}')
 {% endmacro %}
+
+{#- Spark: Java regular expressions; the patterns here have no backslashes, which Spark's string
+    literals would consume. -#}
+{% macro spark__regex_full_match(expression, pattern) %}
+    regexp_like({{ expression }}, '^({{ pattern }})$')
+{% endmacro %}

@@ -15,3 +15,11 @@
         as decimal(38, {{ scale }})
     )
 {% endmacro %}
+
+{#- Spark: as on DuckDB (Spark's decimal division would round to its own result scale). -#}
+{% macro spark__safe_divide(numerator, denominator, scale=6) %}
+    cast(
+        cast(format_string('%.15g', cast({{ numerator }} as double) / nullif(cast({{ denominator }} as double), 0)) as decimal(38, 18))
+        as decimal(38, {{ scale }})
+    )
+{% endmacro %}

@@ -20,9 +20,9 @@
     select
     {%- for name, data_type in columns %}
         {% if not execute or name in present -%}
-            cast({{ adapter.quote(name) }} as {{ data_type }})
+            cast({{ adapter.quote(name) }} as {{ sql_type(data_type) }})
         {%- else -%}
-            cast(null as {{ data_type }})
+            cast(null as {{ sql_type(data_type) }})
         {%- endif %} as {{ name }}{{ "," if not loop.last }}
     {%- endfor %}
     {% if table_exists -%}

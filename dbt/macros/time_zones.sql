@@ -1,11 +1,12 @@
 {#- Naive UTC timestamp -> naive wall-clock time in the budget time zone, and back.
-    `at time zone` has the same meaning on DuckDB (ICU) and PostgreSQL; in UTC (the default) both
-    are the identity and compile to the expression itself, sparing a per-row conversion. -#}
+    `at time zone` has the same meaning on DuckDB (ICU) and PostgreSQL, Spark converts with
+    to_utc_timestamp / from_utc_timestamp (convert_time_zone); in UTC (the default) both are the
+    identity and compile to the expression itself, sparing a per-row conversion. -#}
 {% macro utc_to_local(expression) %}
     {%- if _budget_timezone_is_utc() -%}
     ({{ expression }})
     {%- else -%}
-    (({{ expression }}) at time zone 'UTC') at time zone '{{ var("budget_timezone") }}'
+    {{ convert_time_zone(expression, 'UTC', var('budget_timezone')) }}
     {%- endif -%}
 {% endmacro %}
 
@@ -13,9 +14,22 @@
     {%- if _budget_timezone_is_utc() -%}
     cast(({{ expression }}) as {{ dbt.type_timestamp() }})
     {%- else -%}
-    cast((({{ expression }}) at time zone '{{ var("budget_timezone") }}') at time zone 'UTC' as {{ dbt.type_timestamp() }})
+    cast({{ convert_time_zone(expression, var('budget_timezone'), 'UTC') }} as {{ dbt.type_timestamp() }})
     {%- endif -%}
 {% endmacro %}
+
+{#- Naive wall-clock time in time zone `from_zone` -> the same instant's in `to_zone`. -#}
+{% macro convert_time_zone(expression, from_zone, to_zone) %}
+    {{- return(adapter.dispatch('convert_time_zone', 'spend_warehouse')(expression, from_zone, to_zone)) -}}
+{% endmacro %}
+
+{% macro default__convert_time_zone(expression, from_zone, to_zone) -%}
+    (({{ expression }}) at time zone '{{ from_zone }}') at time zone '{{ to_zone }}'
+{%- endmacro %}
+
+{% macro spark__convert_time_zone(expression, from_zone, to_zone) -%}
+    from_utc_timestamp(to_utc_timestamp({{ expression }}, '{{ from_zone }}'), '{{ to_zone }}')
+{%- endmacro %}
 
 {% macro _budget_timezone_is_utc() %}
     {{- return(var('budget_timezone') | upper in ['UTC', 'ETC/UTC', 'ZULU', 'ETC/ZULU']) -}}

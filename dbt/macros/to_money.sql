@@ -8,7 +8,7 @@
     the way PostgreSQL's float8 -> numeric cast does, and agrees with that cast except where its
     15-significant-digit rounding and the 10-decimal rounding meet (a last-digit difference). -#}
 {% macro to_money(expression) %}
-    {%- set value = 'cast(' ~ expression ~ ' as double precision)' -%}
+    {%- set value = 'cast(' ~ expression ~ ' as ' ~ sql_type('double precision') ~ ')' -%}
     cast(
         case
             when abs({{ value }}) < 100000
@@ -29,18 +29,18 @@
 {#- value x 10^decimals rounded half up, as a (whole) double: the one rounding step of
     to_money and to_money_units. -#}
 {% macro _half_up_scaled(value, decimals) %}
-    floor({{ value }} * cast({{ 10 ** decimals }} as double precision) + cast(0.5 as double precision))
+    floor({{ value }} * cast({{ 10 ** decimals }} as {{ sql_type('double precision') }}) + cast(0.5 as {{ sql_type('double precision') }}))
 {%- endmacro %}
 
 {#- A request's float8 USD spend as bigint units of 1e-10 USD: to_money's value without the
     decimal, for exact integer sums over many rows (convert the sum with units_to_money). Valid
     below $900M per row (beyond, the cast fails loudly instead of wrapping). -#}
 {% macro to_money_units(expression) %}
-    {%- set value = 'cast(' ~ expression ~ ' as double precision)' -%}
+    {%- set value = 'cast(' ~ expression ~ ' as ' ~ sql_type('double precision') ~ ')' -%}
     cast(
         case
             when abs({{ value }}) < 100000 then {{ _half_up_scaled(value, 10) }}
-            else {{ _half_up_scaled(value, 4) }} * cast(1000000 as double precision)
+            else {{ _half_up_scaled(value, 4) }} * cast(1000000 as {{ sql_type('double precision') }})
         end
         as bigint
     )

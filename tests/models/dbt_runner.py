@@ -41,7 +41,11 @@ class DbtFailedError(AssertionError):
 
 
 def run_dbt(
-    args: list[str], work_dir: Path, env: Mapping[str, str], vars_yaml: str | None = None
+    args: list[str],
+    work_dir: Path,
+    env: Mapping[str, str],
+    vars_yaml: str | None = None,
+    timeout: int = 600,
 ) -> str:
     """Run the dbt CLI on the project with its own target/log dirs; return its output."""
     command = [str(DBT_BIN), *args, "--profiles-dir", str(DBT_PROJECT_DIR)]
@@ -56,7 +60,7 @@ def run_dbt(
         **env,
     }
     result = subprocess.run(
-        command, env=full_env, capture_output=True, text=True, check=False, timeout=600
+        command, env=full_env, capture_output=True, text=True, check=False, timeout=timeout
     )
     if result.returncode != 0:
         raise DbtFailedError(f"dbt {' '.join(args)} failed:\n{result.stdout[-6000:]}")

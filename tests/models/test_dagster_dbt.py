@@ -93,7 +93,10 @@ def test_written_profile_is_private_and_has_the_committed_profiles_shape(tmp_pat
     assert (directory / "profiles.yml").stat().st_mode & 0o777 == 0o600
     committed = yaml.safe_load((DBT_PROJECT_DIR / "profiles.yml").read_text())
     assert written.keys() == committed.keys()
-    for name, output in committed["spend_warehouse"]["outputs"].items():
+    # The spark output is for hand runs and its parity test: the pipeline builds duckdb or postgres.
+    outputs = {k: v for k, v in committed["spend_warehouse"]["outputs"].items() if k != "spark"}
+    assert written["spend_warehouse"]["outputs"].keys() == outputs.keys()
+    for name, output in outputs.items():
         mine = written["spend_warehouse"]["outputs"][name]
         assert mine.keys() == output.keys(), name
         assert (mine["type"], mine["threads"]) == (output["type"], output["threads"]), name

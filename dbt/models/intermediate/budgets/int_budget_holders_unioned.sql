@@ -86,7 +86,7 @@ team_holders as (
         'team' as entity_type,
         team_id as entity_id,
         team_alias as entity_alias,
-        cast(null as varchar) as budget_id,
+        cast(null as {{ sql_type('varchar') }}) as budget_id,
         budget_duration,
         soft_budget_usd,
         max_budget_usd,
@@ -168,13 +168,13 @@ budget_row_holders as (
         entity_id,
         entity_alias,
         budget_id,
-        cast(null as varchar) as budget_duration,
+        cast(null as {{ sql_type('varchar') }}) as budget_duration,
         cast(null as numeric(38, 10)) as soft_budget_usd,
         cast(null as numeric(38, 10)) as max_budget_usd,
         spend_counter_usd,
         cast(null as timestamp) as budget_reset_at,
         created_at,
-        cast(null as varchar) as budget_limits_json
+        cast(null as {{ sql_type('varchar') }}) as budget_limits_json
     from budget_row_links
 
 ),
@@ -185,7 +185,7 @@ user_holders as (
         'user' as entity_type,
         user_id as entity_id,
         coalesce(user_alias, user_email) as entity_alias,
-        cast(null as varchar) as budget_id,
+        cast(null as {{ sql_type('varchar') }}) as budget_id,
         budget_duration,
         cast(null as numeric(38, 10)) as soft_budget_usd,
         max_budget_usd,

@@ -135,7 +135,7 @@ audit_versions as (
 
     select
         {{ surrogate_key([
-            "'audit_log'", 'audit_log_id', 'cast(evidence_rank as varchar)',
+            "'audit_log'", 'audit_log_id', 'cast(evidence_rank as ' ~ sql_type('varchar') ~ ')',
         ]) }} as version_id,
         source_table,
         entity_id,
@@ -150,9 +150,9 @@ audit_versions as (
         end as budget_limits_json,
         case
             when source_table in ('teams', 'budgets')
-                then {{ to_money("cast(soft_budget_text as double precision)") }}
+                then {{ to_money("soft_budget_text") }}
         end as soft_budget_usd,
-        {{ to_money("cast(max_budget_text as double precision)") }} as max_budget_usd,
+        {{ to_money("max_budget_text") }} as max_budget_usd,
         false as is_deleted,
         valid_from,
         observed_at,
@@ -211,8 +211,8 @@ signed as (
         *,
         concat_ws(
             '|',
-            coalesce(cast(max_budget_usd as varchar), ''),
-            coalesce(cast(soft_budget_usd as varchar), ''),
+            coalesce(cast(max_budget_usd as {{ sql_type('varchar') }}), ''),
+            coalesce(cast(soft_budget_usd as {{ sql_type('varchar') }}), ''),
             coalesce(budget_duration, ''),
             coalesce(budget_id, ''),
             coalesce(replace(model_max_budget_json, ' ', ''), ''),

@@ -85,7 +85,7 @@ carriers as (
         entity_id as carrier_id,
         budget_window,
         budget_duration,
-        cast(null as varchar) as budget_model
+        cast(null as {{ sql_type('varchar') }}) as budget_model
     from resolved
     where
         budget_source in ('key', 'team', 'user')
@@ -111,7 +111,7 @@ carriers as (
             when 'end_user_budget_model_max_budget' then model_budget_limits.budget_id
             else model_budget_limits.entity_id
         end as carrier_id,
-        cast(null as varchar) as budget_window,
+        cast(null as {{ sql_type('varchar') }}) as budget_window,
         model_budget_limits.budget_duration,
         model_budget_limits.budget_model
     from model_budget_limits

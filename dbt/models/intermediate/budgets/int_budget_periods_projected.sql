@@ -59,7 +59,7 @@ weekday_rates as (
 
     select
         history_weeks.entity_budget_id,
-        cast(extract(isodow from budget_hours.hour_local) as integer) as iso_weekday,
+        {{ iso_weekday('budget_hours.hour_local') }} as iso_weekday,
         sum(budget_hours.spend_usd) as weekday_spend_usd
     from history_weeks
     cross join evaluation
@@ -72,7 +72,7 @@ weekday_rates as (
         >= {{ add_days('evaluation.as_of_hour_local', '-7 * history_weeks.basis_weeks') }}
     group by
         history_weeks.entity_budget_id,
-        cast(extract(isodow from budget_hours.hour_local) as integer)
+        {{ iso_weekday('budget_hours.hour_local') }}
 
 ),
 
@@ -118,7 +118,7 @@ remaining_slices as (
 
     select
         entity_budget_id,
-        cast(extract(isodow from day_start_local) as integer) as iso_weekday,
+        {{ iso_weekday('day_start_local') }} as iso_weekday,
         {{ milliseconds_between(
             'case when day_start_local > as_of_local then day_start_local else as_of_local end',
             'case when day_end_local < period_end_local then day_end_local else period_end_local end',

@@ -40,13 +40,13 @@ own_limits as (
         entity_id,
         entity_alias,
         entity_type as budget_source,
-        cast(null as varchar) as budget_id,
+        cast(null as {{ sql_type('varchar') }}) as budget_id,
         budget_duration,
         soft_budget_usd,
         max_budget_usd,
         created_at as anchor_at,
-        cast(null as varchar) as budget_window,
-        cast(null as varchar) as config_error
+        cast(null as {{ sql_type('varchar') }}) as budget_window,
+        cast(null as {{ sql_type('varchar') }}) as config_error
     from holders
     where soft_budget_usd is not null or max_budget_usd is not null
 
@@ -69,8 +69,8 @@ budget_row_limits as (
             when holders.budget_duration is not null then holders.created_at
             else budgets.created_at
         end as anchor_at,
-        cast(null as varchar) as budget_window,
-        cast(null as varchar) as config_error
+        cast(null as {{ sql_type('varchar') }}) as budget_window,
+        cast(null as {{ sql_type('varchar') }}) as config_error
     from holders
     inner join budgets
         on holders.budget_id = budgets.budget_id
@@ -91,8 +91,8 @@ end_user_default as (
         budgets.soft_budget_usd,
         budgets.max_budget_usd,
         budgets.created_at as anchor_at,
-        cast(null as varchar) as budget_window,
-        cast(null as varchar) as config_error
+        cast(null as {{ sql_type('varchar') }}) as budget_window,
+        cast(null as {{ sql_type('varchar') }}) as config_error
     from holders
     inner join budgets
         on budgets.budget_id = '{{ var("max_end_user_budget_id") }}'
@@ -103,28 +103,28 @@ end_user_default as (
         entity_id,
         entity_alias,
         'end_user_default' as budget_source,
-        cast(null as varchar) as budget_id,
-        cast(null as varchar) as budget_duration,
+        cast(null as {{ sql_type('varchar') }}) as budget_id,
+        cast(null as {{ sql_type('varchar') }}) as budget_duration,
         cast(null as numeric(38, 10)) as soft_budget_usd,
         cast({{ var('max_end_user_budget') }} as numeric(38, 10)) as max_budget_usd,
         cast(null as timestamp) as anchor_at,
-        cast(null as varchar) as budget_window,
-        cast(null as varchar) as config_error
+        cast(null as {{ sql_type('varchar') }}) as budget_window,
+        cast(null as {{ sql_type('varchar') }}) as config_error
     from holders
     where entity_type = 'end_user' and budget_id is null
     {% else %}
     select
-        cast(null as varchar) as entity_type,
-        cast(null as varchar) as entity_id,
-        cast(null as varchar) as entity_alias,
-        cast(null as varchar) as budget_source,
-        cast(null as varchar) as budget_id,
-        cast(null as varchar) as budget_duration,
+        cast(null as {{ sql_type('varchar') }}) as entity_type,
+        cast(null as {{ sql_type('varchar') }}) as entity_id,
+        cast(null as {{ sql_type('varchar') }}) as entity_alias,
+        cast(null as {{ sql_type('varchar') }}) as budget_source,
+        cast(null as {{ sql_type('varchar') }}) as budget_id,
+        cast(null as {{ sql_type('varchar') }}) as budget_duration,
         cast(null as numeric(38, 10)) as soft_budget_usd,
         cast(null as numeric(38, 10)) as max_budget_usd,
         cast(null as timestamp) as anchor_at,
-        cast(null as varchar) as budget_window,
-        cast(null as varchar) as config_error
+        cast(null as {{ sql_type('varchar') }}) as budget_window,
+        cast(null as {{ sql_type('varchar') }}) as config_error
     where 1 = 0
     {% endif %}
 
@@ -162,8 +162,8 @@ window_entries as (
         entity_id,
         entity_alias,
         entity_type || '_budget_limits' as budget_source,
-        cast(null as varchar) as budget_duration,
-        cast(null as varchar) as limit_text,
+        cast(null as {{ sql_type('varchar') }}) as budget_duration,
+        cast(null as {{ sql_type('varchar') }}) as limit_text,
         created_at as anchor_at,
         0 as entry_position
     from holders
@@ -202,7 +202,7 @@ budget_limit_windows as (
         entity_id,
         entity_alias,
         budget_source,
-        cast(null as varchar) as budget_id,
+        cast(null as {{ sql_type('varchar') }}) as budget_id,
         budget_duration,
         cast(null as numeric(38, 10)) as soft_budget_usd,
         cast(
@@ -211,7 +211,9 @@ budget_limit_windows as (
         anchor_at,
         case
             when window_error is null and duration_rank = 1 then budget_duration
-            else coalesce(budget_duration, '') || '#' || cast(entry_position as varchar)
+            else
+                coalesce(budget_duration, '') || '#'
+                || cast(entry_position as {{ sql_type('varchar') }})
         end as budget_window,
         coalesce(
             window_error,

@@ -133,7 +133,7 @@ final as (
         entity_alias,
         budget_source,
         budget_model,
-        cast(null as varchar) as budget_window,
+        cast(null as {{ sql_type('varchar') }}) as budget_window,
         budget_id,
         budget_duration,
         case when period_end is null then 'open' else 'rolling' end as period_kind,

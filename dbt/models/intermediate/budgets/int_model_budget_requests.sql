@@ -60,11 +60,11 @@ match_names as (
     select
         entity_requests.*,
         substr(
-            entity_requests.requested_model, strpos(entity_requests.requested_model, '/') + 1
+            entity_requests.requested_model, position('/' in entity_requests.requested_model) + 1
         ) as match_name,
         2 as match_priority
     from entity_requests
-    where strpos(entity_requests.requested_model, '/') > 0
+    where position('/' in entity_requests.requested_model) > 0
 
 ),
 

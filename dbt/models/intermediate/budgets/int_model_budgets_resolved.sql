@@ -64,7 +64,7 @@ model_budget_maps as (
         key_hash as entity_id,
         coalesce(key_alias, key_name) as entity_alias,
         'key_model_max_budget' as budget_source,
-        cast(null as varchar) as budget_id,
+        cast(null as {{ sql_type('varchar') }}) as budget_id,
         model_max_budget_json as json_text
     from current_keys
     where model_max_budget_json is not null
@@ -76,7 +76,7 @@ model_budget_maps as (
         current_keys.key_hash as entity_id,
         coalesce(current_keys.key_alias, current_keys.key_name) as entity_alias,
         'team_model_max_budget' as budget_source,
-        cast(null as varchar) as budget_id,
+        cast(null as {{ sql_type('varchar') }}) as budget_id,
         teams.model_max_budget_json as json_text
     from current_keys
     inner join teams
@@ -90,7 +90,7 @@ model_budget_maps as (
         user_id as entity_id,
         coalesce(user_alias, user_email) as entity_alias,
         'user_model_max_budget' as budget_source,
-        cast(null as varchar) as budget_id,
+        cast(null as {{ sql_type('varchar') }}) as budget_id,
         model_max_budget_json as json_text
     from users
     where model_max_budget_json is not null and not is_proxy_budget_row
@@ -146,9 +146,9 @@ not_objects as (
         model_budget_maps.entity_alias,
         model_budget_maps.budget_source,
         model_budget_maps.budget_id,
-        cast(null as varchar) as budget_model,
-        cast(null as varchar) as limit_text,
-        cast(null as varchar) as budget_duration
+        cast(null as {{ sql_type('varchar') }}) as budget_model,
+        cast(null as {{ sql_type('varchar') }}) as limit_text,
+        cast(null as {{ sql_type('varchar') }}) as budget_duration
     from model_budget_maps
     where
         trim(model_budget_maps.json_text) not in ('null', '')

@@ -1,6 +1,6 @@
 {%- set default_id = var('max_end_user_budget_id') -%}
 {%- set default_budget_id = (
-    "'" ~ default_id ~ "'" if default_id is not none else 'cast(null as varchar)'
+    "'" ~ default_id ~ "'" if default_id is not none else 'cast(null as ' ~ sql_type('varchar') ~ ')'
 ) -%}
 -- Every live spend counter the proxy keeps, with the duration that resets it (proxy-db.md §4.3):
 -- keys (own duration, else their budget row's), users, teams, end users, team members, and tags

@@ -37,7 +37,7 @@ affected as (
         entity_id,
         entity_alias,
         budget_source,
-        cast(null as varchar) as budget_model,
+        cast(null as {{ sql_type('varchar') }}) as budget_model,
         budget_window,
         budget_id,
         budget_duration,
@@ -51,11 +51,11 @@ affected as (
         entity_id,
         entity_alias,
         'spend_counter' as budget_source,
-        cast(null as varchar) as budget_model,
-        cast(null as varchar) as budget_window,
-        cast(null as varchar) as budget_id,
+        cast(null as {{ sql_type('varchar') }}) as budget_model,
+        cast(null as {{ sql_type('varchar') }}) as budget_window,
+        cast(null as {{ sql_type('varchar') }}) as budget_id,
         counter_duration as budget_duration,
-        cast(null as varchar) as config_error
+        cast(null as {{ sql_type('varchar') }}) as config_error
     from spend_counters
 
     union
@@ -66,7 +66,7 @@ affected as (
         entity_alias,
         budget_source,
         budget_model,
-        cast(null as varchar) as budget_window,
+        cast(null as {{ sql_type('varchar') }}) as budget_window,
         budget_id,
         budget_duration,
         config_error

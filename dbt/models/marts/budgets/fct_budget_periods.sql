@@ -32,7 +32,7 @@ unioned as (
         entity_id,
         entity_alias,
         budget_source,
-        cast(null as varchar) as budget_model,
+        cast(null as {{ sql_type('varchar') }}) as budget_model,
         budget_window,
         budget_id,
         budget_duration,

@@ -2,7 +2,7 @@
 {%- set default_id = var('max_end_user_budget_id') -%}
 {%- set default_max = var('max_end_user_budget') -%}
 {%- set default_budget_id = (
-    "'" ~ default_id ~ "'" if default_id is not none else 'cast(null as varchar)'
+    "'" ~ default_id ~ "'" if default_id is not none else 'cast(null as ' ~ sql_type('varchar') ~ ')'
 ) -%}
 {%- set default_max_budget = (
     'cast(' ~ default_max ~ ' as numeric(38, 10))'
@@ -55,8 +55,8 @@ all_end_users as (
 
     select
         logged_end_users.end_user_id,
-        cast(null as varchar) as budget_id,
-        cast(null as varchar) as end_user_alias,
+        cast(null as {{ sql_type('varchar') }}) as budget_id,
+        cast(null as {{ sql_type('varchar') }}) as end_user_alias,
         cast(null as numeric(38, 10)) as spend_counter_usd,
         false as is_blocked,
         false as is_known

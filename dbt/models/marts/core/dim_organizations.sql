@@ -50,9 +50,9 @@ unknown_organizations as (
 
     select
         organization_id,
-        cast(null as varchar) as budget_id,
-        cast(null as varchar) as organization_alias,
-        cast(null as varchar) as budget_duration,
+        cast(null as {{ sql_type('varchar') }}) as budget_id,
+        cast(null as {{ sql_type('varchar') }}) as organization_alias,
+        cast(null as {{ sql_type('varchar') }}) as budget_duration,
         cast(null as numeric(38, 10)) as max_budget_usd,
         cast(null as numeric(38, 10)) as soft_budget_usd,
         cast(null as numeric(38, 10)) as spend_counter_usd,

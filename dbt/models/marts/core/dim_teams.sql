@@ -55,9 +55,9 @@ unknown_teams as (
 
     select
         logged_teams.team_id,
-        cast(null as varchar) as organization_id,
+        cast(null as {{ sql_type('varchar') }}) as organization_id,
         logged_teams.team_alias_at_request as team_alias,
-        cast(null as varchar) as budget_duration,
+        cast(null as {{ sql_type('varchar') }}) as budget_duration,
         cast(null as numeric(38, 10)) as max_budget_usd,
         cast(null as numeric(38, 10)) as soft_budget_usd,
         cast(null as numeric(38, 10)) as spend_counter_usd,

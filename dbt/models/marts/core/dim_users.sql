@@ -45,11 +45,11 @@ unknown_users as (
 
     select
         user_id,
-        cast(null as varchar) as organization_id,
-        cast(null as varchar) as user_alias,
-        cast(null as varchar) as user_email,
-        cast(null as varchar) as user_role,
-        cast(null as varchar) as budget_duration,
+        cast(null as {{ sql_type('varchar') }}) as organization_id,
+        cast(null as {{ sql_type('varchar') }}) as user_alias,
+        cast(null as {{ sql_type('varchar') }}) as user_email,
+        cast(null as {{ sql_type('varchar') }}) as user_role,
+        cast(null as {{ sql_type('varchar') }}) as budget_duration,
         cast(null as numeric(38, 10)) as max_budget_usd,
         cast(null as numeric(38, 10)) as spend_counter_usd,
         false as is_proxy_budget_row,

@@ -1,9 +1,8 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='error_date',
         on_schema_change='fail',
+        **incremental_by_day('error_date'),
     )
 }}
 -- Failed LLM call attempts (ErrorLogs) per UTC day, model group, provider, exception type and

@@ -1,9 +1,8 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='spend_date',
         on_schema_change='fail',
+        **incremental_by_day('spend_date'),
     )
 }}
 -- Spend per request tag. Multi-tag rule: a request with n distinct tags appears under each of

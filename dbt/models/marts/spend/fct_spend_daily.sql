@@ -1,9 +1,8 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='spend_date',
         on_schema_change='fail',
+        **incremental_by_day('spend_date'),
     )
 }}
 -- Incremental: each run re-builds whole UTC days: the var incremental_rebuild_days days before the

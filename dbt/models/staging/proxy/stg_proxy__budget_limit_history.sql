@@ -34,12 +34,8 @@ renamed as (
         limits_json,
 
         ----------  numerics
-        {{ to_money(
-            "cast(" ~ json_member_text('limits_json', 'max_budget') ~ " as double precision)"
-        ) }} as max_budget_usd,
-        {{ to_money(
-            "cast(" ~ json_member_text('limits_json', 'soft_budget') ~ " as double precision)"
-        ) }} as soft_budget_usd,
+        {{ to_money(json_member_text('limits_json', 'max_budget')) }} as max_budget_usd,
+        {{ to_money(json_member_text('limits_json', 'soft_budget')) }} as soft_budget_usd,
 
         ----------  booleans
         coalesce(is_deleted, false) as is_deleted,
