@@ -19,14 +19,15 @@ from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dagster_project.lib.ingest import contract as rc
 from dagster_project.lib.ingest.lake import DedupRule, LakeFile, PublishedTable, pause_point
 from dagster_project.lib.ingest.source import FactTable
-from dagster_project.lib.sql import quote_ident
 from dagster_project.lib.times import utcnow
 
 LOADED_FILES = f"{rc.RAW_SCHEMA}._lake_files"
+STORED_DAY = "_stored_day"  # filter_changed: the day of the stored version a row supersedes
 SOURCE_TABLES = f"{rc.RAW_SCHEMA}._source_tables"
 
 _DUCKDB_TYPES = {
@@ -219,21 +220,26 @@ def filter_changed(con: duckdb.DuckDBPyConnection, fact: FactTable, data: pa.Tab
             return Changes(data)
         wanted = ", ".join(str(int(row[0])) for row in rowids)
         joined = con.sql(
-            f"SELECT i.*, r._day AS _stored_day FROM _batch AS i LEFT JOIN ("
+            f"SELECT i.*, r._day AS {STORED_DAY} FROM _batch AS i LEFT JOIN ("
             f"SELECT {key}, CAST({day} AS DATE) AS _day, {content_hash_sql(columns)} AS _hash "
             f"FROM {target} WHERE rowid IN ({wanted})) AS r ON r.{key} = i.{key} "
             f"WHERE r.{key} IS NULL OR {content_hash_sql(columns, 'i')} <> r._hash"
-        )
-        [(replaced,)] = (
-            joined.filter("_stored_day IS NOT NULL")
-            .aggregate(f"list(DISTINCT _stored_day) || list(DISTINCT CAST({day} AS DATE))")
-            .fetchall()
-        )
-        result = joined.select(", ".join(quote_ident(n) for n in data.schema.names))
-        rows = result.to_arrow_table()
+        ).to_arrow_table()
     finally:
         con.unregister("_batch")
-    return Changes(rows.cast(data.schema), frozenset(d.isoformat() for d in replaced or []))
+    # rows that supersede a stored version: the days of both versions are rewritten
+    superseding = joined.filter(pc.is_valid(joined.column(STORED_DAY)))
+    days = pc.unique(
+        pa.chunked_array(
+            [
+                *superseding.column(STORED_DAY).chunks,
+                *pc.cast(superseding.column(day), pa.date32()).chunks,
+            ],
+            type=pa.date32(),
+        )
+    )
+    rows = joined.drop_columns([STORED_DAY]).cast(data.schema)
+    return Changes(rows, frozenset(d.isoformat() for d in days.to_pylist()))
 
 
 def replace_snapshot(
