@@ -21,12 +21,12 @@ pytestmark = pytest.mark.integration
 
 RAW_FACTS = {"raw/spend_logs", "raw/error_logs"}
 ALERTS = "fct_budget_alerts"
-JOBS = {"spend_warehouse_job", "extract_job", "spend_warehouse_rollback_job"}
+JOBS = {"spend_warehouse_job", "extract_job", "build_job", "spend_warehouse_rollback_job"}
 SCHEDULES = {
-    "spend_warehouse_schedule": ("spend_warehouse_job", "*/15 * * * *"),
+    "spend_warehouse_schedule": ("extract_job", "*/15 * * * *"),
     "spend_warehouse_rollback_schedule": ("spend_warehouse_rollback_job", "30 3 * * *"),
 }
-SENSORS = {"deliver_budget_alerts", "alert_on_pipeline_failure"}
+SENSORS = {"deliver_budget_alerts", "alert_on_pipeline_failure", "spend_warehouse_build_sensor"}
 PYTHON_CHECKS = {
     ("raw/spend_logs", "reconciliation"),
     ("raw/spend_logs", "freshness"),
@@ -138,6 +138,10 @@ def test_jobs(definitions, repository, asset_keys):
     extract = definitions.resolve_job_def("extract_job").asset_layer.executable_asset_keys
     assert {k.to_user_string() for k in extract} == {
         key for key in asset_keys if key.startswith("raw/")
+    }
+    build = definitions.resolve_job_def("build_job").asset_layer.executable_asset_keys
+    assert {k.to_user_string() for k in build} == {
+        key for key in asset_keys if not key.startswith("raw/")
     }
 
 

@@ -1,11 +1,12 @@
-"""``spendwh run``: run the pipeline's job once, in this process, and print its progress.
+"""``spendwh run``: run the pipeline once, in this process, and print its progress.
 
-Validates the configuration and the source first (one-line errors), then runs
-``spend_warehouse_job`` (the job the schedule runs, with the same assets, checks, hooks and
-resources: it extracts, builds, alerts and publishes ``warehouse.duckdb``) on the persistent
-Dagster instance the UI and the daemon use, printing one line per asset and check as they
-complete. It does nothing the job does not: a run from here, the UI or the schedule leaves the
-same warehouse and alert ledger.
+Validates the configuration and the source first (one-line errors), then does what the schedule
+and the build sensor do, with the same jobs, assets, checks, hooks and resources, on the
+persistent Dagster instance the UI and the daemon use: ``extract_job``, then, when the sensor's
+decision (:func:`~dagster_project.defs.pipeline.schedules.build_due`) says a build is due,
+``build_job`` (dbt models, alerts, publish of ``warehouse.duckdb``). It prints one line per asset
+and check as they complete. A run from here, the UI or the schedule leaves the same warehouse
+and alert ledger.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ import os
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from dagster_project.lib.postgres import inspect_source, redact
 from dagster_project.settings import ConfigError, load_settings
 
-JOB = "spend_warehouse_job"
 ROLLBACK_JOB = "spend_warehouse_rollback_job"
 EXTRACT_JOB = "extract_job"
+BUILD_JOB = "build_job"
 LOUD_CHECK_PREFIXES = ("raw/", "fct_budget_alerts:")
 SHOWN_METADATA = ("status", "rows_read", "rows_stored", "dagster/row_count", "watermark")
 
@@ -46,12 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def job_name(args: argparse.Namespace) -> str:
-    """The job a ``spendwh run`` invocation runs."""
-    if args.extract_only:
-        if args.rollback:
-            raise ConfigError("--rollback and --extract-only cannot be combined; pick one.")
-        return EXTRACT_JOB
-    return ROLLBACK_JOB if args.rollback else JOB
+    """The job a ``spendwh run`` invocation runs first (``build_job`` may follow it)."""
+    if args.extract_only and args.rollback:
+        raise ConfigError("--rollback and --extract-only cannot be combined; pick one.")
+    return ROLLBACK_JOB if args.rollback else EXTRACT_JOB
 
 
 def _metadata_text(metadata: dict[str, Any]) -> str:
@@ -110,13 +110,14 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from dagster_project.definitions import defs
+    from dagster_project.defs.pipeline.schedules import build_due
     from dagster_project.defs.warehouse.assets import WAREHOUSE_KEY
     from dagster_project.lib.run_launcher import in_process_run_tags
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # instance set-up chatter
     logging.getLogger("dagster").setLevel(logging.WARNING)  # progress is printed here instead
     started = time.monotonic()
-    job = defs().resolve_job_def(job_name(args))
+    definitions = defs()
     run_id = str(uuid.uuid4())
     log_path = settings.state_dir / "logs" / f"run-{run_id}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,26 +129,43 @@ def run(args: argparse.Namespace) -> int:
         contextlib.redirect_stdout(log_file),
     ):
         recover_runs(instance, settings, console)
-        instance.add_event_listener(run_id, lambda event: _progress(event, console, log_file))
-        result = job.execute_in_process(
-            instance=instance,
-            run_id=run_id,
-            raise_on_error=False,
-            run_config=run_config(args),
-            tags=in_process_run_tags(),
-        )
+
+        def execute(name: str, run_id: str, config: dict[str, Any]):
+            instance.add_event_listener(run_id, lambda event: _progress(event, console, log_file))
+            return definitions.resolve_job_def(name).execute_in_process(
+                instance=instance,
+                run_id=run_id,
+                raise_on_error=False,
+                run_config=config,
+                tags=in_process_run_tags(),
+            )
+
+        results = [execute(job_name(args), run_id, run_config(args))]
+        if results[0].success and job_name(args) == EXTRACT_JOB and not args.extract_only:
+            decision = build_due(settings, datetime.now(UTC))
+            _echo(f"spendwh run: {decision.reason}", console, log_file)
+            if decision.build:
+                results.append(execute(BUILD_JOB, str(uuid.uuid4()), run_config(args)))
     elapsed = time.monotonic() - started
-    print(summary(result))
-    if not result.success:
-        failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    print(summary(results))
+    failed_results = [r for r in results if not r.success]
+    if failed_results:
+        failed = [
+            e.step_key
+            for r in failed_results
+            for e in r.all_events
+            if e.event_type_value == "STEP_FAILURE"
+        ]
         print(
             f"spendwh run: FAILED after {elapsed:.1f} s (failed: {', '.join(failed) or 'run'}); "
             f"{settings.warehouse_path} was not updated; a pipeline-health alert was recorded",
             file=sys.stderr,
         )
         return 1
-    published = any(e.asset_key == WAREHOUSE_KEY for e in result.get_asset_materialization_events())
-    if job_name(args) == EXTRACT_JOB:
+    published = any(
+        e.asset_key == WAREHOUSE_KEY for r in results for e in r.get_asset_materialization_events()
+    )
+    if args.extract_only:
         outcome = f"raw layer only, {settings.warehouse_path} not republished"
     elif published:
         outcome = f"published {settings.warehouse_path}"
@@ -207,10 +225,10 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
-def summary(result: Any) -> str:
-    """One line: how many assets materialized and how the checks went."""
-    materialized = len(result.get_asset_materialization_events())
-    checks = result.get_asset_check_evaluations()
+def summary(results: list[Any]) -> str:
+    """One line: how many assets materialized and how the checks went, over the runs."""
+    materialized = sum(len(r.get_asset_materialization_events()) for r in results)
+    checks = [c for r in results for c in r.get_asset_check_evaluations()]
     failed = sorted(
         f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed
     )

@@ -6,12 +6,13 @@ daemon and the webserver exactly as their units say (executable, arguments, work
 environment), each in its own process group, against a proxy database the simulator keeps
 writing to, with alert webhooks on a real local receiver that fails its first requests.
 
-Then: scheduled runs succeed and republish ``warehouse.duckdb``; a run killed with SIGKILL in
-the middle of a step (daemon, webserver, code servers and run worker, as an OOM kill or a power
-cut would) is marked failed by run monitoring after the restart, its pool slot is freed, a
-pipeline-health alert goes out and the next scheduled run succeeds; in the end every alert
-reached each destination exactly once, the warehouse holds exactly the source's rows, and the
-marts equal those of one uninterrupted ``spendwh run`` on the same data. The latencies from a
+Then: scheduled extractions succeed and the builds the build sensor launches after them
+republish ``warehouse.duckdb``; a run killed with SIGKILL in the middle of a step (daemon,
+webserver, code servers and run worker, as an OOM kill or a power cut would) is marked failed by
+run monitoring after the restart, its pool slot is freed, a pipeline-health alert goes out and
+the next scheduled extraction and build succeed; in the end every alert reached each
+destination exactly once, the warehouse holds exactly the source's rows, and the marts equal
+those of one uninterrupted ``spendwh run`` on the same data. The latencies from a
 request's ``startTime`` to its row in the warehouse and to its alert's delivery are printed.
 """
 
@@ -40,6 +41,7 @@ import duckdb
 import pytest
 from dagster._core.storage.dagster_run import RunsFilter
 
+from dagster_project.defs.pipeline.schedules import EXTRACTION_TAG
 from dagster_project.lib.alerts.ledger import connect_ledger_readonly
 from dagster_project.lib.duckdb import WRITER_POOL
 from dagster_project.simulator.workload import rate_per_ms
@@ -55,9 +57,12 @@ from tests.ingest.helpers import insert_spend, ms, spend_row
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-JOB = "spend_warehouse_job"
+EXTRACT_JOB = "extract_job"
+BUILD_JOB = "build_job"
 SCHEDULE = "spend_warehouse_schedule"
 SCHEDULE_TAG = "dagster/schedule_name"
+BUILD_SENSOR = "spend_warehouse_build_sensor"
+SENSOR_TAG = "dagster/sensor_name"
 VENV_BIN = Path(sys.executable).parent
 FAILING_REQUESTS = 3  # the receiver answers 503 to its first requests
 LIVE_REQUESTS_PER_MINUTE = 10.0  # simulated traffic at the time of the test
@@ -219,12 +224,15 @@ def free_port() -> int:
 
 
 def scheduled_runs(instance: dg.DagsterInstance) -> list:
-    """Run records of the schedule's runs, oldest first."""
-    return list(
-        instance.get_run_records(
-            filters=RunsFilter(job_name=JOB, tags={SCHEDULE_TAG: SCHEDULE}), ascending=True
-        )
+    """Run records of the daemon's pipeline runs, oldest first: the schedule's extractions and
+    the builds the build sensor launched after them."""
+    extractions = instance.get_run_records(
+        filters=RunsFilter(job_name=EXTRACT_JOB, tags={SCHEDULE_TAG: SCHEDULE})
     )
+    builds = instance.get_run_records(
+        filters=RunsFilter(job_name=BUILD_JOB, tags={SENSOR_TAG: BUILD_SENSOR})
+    )
+    return sorted([*extractions, *builds], key=lambda r: r.create_timestamp)
 
 
 def run_table(records) -> str:
@@ -427,10 +435,12 @@ def test_deployed_pipeline_survives_a_kill_and_delivers_everything_once(
             )
 
         def successes() -> list:
+            """The successful builds: each one publishes the warehouse."""
             return [
                 r
                 for r in scheduled_runs(instance)
-                if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+                if r.dagster_run.job_name == BUILD_JOB
+                and r.dagster_run.status == dg.DagsterRunStatus.SUCCESS
             ]
 
         # 3. Two scheduled runs succeed, the second republishing the warehouse with newer rows.
@@ -594,7 +604,7 @@ def test_deployed_pipeline_survives_a_kill_and_delivers_everything_once(
             h
             for h in health
             if datetime.fromisoformat(h["first_seen_at"]) >= killed_at
-            and f"run of {JOB} failed" in h["message"]
+            and f"run of {instance.get_run_by_id(killed_run).job_name} failed" in h["message"]
         ]
         assert crash_alerts, f"no pipeline-health alert for the killed run: {health}"
         for event in crash_alerts:
@@ -604,7 +614,7 @@ def test_deployed_pipeline_survives_a_kill_and_delivers_everything_once(
             }
 
         # The warehouse holds the source's rows up to the last watermark, each once.
-        watermark = spend_watermark(instance, final.dagster_run.run_id)
+        watermark = spend_watermark(instance, final.dagster_run.tags[EXTRACTION_TAG])
         expected = source_requests(source, watermark)
         with duckdb.connect(str(warehouse), read_only=True) as con:
             total, distinct = con.execute(

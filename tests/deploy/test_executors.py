@@ -13,7 +13,7 @@ from dagster_project.cli import main
 from dagster_project.lib import workers
 from dagster_project.settings import REPO_ROOT, executor_from
 
-JOBS = ("spend_warehouse_job", "extract_job", "spend_warehouse_rollback_job")
+JOBS = ("spend_warehouse_job", "extract_job", "build_job", "spend_warehouse_rollback_job")
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,27 @@ def test_extract_only_prints_progress_and_leaves_the_published_warehouse_alone(c
         con.close()
 
 
+def test_run_extracts_then_builds_only_when_a_build_is_due(configured, capsys):
+    """As the schedule and the build sensor: ``extract_job``, then ``build_job`` when due."""
+    source, wh = configured
+    insert_spend(source, [spend_row(f"r{i}", utcnow() - timedelta(hours=i + 1)) for i in range(4)])
+    assert main(["run"]) == 0
+    first = capsys.readouterr().out
+    assert "spendwh run: building: no warehouse published from a recorded build yet" in first
+    assert "ok    fct_spend_daily" in first
+    assert f"published {wh / 'warehouse.duckdb'}" in first
+    stamp = (wh / "warehouse.duckdb").stat().st_mtime_ns
+
+    assert main(["run"]) == 0
+    quiet = capsys.readouterr().out
+    assert "spendwh run: nothing new since the warehouse published at" in quiet
+    assert "fct_spend_daily" not in quiet  # the build job did not even start
+    raw_assets = len(SNAPSHOT_TABLES) + 3
+    assert f"summary: {raw_assets} assets materialized, 6 checks passed" in quiet
+    assert "nothing new: " in quiet
+    assert (wh / "warehouse.duckdb").stat().st_mtime_ns == stamp
+
+
 def test_run_fails_loudly_and_does_not_publish(configured, capsys):
     source, wh = configured
     with source.connect() as conn:
@@ -75,5 +96,7 @@ def test_rollback_run_keeps_the_rollback_config():
     assert config["loggers"]["console"]["config"]["log_level"] == "CRITICAL"
     assert job_name(args) == "spend_warehouse_rollback_job"
     assert job_name(argparse.Namespace(rollback=False, extract_only=True)) == "extract_job"
+    # the scheduled path: extract_job first, build_job after it when a build is due
+    assert job_name(argparse.Namespace(rollback=False, extract_only=False)) == "extract_job"
     with pytest.raises(ConfigError, match="cannot be combined"):
         job_name(argparse.Namespace(rollback=True, extract_only=True))

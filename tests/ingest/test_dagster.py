@@ -162,7 +162,7 @@ def test_jobs_and_schedule_definitions(monkeypatch):
     defs = schedules()
     by_name = {s.name: s for s in defs.schedules}
     assert by_name["spend_warehouse_schedule"].cron_schedule == DEFAULT_SCHEDULE
-    assert by_name["spend_warehouse_schedule"].job_name == "spend_warehouse_job"
+    assert by_name["spend_warehouse_schedule"].job_name == "extract_job"
     assert by_name["spend_warehouse_rollback_schedule"].job_name == "spend_warehouse_rollback_job"
     monkeypatch.setenv("SPEND_WAREHOUSE_SCHEDULE", "*/5 * * * *")
     assert schedules().schedules[0].cron_schedule == "*/5 * * * *"

@@ -1,8 +1,9 @@
-"""Nothing new, nothing done: the whole job on a real source, with and without new rows.
+"""Nothing new, nothing done: the pipeline on a real source, with and without new rows.
 
 A run whose extraction stores nothing skips the dbt build, the alert evaluation and the publish
 (the analysts' file is not touched); a new row, a budget evaluation that is due, or a build
-database rebuilt from the lake each bring the full run back.
+database rebuilt from the lake each bring the full run back. On the scheduled path the build
+sensor makes that decision, so a quiet extraction is followed by no build run at all.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import pytest
 
 from dagster_project.definitions import defs as load_defs
 from dagster_project.defs.dbt.assets import DBT_ASSETS_NAME
+from dagster_project.defs.pipeline.schedules import build_after_extraction
+from dagster_project.defs.resources import SettingsResource
+from dagster_project.lib.run_launcher import in_process_run_tags
 from dagster_project.settings import load_settings
 from tests.ingest.helpers import insert_spend, ms, spend_row, utcnow
 
@@ -83,3 +87,63 @@ def test_a_run_with_nothing_new_builds_and_publishes_nothing(make_source, point_
         assert {"fct_spend_daily", "warehouse"} <= recovered
         assert published_ids(settings.warehouse_path) == ["new", "r0", "r1", "r2", "r3", "r4"]
     print(f"full run {full_s:.1f} s, nothing new {quiet_s:.1f} s")
+
+
+def extract(instance, tags: dict[str, str] | None = None) -> dg.DagsterRun:
+    result = (
+        load_defs()
+        .resolve_job_def("extract_job")
+        .execute_in_process(instance=instance, raise_on_error=False, tags=tags or {})
+    )
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    return result.dagster_run
+
+
+def sensor_after(instance, extraction: dg.DagsterRun):
+    """The build sensor's answer to the successful ``extraction``, as the daemon evaluates it."""
+    success = instance.all_logs(extraction.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)[0]
+    context = dg.build_run_status_sensor_context(
+        sensor_name=build_after_extraction.name,
+        dagster_instance=instance,
+        dagster_run=extraction,
+        dagster_event=success.dagster_event,
+        resources={"settings": SettingsResource()},
+    )
+    return build_after_extraction(context)
+
+
+def test_the_schedule_extracts_and_the_sensor_builds_only_what_is_due(
+    make_source, point_pipeline_at
+):
+    """The scheduled path: ``extract_job`` alone, then ``build_job`` when the build sensor finds a
+    build due; with nothing new no build run is requested at all."""
+    source = point_pipeline_at(make_source())
+    now = ms(utcnow())
+    insert_spend(source, [spend_row(f"r{i}", now - timedelta(hours=i + 1)) for i in range(3)])
+    settings = load_settings()
+    with dg.instance_for_test() as instance:
+        first = extract(instance)
+        request = sensor_after(instance, first)
+        assert isinstance(request, dg.RunRequest), request
+        assert request.run_key == first.run_id  # one build per extraction, never two
+        build = load_defs().resolve_job_def("build_job")
+        built = build.execute_in_process(instance=instance, raise_on_error=False)
+        assert built.success
+        keys = {e.asset_key.to_user_string() for e in built.get_asset_materialization_events()}
+        assert {"fct_spend_daily", "fct_budget_alerts", "warehouse"} <= keys
+        assert not any(key.startswith("raw/") for key in keys)  # the extraction's job
+
+        quiet = sensor_after(instance, extract(instance))
+        assert isinstance(quiet, dg.SkipReason), quiet
+        assert "nothing new since the warehouse published at" in quiet.skip_message
+
+        insert_spend(source, [spend_row("new", now - timedelta(minutes=30))])
+        assert isinstance(sensor_after(instance, extract(instance)), dg.RunRequest)
+
+        # `spendwh run` builds after its own extraction: the sensor leaves it alone
+        own = sensor_after(instance, extract(instance, tags=in_process_run_tags()))
+        assert isinstance(own, dg.SkipReason)
+        assert "spendwh run" in own.skip_message
+
+        settings.build_path.unlink()  # lost: the next extraction rebuilds only the raw layer
+        assert isinstance(sensor_after(instance, extract(instance)), dg.RunRequest)

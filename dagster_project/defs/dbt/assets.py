@@ -9,6 +9,7 @@ target the raw tables are copied to PostgreSQL first.
 """
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,6 +35,7 @@ from dagster_project.lib.ingest.lake import Lake
 from dagster_project.settings import Settings
 
 DBT_ASSETS_NAME = "spend_warehouse_dbt"
+REEVALUATE_AFTER_MINUTES = 20
 
 
 def build_args(full_refresh: bool = False) -> list[str]:
@@ -59,7 +61,7 @@ class DbtBuildConfig(dg.Config):
     """Skip the build, the alert evaluation and the publish when nothing changed since the last
     published warehouse (see ``lib/dbt/build_inputs.py``)."""
 
-    reevaluate_after_minutes: int = 20
+    reevaluate_after_minutes: int = REEVALUATE_AFTER_MINUTES
     """Even with nothing new, build and evaluate budgets again once the last publish is this
     old: periods close and forecasts move with the clock alone. With any schedule, evaluations
     are then less than this plus one schedule interval apart, well inside the hour after which
@@ -73,6 +75,48 @@ def missing_models(settings: Settings, relations: Iterable[str]) -> list[str]:
         target = settings.postgres
         return missing_postgres_tables(target.url, target.schema, relations)
     return missing_tables(settings.build_path, relations)
+
+
+@dataclass(frozen=True)
+class BuildDecision:
+    """Whether a dbt build is due, why, and the fingerprint of what it would read."""
+
+    build: bool
+    reason: str
+    fingerprint: str
+
+
+def build_decision(
+    settings: Settings,
+    *,
+    now: datetime,
+    max_age: timedelta = timedelta(minutes=REEVALUATE_AFTER_MINUTES),
+    models_present: bool | None = None,
+) -> BuildDecision:
+    """Nothing new, nothing done: is a build (models, alert evaluation, publish) due?
+
+    The one decision behind the dbt asset's skip and the build sensor (which launches the build
+    job after an extraction); see :func:`skip_reason`. ``models_present`` None: look, where the
+    target builds (call it with the build database's writer lock held, or pass what is known).
+    """
+    project = dbt_project()
+    command = [settings.dbt_target, *build_args(), *vars_args(settings)]
+    fingerprint = current_inputs(
+        Lake.from_settings(settings), project.project_dir, command
+    ).fingerprint()
+    if models_present is None:
+        relations = table_relations(project.manifest_path, dbt_translator())
+        models_present = not missing_models(settings, relations.values())
+    skip, reason = skip_reason(
+        last_published(settings.state_dir),
+        fingerprint,
+        now=now,
+        max_age=max_age,
+        warehouse_exists=settings.warehouse_path.exists(),
+        models_present=models_present,
+        open_health_problems=open_health_problem_count(ledger_path(settings.state_dir)),
+    )
+    return BuildDecision(not skip, reason, fingerprint)
 
 
 def with_row_counts(
@@ -121,25 +165,17 @@ def defs() -> dg.Definitions:
         settings = settings.get()
         dbt = dbt_cli(project, settings)
         command = [*build_args(config.full_refresh), *vars_args(settings)]
-        relations = table_relations(project.manifest_path, translator)
         with writer_lock(settings.build_path):
-            fingerprint = current_inputs(
-                Lake.from_settings(settings), project.project_dir, [settings.dbt_target, *command]
-            ).fingerprint()
-            if config.full_refresh or not config.skip_unchanged:
-                skip, reason = False, "building: a full refresh, or skip_unchanged is off"
-            else:
-                skip, reason = skip_reason(
-                    last_published(settings.state_dir),
-                    fingerprint,
-                    now=datetime.now(UTC),
-                    max_age=timedelta(minutes=config.reevaluate_after_minutes),
-                    warehouse_exists=settings.warehouse_path.exists(),
-                    models_present=not missing_models(settings, relations.values()),
-                    open_health_problems=open_health_problem_count(ledger_path(settings.state_dir)),
-                )
-            context.log.info(reason)
-            if skip:
+            decision = build_decision(
+                settings,
+                now=datetime.now(UTC),
+                max_age=timedelta(minutes=config.reevaluate_after_minutes),
+            )
+            forced = config.full_refresh or not config.skip_unchanged
+            context.log.info(
+                "building: a full refresh, or skip_unchanged is off" if forced else decision.reason
+            )
+            if not (forced or decision.build):
                 # No output: the models, the alert evaluation and the publish are skipped.
                 return
             if settings.dbt_target == "postgres":
@@ -157,8 +193,9 @@ def defs() -> dg.Definitions:
                 raise
             if settings.dbt_target == "duckdb":
                 # Counted once dbt has exited: the dbt process holds the DuckDB file while it runs.
+                relations = table_relations(project.manifest_path, translator)
                 events = with_row_counts(context, events, relations, settings.build_path)
-            record_built(settings.state_dir, fingerprint, context.run_id)
+            record_built(settings.state_dir, decision.fingerprint, context.run_id)
             yield from events
 
     return dg.Definitions(assets=[spend_warehouse_dbt])
