@@ -73,7 +73,8 @@ def targets(size: dict[str, Any]) -> list[Target]:
 
     memory = peak_memories(size)
     worst = max(memory.values()) if memory else None
-    nothing_new = _get(size, "incremental", "nothing_new", "seconds")
+    # the whole `spendwh run` with nothing new, less its start-up (imports and definitions)
+    nothing_new = _get(size, "pipeline", "nothing_new", "beyond_startup_seconds")
     return [
         at_least(
             "extraction vs COPY (rows/s ratio)", _get(size, "extraction", "ours_vs_copy"), 0.85
@@ -86,7 +87,7 @@ def targets(size: dict[str, Any]) -> list[Target]:
             None if worst is None else worst < MEMORY_LIMIT_MB,
         ),
         Target(
-            "nothing-new run beyond start-up (s)",
+            "whole nothing-new run beyond start-up (s)",
             nothing_new,
             f"< {NOTHING_NEW_LIMIT_S:g} s",
             None if nothing_new is None else nothing_new < NOTHING_NEW_LIMIT_S,
@@ -234,6 +235,8 @@ def size_table(size: dict[str, Any]) -> list[str]:
             note = f"{m['vs_copy']:.1%} of COPY; extract, dbt build, alerts, publish"
         elif key == "nothing_new":
             note = "published again" if m["published"] else "dbt, alerts and publish skipped"
+            if m.get("beyond_startup_seconds") is not None:
+                note += f"; {m['beyond_startup_seconds']:.1f} s after loading the definitions"
         else:
             note = f"{m['inserted']:,} inserted; published: {m['published']}"
         add(_row(label, m["seconds"], note + " (process incl. start-up)", m["peak_rss_mb"]))

@@ -67,6 +67,7 @@ POSITIVE_FIGURES = (
     "pipeline.cold.peak_rss_mb",
     "pipeline.cold.vs_copy",
     "pipeline.nothing_new.seconds",
+    "pipeline.nothing_new.beyond_startup_seconds",
     "pipeline.one_percent_new.seconds",
     "pipeline.one_percent_new.inserted",
 )
