@@ -206,7 +206,15 @@ def snapshot_specs() -> list[dg.AssetSpec]:
 def raw_snapshots(
     context: dg.AssetExecutionContext, settings: SettingsResource
 ) -> Iterator[dg.MaterializeResult]:
-    """Snapshot every entity and budget table; absent optional tables are recorded as absent."""
+    """Snapshot every entity and budget table; absent optional tables are recorded as absent.
+
+    Every snapshot asset materializes each run, its metadata saying whether it ``changed``,
+    even when nothing was fetched (the content digest was unchanged). They are not
+    ``skippable``: in ``spend_warehouse_job`` Dagster skips a step when an upstream output in
+    the same run is not emitted, so one unchanged snapshot would skip the whole dbt build
+    while spend logs changed. Whether anything changed for dbt is decided from the lake's
+    files instead (``lib/dbt/build_inputs.py``).
+    """
     settings = source_settings(settings)
     with (
         classified_errors(),

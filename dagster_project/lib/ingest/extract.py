@@ -40,10 +40,12 @@ from dagster_project.lib.ingest.lake import (
 )
 from dagster_project.lib.ingest.reconcile import compare_history
 from dagster_project.lib.ingest.source import (
+    ContentDigest,
     FactTable,
     SourceSchemaError,
     SourceSession,
     conform_batch,
+    content_digests,
     drift,
     fact_select,
     missing_required,
@@ -318,7 +320,11 @@ class _FactRun:
     def compact(self, min_files: int) -> None:
         """Rewrite day partitions that have gathered ``min_files`` files or more."""
         compaction = compact(
-            self.lake, self.fact.schema, raw_load.dedup_rule(self.fact), min_files=min_files
+            self.lake,
+            self.fact.schema,
+            raw_load.dedup_rule(self.fact),
+            min_files=min_files,
+            bounded=self.fact.bounded_columns,
         )
         raw_load.mark_loaded(self.con, self.lake, compaction.new_files)
         self.result.compacted_partitions = len(compaction.partitions)
@@ -363,6 +369,7 @@ class _FactRun:
             fact.schema,
             fact.partition_column,
             dictionary=rc.dictionary_columns(fact.columns),
+            bounded=fact.bounded_columns,
         )
 
     def read(self, window: Window) -> Staged:
@@ -433,6 +440,10 @@ class SnapshotResult:
     rows: int = 0
     changed: bool = False
 
+    @property
+    def present(self) -> bool:
+        return self.status == "present"
+
 
 def snapshot_digest(table: pa.Table) -> str:
     """Content fingerprint of a snapshot: uncompressed Parquet bytes, which encode only the
@@ -458,7 +469,10 @@ def extract_snapshots(
     """Snapshot every entity table of the contract into the lake and ``raw.*``.
 
     A missing required table is an error raised before anything is written; a missing optional
-    table is logged once and recorded as absent.
+    table is logged once and recorded as absent. Full snapshots are compared first by the
+    content digest PostgreSQL computes (:func:`content_digests`, one query): only a table whose
+    digest differs from the one its lake manifest records is fetched, so a run with nothing
+    new transfers no snapshot rows.
     """
     found = {source: session.columns(source) for source in rc.SNAPSHOT_TABLES}
     missing = [s for s, cols in found.items() if cols is None and s not in rc.OPTIONAL_TABLES]
@@ -468,22 +482,35 @@ def extract_snapshots(
             f"required proxy table(s) {names} missing; check PROXY_TABLE_PREFIX and that the "
             "proxy's migrations ran"
         )
+    digests = content_digests(
+        session,
+        {s: cols for s, cols in found.items() if cols is not None and not _appended(s, cols)},
+    )
     results = []
     for source, raw_table in rc.SNAPSHOT_TABLES.items():
         columns = found[source]
         if columns is None:
             progress(f"{table_name(session.prefix, source)} is absent; {raw_table} not refreshed")
-            raw_load.record_source_status(con, source, raw_table, "absent", None)
             results.append(SnapshotResult(source, raw_table, "absent"))
             continue
         table = lake.table(f"snapshots/{raw_table}")
-        if source in rc.INCREMENTAL_SNAPSHOTS:
-            result = _append_snapshot(session, con, table, source, raw_table, columns)
+        if source in digests:
+            result = _replace_snapshot(
+                session, con, table, source, raw_table, columns, digests[source]
+            )
         else:
-            result = _replace_snapshot(session, con, table, source, raw_table, columns)
-        raw_load.record_source_status(con, source, raw_table, "present", result.rows)
+            result = _append_snapshot(session, con, table, source, raw_table, columns)
         results.append(result)
+    raw_load.record_source_statuses(
+        con,
+        [(r.source, r.raw_table, r.status, r.rows if r.present else None, None) for r in results],
+    )
     return results
+
+
+def _appended(source: str, columns: dict) -> bool:
+    """Whether ``source`` is read incrementally (an older table without its timestamp is not)."""
+    return source in rc.INCREMENTAL_SNAPSHOTS and rc.INCREMENTAL_SNAPSHOTS[source][1] in columns
 
 
 def _replace_snapshot(
@@ -493,24 +520,42 @@ def _replace_snapshot(
     source: str,
     raw_table: str,
     columns: dict,
+    digest: ContentDigest,
 ) -> SnapshotResult:
-    """Full snapshot: replace the lake file and ``raw.<table>`` when the content changed."""
-    data = _plain(session.fetch_table(snapshot_select(session, source, columns)))
-    digest = snapshot_digest(data)
+    """Full snapshot: replace the lake file and ``raw.<table>`` when the content changed.
+
+    An unchanged ``digest`` skips the fetch. A changed one fetches the table and compares the
+    Parquet digest of its values (:func:`snapshot_digest`): equal values (a digest that moved
+    for another reason, or a lake written before the digest was recorded) keep the file and
+    only record the new digest.
+    """
     manifest = lake.read_manifest()
-    changed = manifest.state.get("sha256") != digest or not manifest.files
-    if changed:
-        file = write_single_file(lake, data)
-        lake.publish(
-            add=[file],
-            remove=[f.path for f in manifest.files],
-            state={"sha256": digest, "rows": data.num_rows, "extracted_at": utcnow().isoformat()},
-        )
-        for old in manifest.files:
-            lake.absolute(old).unlink(missing_ok=True)
+    state = manifest.state
+    if manifest.files and state.get("source_digest") == digest.digest:
+        changed = False
+    else:
+        data = _plain(session.fetch_table(snapshot_select(session, source, columns)))
+        content = snapshot_digest(data)
+        changed = state.get("sha256") != content or not manifest.files
+        if changed:
+            file = write_single_file(lake, data)
+            lake.publish(
+                add=[file],
+                remove=[f.path for f in manifest.files],
+                state={
+                    "sha256": content,
+                    "source_digest": digest.digest,
+                    "rows": data.num_rows,
+                    "extracted_at": utcnow().isoformat(),
+                },
+            )
+            for old in manifest.files:
+                lake.absolute(old).unlink(missing_ok=True)
+        else:
+            lake.publish(state={**state, "source_digest": digest.digest})
     if changed or not raw_load.snapshot_loaded(con, raw_table, lake):
         raw_load.replace_snapshot(con, raw_table, lake, lake.read_manifest().files[0])
-    return SnapshotResult(source, raw_table, "present", data.num_rows, changed)
+    return SnapshotResult(source, raw_table, "present", digest.rows, changed)
 
 
 def _append_snapshot(
@@ -529,8 +574,6 @@ def _append_snapshot(
     key, cursor = rc.INCREMENTAL_SNAPSHOTS[source]
     state = lake.read_manifest().state
     watermark = parse_ts(state.get("watermark"))
-    if cursor not in columns:  # an older table without the timestamp: full snapshot instead
-        return _replace_snapshot(session, con, lake, source, raw_table, columns)
     lower = watermark - WindowOptions().overlap if watermark else None
     window = Window(cursor=cursor, cap=session.cap, lower=lower)
     select = snapshot_select(session, source, columns) + f" WHERE {window.where()}"

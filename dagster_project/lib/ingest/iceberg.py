@@ -47,6 +47,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dagster_project.lib.ingest.lake import (
+    Bounds,
     LakeFile,
     LakeTable,
     Manifest,
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from pyarrow.fs import FileSystem
     from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.manifest import DataFile
+    from pyiceberg.schema import Schema
     from pyiceberg.table import Table, Transaction
 
     from dagster_project.settings import ObjectStore
@@ -198,6 +200,30 @@ def live_data_files(table: Table) -> list[DataFile]:
     ]
 
 
+def timestamp_bounds(schema: Schema, data_file: DataFile) -> Bounds:
+    """The :attr:`LakeFile.bounds` of a data file's timestamp columns: the column bounds Iceberg
+    keeps in its manifests (taken from the Parquet statistics when the file was added), for the
+    columns it counts no NULL in."""
+    from pyiceberg.conversions import from_bytes
+    from pyiceberg.types import TimestampType
+    from pyiceberg.utils.datetime import micros_to_timestamp
+
+    lower, upper = data_file.lower_bounds or {}, data_file.upper_bounds or {}
+    nulls = data_file.null_value_counts or {}
+    return tuple(
+        (
+            field.name,
+            micros_to_timestamp(from_bytes(field.field_type, lower[field.field_id])),
+            micros_to_timestamp(from_bytes(field.field_type, upper[field.field_id])),
+        )
+        for field in schema.fields
+        if isinstance(field.field_type, TimestampType)
+        and nulls.get(field.field_id) == 0
+        and field.field_id in lower
+        and field.field_id in upper
+    )
+
+
 def expire_snapshots(table: Table, keep: int = KEEP_SNAPSHOTS) -> int:
     """Expire every snapshot of ``table`` but the newest ``keep``; return how many were expired."""
     ordered = sorted(table.metadata.snapshots, key=lambda s: s.sequence_number or 0)
@@ -319,10 +345,12 @@ class IcebergLakeTable(LakeTable):
         if snapshot is None:
             return Manifest()
         files = []
+        schema = table.schema()
         for data_file in live_data_files(table) if live is None else live:
             path = self.relative(data_file.file_path)
             size = data_file.file_size_in_bytes
-            files.append(LakeFile(path, data_file.record_count, size, partition_of(path)))
+            bounds = timestamp_bounds(schema, data_file)
+            files.append(LakeFile(path, data_file.record_count, size, partition_of(path), bounds))
         return Manifest(
             version=snapshot.sequence_number or 0,
             files=tuple(sorted(files, key=lambda f: f.path)),

@@ -118,21 +118,72 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+Bounds = tuple[tuple[str, datetime, datetime], ...]  # (column, min, max) per bounded column
+
+
 @dataclass(frozen=True)
 class LakeFile:
-    """One live data file of a lake table."""
+    """One live data file of a lake table.
+
+    ``bounds`` holds, for some timestamp columns, the least and greatest value of the file: every
+    row's value lies within (a column holding a NULL has none). Readers tell from the manifest
+    alone whether a whole file passes a time filter (the reconciliation counts such a file from
+    its ``rows``); a column without bounds (a file written before they were recorded) means
+    "read the file".
+    """
 
     path: str  # relative to the table directory, POSIX separators
     rows: int
     bytes: int
     partition: str | None = None  # e.g. "2026-11-26" for day=2026-11-26
+    bounds: Bounds = ()
+
+    def lower(self, column: str) -> datetime | None:
+        """The least value of ``column`` in the file, if recorded."""
+        return next((lo for name, lo, _ in self.bounds if name == column), None)
+
+    def upper(self, column: str) -> datetime | None:
+        """The greatest value of ``column`` in the file, if recorded."""
+        return next((hi for name, _, hi in self.bounds if name == column), None)
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "rows": self.rows, "bytes": self.bytes, "day": self.partition}
+        data = {"path": self.path, "rows": self.rows, "bytes": self.bytes, "day": self.partition}
+        if self.bounds:
+            data["bounds"] = {c: [lo.isoformat(), hi.isoformat()] for c, lo, hi in self.bounds}
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LakeFile:
-        return cls(data["path"], int(data["rows"]), int(data["bytes"]), data.get("day"))
+        bounds = tuple(
+            (column, datetime.fromisoformat(lo), datetime.fromisoformat(hi))
+            for column, (lo, hi) in (data.get("bounds") or {}).items()
+        )
+        return cls(data["path"], int(data["rows"]), int(data["bytes"]), data.get("day"), bounds)
+
+
+def column_bounds(data: pa.Table | pa.RecordBatch, columns: Iterable[str]) -> Bounds:
+    """The :attr:`LakeFile.bounds` of ``data``'s ``columns`` (none for a column with a NULL)."""
+    found = []
+    for column in columns:
+        values = data.column(column)
+        if values.null_count or not len(values):
+            continue
+        lo_hi = pc.min_max(values).as_py()
+        found.append((column, lo_hi["min"], lo_hi["max"]))
+    return tuple(found)
+
+
+def widen(bounds: Bounds | None, more: Bounds) -> Bounds:
+    """Bounds holding both ``bounds`` (None: nothing seen yet) and ``more``; a column missing
+    from either has none."""
+    if bounds is None:
+        return more
+    other = {column: (lo, hi) for column, lo, hi in more}
+    return tuple(
+        (column, min(lo, other[column][0]), max(hi, other[column][1]))
+        for column, lo, hi in bounds
+        if column in other
+    )
 
 
 @dataclass(frozen=True)
@@ -377,9 +428,14 @@ def conform_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def write_single_file(
-    table: PublishedTable, data: pa.Table, partition: str | None = None
+    table: PublishedTable,
+    data: pa.Table,
+    partition: str | None = None,
+    *,
+    bounded: Sequence[str] = (),
 ) -> LakeFile:
-    """Write ``data`` as one durable (not yet published) file of ``table``."""
+    """Write ``data`` as one durable (not yet published) file of ``table``, recording the
+    bounds of its ``bounded`` columns."""
     directory = table.dir / f"day={partition}" if partition else table.dir
     directory.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(directory, ".parquet")
@@ -396,6 +452,7 @@ def write_single_file(
         rows=data.num_rows,
         bytes=final.stat().st_size,
         partition=partition,
+        bounds=column_bounds(data, bounded),
     )
 
 
@@ -405,6 +462,7 @@ class _OpenFile:
     final: Path
     writer: pq.ParquetWriter
     rows: int = 0
+    bounds: Bounds | None = None
     pending: list[pa.RecordBatch] = field(default_factory=list)
     pending_rows: int = 0
 
@@ -416,7 +474,8 @@ class DayPartitionWriter:
     buffered into row groups of about ``row_group_rows`` rows. At most ``max_open`` files are open
     at once (the least recently used is finished early), so memory and file handles stay bounded
     however many days a backlog spans. :meth:`finish` makes every file durable and returns them
-    for :meth:`LakeTable.publish`; :meth:`abort` deletes them.
+    for :meth:`LakeTable.publish`, with the bounds of their ``bounded`` columns; :meth:`abort`
+    deletes them.
     """
 
     def __init__(
@@ -429,8 +488,10 @@ class DayPartitionWriter:
         max_open: int = 16,
         max_pending_rows: int = 65_536,
         dictionary: list[str] | bool = True,
+        bounded: Sequence[str] = (),
     ) -> None:
         self.table = table
+        self.bounded = bounded
         self.schema = schema
         self.day_column = day_column
         self.row_group_rows = row_group_rows
@@ -467,6 +528,7 @@ class DayPartitionWriter:
         handle.pending.append(batch)
         handle.pending_rows += batch.num_rows
         handle.rows += batch.num_rows
+        handle.bounds = widen(handle.bounds, column_bounds(batch, self.bounded))
         self._pending_rows += batch.num_rows
         if handle.pending_rows >= self.row_group_rows:
             self._flush(handle)
@@ -508,6 +570,7 @@ class DayPartitionWriter:
                 rows=handle.rows,
                 bytes=handle.final.stat().st_size,
                 partition=day,
+                bounds=handle.bounds or (),
             )
         )
 
@@ -628,9 +691,15 @@ def merge_days(
 
 
 def compact(
-    table: PublishedTable, schema: pa.Schema, rule: DedupRule, *, min_files: int = 12
+    table: PublishedTable,
+    schema: pa.Schema,
+    rule: DedupRule,
+    *,
+    min_files: int = 12,
+    bounded: Sequence[str] = (),
 ) -> CompactionResult:
-    """Rewrite every day partition with ``min_files`` or more files as one deduplicated file.
+    """Rewrite every day partition with ``min_files`` or more files as one deduplicated file
+    (recording the bounds of its ``bounded`` columns).
 
     Each partition is committed on its own (new file durable, manifest published, then the
     replaced files deleted), so a crash loses no data: at worst orphans remain to be cleaned.
@@ -638,7 +707,8 @@ def compact(
     result = CompactionResult()
     for day in partitions_to_compact(table.read_manifest(), min_files):
         old = [f for f in table.read_manifest().files if f.partition == day]
-        new = write_single_file(table, deduplicated(table, old, schema, rule), partition=day)
+        data = deduplicated(table, old, schema, rule)
+        new = write_single_file(table, data, partition=day, bounded=bounded)
         table.publish(add=[new], remove=[f.path for f in old])
         for f in old:
             table.absolute(f).unlink(missing_ok=True)

@@ -123,11 +123,22 @@ def source_stats(
 
     ``full``: count, spend and id fingerprint. Otherwise the count only: without ``cursor`` that
     query reads nothing but the ``startTime`` index (an index-only scan, no heap, no per-row
-    hashing), cheap enough for every run over the whole retained history.
+    hashing), cheap enough for every run over the whole retained history; over a bounded range
+    of days, with that index, it counts each day by its own index range (:func:`_day_counts`),
+    which spares a hash aggregate keyed by the day of every row (about half the time).
     """
     start = quote_ident(START_TIME)
     total = "sum(spend)" if full and "spend" in columns else "0.0"
     fingerprint = pg_fingerprint(fact.key) if full else "NULL"
+    first = where.first_day or (where.start_from.date() if where.start_from else None)
+    if (
+        not full
+        and where.cursor is None
+        and first is not None
+        and where.before_day is not None
+        and session.has_leading_index(fact.source, START_TIME)
+    ):
+        return _day_counts(session, fact, first, where.before_day, where.start_from)
     parts = ["TRUE"]
     if where.first_day is not None:
         parts.append(f"{start} >= {sql_timestamp(_midnight(where.first_day))}")
@@ -143,6 +154,27 @@ def source_stats(
         f"SELECT {start}::date AS day, count(*) AS n, {total} AS spend, "
         f"{fingerprint} AS ids FROM {session.table(fact.source)} "
         f"WHERE {' AND '.join(parts)} GROUP BY 1"
+    )
+    return _stats(rows)
+
+
+def _day_counts(
+    session: SourceSession,
+    fact: FactTable,
+    first_day: date,
+    before_day: date,
+    start_from: datetime | None,
+) -> dict[date, DayStat]:
+    """Rows per day from ``first_day`` to ``before_day`` (excluded) with ``startTime`` at or
+    after ``start_from``: one index-only range count per day."""
+    start = quote_ident(START_TIME)
+    lower = "d" if start_from is None else f"greatest(d, {sql_timestamp(start_from)})"
+    rows = session.query(
+        f"SELECT d::date AS day, c.n, 0.0 AS spend, NULL AS ids "
+        f"FROM generate_series({sql_timestamp(_midnight(first_day))}, "
+        f"{sql_timestamp(_midnight(before_day))} - interval '1 day', interval '1 day') AS d, "
+        f"LATERAL (SELECT count(*) AS n FROM {session.table(fact.source)} "
+        f"WHERE {start} >= {lower} AND {start} < d + interval '1 day') AS c WHERE c.n > 0"
     )
     return _stats(rows)
 
@@ -172,9 +204,12 @@ def lake_stats(
 ) -> dict[date, DayStat]:
     """Per-day figures of the deduplicated lake (same filter semantics as :func:`source_stats`).
 
-    Counting only, without a cursor filter, a day held by one file is counted from the manifest
-    (one extraction read each key once; compaction leaves one deduplicated file), so only days
-    with several files, and the partly pruned oldest day, are read.
+    Counting only, a day held by one file whose every row passes the filter is counted from the
+    manifest (one extraction read each key once; compaction leaves one deduplicated file): the
+    file's recorded bounds (:attr:`LakeFile.bounds`) show that every row starts at or after
+    ``start_from`` and has its cursor below ``limit``. So only days with several files, the
+    partly pruned oldest day and files holding rows at or after ``limit`` (the newest) are
+    read, however long the history.
     """
     selected = [
         f
@@ -182,15 +217,16 @@ def lake_stats(
         if f.partition is not None
         and (where.first_day is None or f.partition >= where.first_day.isoformat())
         and (where.before_day is None or f.partition < where.before_day.isoformat())
+        # a day before start_from's holds no row at or after it (the days the source pruned)
+        and (where.start_from is None or f.partition >= where.start_from.date().isoformat())
     ]
     counted: dict[date, DayStat] = {}
-    if not full and where.cursor is None:
+    if not full:
         per_day: dict[str, list[LakeFile]] = {}
         for f in selected:
             per_day.setdefault(f.partition, []).append(f)
-        oldest = where.start_from.date().isoformat() if where.start_from else None
         for day, day_files in per_day.items():
-            if len(day_files) == 1 and (oldest is None or day > oldest) and day_files[0].rows:
+            if len(day_files) == 1 and day_files[0].rows and _passes(day_files[0], where):
                 counted[date.fromisoformat(day)] = DayStat(day_files[0].rows, 0.0, None)
         selected = [f for f in selected if date.fromisoformat(f.partition) not in counted]
     files = [str(lake.absolute(f)) for f in selected]
@@ -239,6 +275,20 @@ def lake_stats(
     finally:
         con.close()
     return {**counted, **_stats(rows)}
+
+
+def _passes(file: LakeFile, where: DayFilter) -> bool:
+    """Whether every row of ``file`` passes the row bounds of ``where`` (its day passes):
+    known from its partition or its recorded bounds; unknown bounds mean no."""
+    if where.start_from is not None and file.partition <= where.start_from.date().isoformat():
+        lowest = file.lower("start_time")
+        if lowest is None or lowest < where.start_from:
+            return False
+    if where.cursor is not None and where.limit is not None:
+        highest = file.upper(snake_case(where.cursor))
+        if highest is None or highest >= where.limit:
+            return False
+    return True
 
 
 def lake_days(
