@@ -12,8 +12,11 @@ import pytest
 
 from dagster_project.defs.ingest import checks
 from dagster_project.lib.duckdb import connect_writer
+from dagster_project.lib.ingest import reconcile as reconcile_module
 from dagster_project.lib.ingest.extract import extract_snapshots
+from dagster_project.lib.ingest.lake import Lake
 from dagster_project.lib.ingest.limit_history import record_limit_history
+from dagster_project.lib.ingest.reconcile import compare_history
 from dagster_project.lib.ingest.source import SPEND_LOGS, SourceSession, snapshot_hash_select
 from dagster_project.settings import LAKE_FORMAT_ENV, load_settings
 from tests.ingest.helpers import Warehouse, insert_spend, ms, spend_row, utcnow
@@ -196,3 +199,52 @@ def test_the_row_hash_of_either_server_version_sees_a_same_count_change(
     after = digest()
     assert after[0] == before[0] == 2
     assert after[1] != before[1]
+
+
+def test_a_long_history_is_reconciled_a_slice_per_run_and_every_day_in_turn(env, monkeypatch):
+    """Beyond ``HISTORY_ROWS_PER_RUN`` lake rows the old days are compared one slice per run:
+    a row lost on an old day fails exactly the turn whose slice holds that day, and the turns
+    together compare every day."""
+    source, wh = env
+    now = ms(utcnow())
+    days = [now - timedelta(days=age) for age in range(14, 9, -1)]  # five days, all history
+    insert_spend(
+        source,
+        [spend_row(f"d{i}", day, created_at=day) for i, day in enumerate(days)]
+        + [spend_row("new", now - timedelta(hours=1))],
+    )
+    wh.extract(source)
+    monkeypatch.setattr(reconcile_module, "HISTORY_ROWS_PER_RUN", 1)  # one slice per day
+    with source.connect() as conn:
+        conn.execute(f"DELETE FROM {source.table('SpendLogs')} WHERE request_id = 'd2'")
+    lost = days[2].date()
+    before = (now - timedelta(days=7)).date()
+    lake = Lake.from_settings(load_settings()).table(SPEND_LOGS.raw_table)
+    with SourceSession(source.url, source.prefix) as session:
+        columns = session.columns(SPEND_LOGS.source)
+        turns = [
+            compare_history(
+                session, lake, SPEND_LOGS, columns, before_day=before, full=False, turn=turn
+            )
+            for turn in range(len(days) + 3)
+        ]
+    assert len({h.compared for h in turns}) > 1  # the slices move from run to run
+    compared = {
+        h.compared[0] + timedelta(days=d)
+        for h in turns
+        for d in range((h.compared[1] - h.compared[0]).days)
+    }
+    assert {day.date() for day in days} <= compared
+    failing = [h for h in turns if h.mismatches]
+    assert failing, "no turn compared the day that lost a row"
+    assert all([m.day for m in h.mismatches] == [lost] for h in failing)
+    assert all(h.compared[0] <= lost < h.compared[1] for h in failing)
+    assert len(failing) < len(turns)  # the other turns compared other days only
+    # the check reports its slice, and without a turn every day is compared (the rollback)
+    assert reconcile(source).metadata["history_slice"].value != "all"
+    with SourceSession(source.url, source.prefix) as session:
+        everything = compare_history(
+            session, lake, SPEND_LOGS, session.columns(SPEND_LOGS.source), before_day=before
+        )
+    assert [m.day for m in everything.mismatches] == [lost]
+    assert everything.compared is None

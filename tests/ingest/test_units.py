@@ -21,7 +21,12 @@ from dagster_project.lib.ingest.lake import (
     compact,
     write_single_file,
 )
-from dagster_project.lib.ingest.reconcile import DayStat, compare_days, reconcile_scope
+from dagster_project.lib.ingest.reconcile import (
+    DayStat,
+    compare_days,
+    history_slice,
+    reconcile_scope,
+)
 from dagster_project.lib.ingest.source import (
     SPEND_LOGS,
     SourceColumn,
@@ -297,6 +302,29 @@ def test_compare_days_names_the_differing_days_only():
     (mismatch,) = compare_days(source, lake)
     assert mismatch.day == date(2026, 3, 2)
     assert "2026-03-02: source 2 rows" in mismatch.describe()
+
+
+def test_a_long_history_is_compared_one_slice_per_run_covering_every_day():
+    oldest, before = date(2026, 1, 1), date(2026, 3, 2)  # 60 days
+    assert history_slice(oldest, before, 900_000, turn=7) == (oldest, before)  # small: all
+    slices = [history_slice(oldest, before, 10_000_000, turn=t) for t in range(10)]
+    assert len(set(slices)) == 10
+    covered = {f + timedelta(days=d) for f, end in slices for d in range((end - f).days)}
+    assert covered == {oldest + timedelta(days=d) for d in range(60)}
+    assert all((end - first).days == 6 for first, end in slices)
+    assert history_slice(oldest, before, 10_000_000, turn=13) == slices[3]  # in turn, forever
+    # 7 days in 6 slices are 4 slices of 2 days, the last one stopping at ``before``
+    week = [history_slice(oldest, date(2026, 1, 8), 6_000_000, turn=t) for t in range(8)]
+    assert week[:4] == [
+        (oldest + timedelta(days=2 * i), min(date(2026, 1, 8), oldest + timedelta(days=2 * i + 2)))
+        for i in range(4)
+    ]
+    assert week[4:] == week[:4]
+    # never more slices than days
+    assert history_slice(oldest, date(2026, 1, 3), 10**9, turn=1) == (
+        date(2026, 1, 2),
+        date(2026, 1, 3),
+    )
 
 
 def test_reconcile_scope_stops_at_watermark_minus_margin():

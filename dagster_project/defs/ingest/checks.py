@@ -58,9 +58,12 @@ def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.Asset
 
     The last ``reconcile_days`` days compare count, spend and ids of the rows the extraction has
     surely covered; older days the incremental window still reaches compare the count of those
-    rows. Every older retained day the window can no longer reach is compared by row count (an
-    index-only scan of the source), so a row inserted now with a weeks-old ``startTime`` fails
-    this check, naming its day, until the rollback re-reads it.
+    rows. The older retained days the window can no longer reach are compared by row count (an
+    index-only scan of the source): all of them while the lake holds at most a million rows,
+    beyond that one slice of them per run, in turn (:func:`history_slice`, the turn being the
+    lake table's version), so a run's cost does not grow with the history and a row inserted
+    now with a weeks-old ``startTime`` fails this check, naming its day, within a few runs and
+    until the rollback re-reads it (the daily rollback's extraction compares every day).
     Days the source pruned (below its oldest row) are reported as pruned, not as loss.
     """
     days = settings.reconcile_days
@@ -68,7 +71,8 @@ def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.Asset
     columns = s.columns(fact.source)
     if columns is None:
         return absent_result(fact, s.prefix)
-    state = lake.read_manifest().state
+    manifest = lake.read_manifest()
+    state = manifest.state
     scope = reconcile_scope(state, days, s.cap.date())
     if scope is None:  # nothing extracted yet: fine only if the source is empty too
         has_rows = s.query(f"SELECT EXISTS (SELECT 1 FROM {s.table(fact.source)})")[0][0]
@@ -92,6 +96,7 @@ def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.Asset
         before_day=before,
         full=False,
         uncovered=(scope.cursor, scope.limit) if indexed else None,
+        turn=manifest.version,
     )
     if history.oldest is None and lake.read_manifest().rows:
         return disabled_result(fact, s.prefix, lake, history)
@@ -125,6 +130,11 @@ def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.Asset
         "mismatched_days": ", ".join(m.day.isoformat() for m in mismatches) or "none",
         "history_days_compared": history.days_compared,
         "history_before": before.isoformat(),
+        "history_slice": (
+            f"{history.compared[0].isoformat()} to {history.compared[1].isoformat()}"
+            if history.compared
+            else "all"
+        ),
         "source_oldest": history.oldest.isoformat() if history.oldest else None,
         "pruned_days": ", ".join(d.isoformat() for d in history.pruned) or "none",
         "created_at_index": indexed,
