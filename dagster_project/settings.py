@@ -39,8 +39,11 @@ DUCKDB_MEMORY_LIMIT_ENV = "SPEND_WAREHOUSE_DUCKDB_MEMORY_LIMIT"
 DUCKDB_THREADS_ENV = "SPEND_WAREHOUSE_DUCKDB_THREADS"
 # DuckDB's buffer memory in the dbt build and the alert evaluation (the extraction's merge keeps
 # its own 256 MB): DuckDB spills to disk beyond it, so a run's peak stays bounded as the data
-# grows instead of reaching 80 % of RAM. Quantiles cannot spill: 1 GB leaves them room.
-DEFAULT_DUCKDB_MEMORY_LIMIT = "1GB"
+# grows instead of reaching 80 % of RAM. Quantiles cannot spill: the first build of the daily
+# spend facts at 10 M rows fails with 1 GB, so the default is a quarter of the machine's memory,
+# at least 1 GB (default_memory_limit).
+MIN_DUCKDB_MEMORY_LIMIT_MB = 1024
+DUCKDB_MEMORY_SHARE = 0.25
 DEFAULT_DUCKDB_THREADS = 2
 BUDGET_AS_OF_ENV = "SPEND_WAREHOUSE_BUDGET_AS_OF"
 EXECUTOR_ENV = "SPEND_WAREHOUSE_EXECUTOR"
@@ -80,6 +83,15 @@ _PREFIX_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9 _-]{0,40}$")
 
 class ConfigError(Exception):
     """A configuration problem, stated in one sentence that says what is wrong and how to fix it."""
+
+
+def default_memory_limit(physical_bytes: int | None = None) -> str:
+    """A quarter of the machine's memory (``physical_bytes``, default this machine's), at least
+    1 GB, as a DuckDB memory size in MB."""
+    if physical_bytes is None:
+        physical_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    share = int(physical_bytes * DUCKDB_MEMORY_SHARE) // 2**20
+    return f"{max(MIN_DUCKDB_MEMORY_LIMIT_MB, share)}MB"
 
 
 @dataclass(frozen=True)
@@ -166,7 +178,7 @@ class Settings:
     webhook_url: str | None = field(default=None, repr=False)
     alert_retry_base_seconds: float = 30.0
     postgres: PostgresTarget = field(default_factory=PostgresTarget)
-    duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
+    duckdb_memory_limit: str = field(default_factory=default_memory_limit)
     duckdb_threads: int = DEFAULT_DUCKDB_THREADS
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
     lake_format: str = PARQUET
@@ -475,8 +487,8 @@ def object_store_from(values: Mapping[str, str], lake_format: str) -> ObjectStor
 
 
 def validate_memory_limit(name: str, value: str | None) -> str:
-    """A DuckDB memory size such as ``256MB`` or ``2GB``."""
-    text = (value or "").strip() or DEFAULT_DUCKDB_MEMORY_LIMIT
+    """A DuckDB memory size such as ``256MB`` or ``2GB`` (unset: :func:`default_memory_limit`)."""
+    text = (value or "").strip() or default_memory_limit()
     if not _MEMORY_PATTERN.match(text):
         raise ConfigError(
             f"{name}={text!r} is not a memory size; set e.g. {name}=256MB or {name}=2GB."

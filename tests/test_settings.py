@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from dagster_project.settings import ConfigError, load_settings
+from dagster_project.settings import ConfigError, default_memory_limit, load_settings
 
 
 def test_defaults(tmp_path: Path, monkeypatch):
@@ -72,10 +73,14 @@ def test_socket_urls_of_embedded_servers_are_accepted(tmp_path):
 def test_duckdb_limits_have_flat_defaults_and_can_be_raised(tmp_path):
     default = load_settings(env={}, dotenv_path=tmp_path / "x")
     assert default.duckdb_config == {
-        "memory_limit": "1GB",
+        "memory_limit": default_memory_limit(),
         "threads": "2",
         "preserve_insertion_order": "false",
     }
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert default_memory_limit() == f"{max(1024, physical // 4 // 2**20)}MB"
+    assert default_memory_limit(2 * 2**30) == "1024MB"  # never below 1 GB
+    assert default_memory_limit(16 * 2**30) == "4096MB"  # a quarter of the machine
     raised = load_settings(
         env={"SPEND_WAREHOUSE_DUCKDB_MEMORY_LIMIT": "4 GiB", "SPEND_WAREHOUSE_DUCKDB_THREADS": "8"},
         dotenv_path=tmp_path / "x",

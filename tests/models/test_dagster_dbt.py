@@ -17,7 +17,12 @@ from dagster_project.defs.dbt.project import dbt_project, manifest_is_stale, pro
 from dagster_project.defs.dbt.resources import dbt_vars, profile, write_profiles
 from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.dbt.translator import layer_group
-from dagster_project.settings import DBT_PROJECT_DIR, ConfigError, load_settings
+from dagster_project.settings import (
+    DBT_PROJECT_DIR,
+    ConfigError,
+    default_memory_limit,
+    load_settings,
+)
 from tests.models.raw_data import make_dataset, write_raw_layer
 
 RESOURCES = {"settings": SettingsResource()}
@@ -32,7 +37,7 @@ def test_profile_points_dbt_at_the_build_database(tmp_path):
     assert rendered["target"] == "duckdb"
     assert rendered["outputs"]["duckdb"]["path"] == str(tmp_path / "state" / "build.duckdb")
     assert rendered["outputs"]["duckdb"]["settings"] == {
-        "memory_limit": "1GB",
+        "memory_limit": default_memory_limit(),
         "threads": "2",
         "preserve_insertion_order": "false",
     }

@@ -147,3 +147,29 @@ def test_the_schedule_extracts_and_the_sensor_builds_only_what_is_due(
 
         settings.build_path.unlink()  # lost: the next extraction rebuilds only the raw layer
         assert isinstance(sensor_after(instance, extract(instance)), dg.RunRequest)
+
+
+def test_a_build_out_of_duckdb_memory_names_the_setting_and_the_fix(
+    make_source, point_pipeline_at, monkeypatch
+):
+    """DuckDB out of memory in the dbt build: the failure says which models, under which limit,
+    and what to set (not only "the dbt CLI process failed"); nothing is published."""
+    source = point_pipeline_at(make_source())
+    now = ms(utcnow())
+    insert_spend(source, [spend_row(f"r{i}", now - timedelta(minutes=i + 10)) for i in range(400)])
+    with dg.instance_for_test() as instance:
+        extract(instance)
+        monkeypatch.setenv("SPEND_WAREHOUSE_DUCKDB_MEMORY_LIMIT", "1MB")
+        result = (
+            load_defs()
+            .resolve_job_def("build_job")
+            .execute_in_process(instance=instance, raise_on_error=False)
+        )
+    assert not result.success
+    failure = next(
+        e for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+    ).event_specific_data.error
+    assert "DuckDB ran out of memory building " in failure.message
+    assert "SPEND_WAREHOUSE_DUCKDB_MEMORY_LIMIT=1MB" in failure.message
+    assert "raise SPEND_WAREHOUSE_DUCKDB_MEMORY_LIMIT" in failure.message
+    assert not load_settings().warehouse_path.exists()

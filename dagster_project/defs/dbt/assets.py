@@ -28,6 +28,7 @@ from dagster_project.lib.dbt.build_inputs import (
     record_built,
     skip_reason,
 )
+from dagster_project.lib.dbt.failures import out_of_memory_message, out_of_memory_models
 from dagster_project.lib.dbt.postgres_raw import load_raw_to_postgres
 from dagster_project.lib.dbt.translator import dbt_translator, table_relations
 from dagster_project.lib.duckdb import WRITER_POOL, writer_lock
@@ -145,6 +146,14 @@ def with_row_counts(
     return counted
 
 
+def _run_results(invocation) -> dict[str, Any]:
+    """The failed invocation's ``run_results.json`` (empty when dbt wrote none)."""
+    try:
+        return invocation.get_artifact("run_results.json")
+    except FileNotFoundError:
+        return {}
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     """The dbt assets; built in a factory so the manifest is parsed at load time if missing."""
@@ -186,10 +195,14 @@ def defs() -> dg.Definitions:
             events: list[Any] = []
             try:
                 events.extend(invocation.stream())
-            except Exception:
+            except Exception as exc:
                 # A failed build (e.g. an error-severity test) still reports what it did:
                 # models built and check results, then the failure.
                 yield from events
+                starved = out_of_memory_models(_run_results(invocation))
+                if starved and settings.dbt_target == "duckdb":
+                    message = out_of_memory_message(starved, settings.duckdb_memory_limit)
+                    raise dg.Failure(description=message, allow_retries=False) from exc
                 raise
             if settings.dbt_target == "duckdb":
                 # Counted once dbt has exited: the dbt process holds the DuckDB file while it runs.
