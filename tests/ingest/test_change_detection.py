@@ -131,12 +131,17 @@ def reconcile(source):
 
 @pytest.mark.parametrize("age_days", [12, 5], ids=["history", "inside-the-horizon"])
 @pytest.mark.parametrize("change", ["lake-misses-a-row", "source-lost-a-row"])
+@pytest.mark.parametrize("indexed", [False, True], ids=["no-index", "created-at-index"])
 def test_reconciliation_counted_from_the_manifest_still_finds_a_row_too_many_or_few(
-    env, age_days, change
+    env, age_days, change, indexed
 ):
     """Old days are counted from the manifest (every file's bounds inside the compared rows),
-    yet a row missing on either side still fails the check, naming its day."""
+    yet a row missing on either side still fails the check, naming its day; with an index on
+    ``created_at`` the source side is counted through the indexes alone."""
     source, wh = env
+    if indexed:
+        with source.connect() as conn:
+            conn.execute(f"CREATE INDEX ON {source.table('SpendLogs')} (created_at)")
     now = ms(utcnow())
     day = now - timedelta(days=age_days)
     old = [spend_row(f"o{i}", day + timedelta(minutes=i), created_at=day) for i in range(4)]
@@ -155,6 +160,7 @@ def test_reconciliation_counted_from_the_manifest_still_finds_a_row_too_many_or_
     result = reconcile(source)
     assert not result.passed
     assert result.metadata["mismatched_days"].value == day.date().isoformat()
+    assert result.metadata["created_at_index"].value is indexed
 
 
 def test_a_file_holding_rows_not_yet_covered_is_read_not_counted(env):

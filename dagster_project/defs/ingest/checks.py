@@ -11,6 +11,7 @@ Tunables (settings):
 """
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -22,6 +23,7 @@ from dagster_project.lib.ingest.reconcile import (
     DayFilter,
     compare_days,
     compare_history,
+    covered_stats,
     lake_days,
     lake_stats,
     reconcile_scope,
@@ -103,22 +105,21 @@ def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.Asset
     source = source_days(s, fact, columns, scope, history.oldest)
     lake_recent = lake_days(lake, fact, scope, history.oldest)
     # days the incremental window still reaches but the full comparison does not: counts of
-    # the rows it has surely covered (a range scan of the startTime index, no per-row hashing)
-    middle = DayFilter(
-        first_day=before,
-        before_day=scope.first_day,
-        start_from=history.oldest,
-        cursor=scope.cursor,
-        limit=scope.limit,
-    )
-    middle_mismatches = (
-        compare_days(
-            source_stats(s, fact, columns, middle, full=False),
-            lake_stats(lake, fact, middle, full=False),
+    # the rows it has surely covered (a range scan of the startTime index, no per-row hashing;
+    # with an index on the cursor, the rows not yet covered are counted through it and
+    # subtracted, so the scan never reads the table's rows)
+    middle = DayFilter(first_day=before, before_day=scope.first_day, start_from=history.oldest)
+    if before >= scope.first_day:
+        middle_mismatches = []
+    elif indexed:
+        uncovered = (scope.cursor, scope.limit)
+        middle_mismatches = compare_days(*covered_stats(s, lake, fact, columns, middle, uncovered))
+    else:
+        covered = replace(middle, cursor=scope.cursor, limit=scope.limit)
+        middle_mismatches = compare_days(
+            source_stats(s, fact, columns, covered, full=False),
+            lake_stats(lake, fact, covered, full=False),
         )
-        if before < scope.first_day
-        else []
-    )
     mismatches = history.mismatches + middle_mismatches + compare_days(source, lake_recent)
     metadata = {
         "status": "present",

@@ -363,6 +363,35 @@ def _minus(a: DayStat, b: DayStat | None) -> DayStat | None:
     return DayStat(rows, a.spend - b.spend, ids)
 
 
+def covered_stats(
+    session: SourceSession,
+    lake: PublishedTable,
+    fact: FactTable,
+    columns: Mapping[str, SourceColumn],
+    where: DayFilter,
+    uncovered: tuple[str, datetime] | None,
+    *,
+    full: bool = False,
+) -> tuple[dict[date, DayStat], dict[date, DayStat]]:
+    """Per-day figures of the rows in ``where`` on both sides, leaving out with
+    ``uncovered = (cursor, limit)`` the rows whose cursor is at or after ``limit`` (the next run
+    reads them anyway): the source's are counted through the cursor's index and subtracted from
+    the day's figures, so the scan of the days stays on the ``startTime`` index."""
+    source = source_stats(session, fact, columns, where, full=full)
+    if uncovered is None:
+        return source, lake_stats(lake, fact, where, full=full)
+    cursor, limit = uncovered
+    late = source_stats(
+        session, fact, columns, replace(where, cursor=cursor, since=limit), full=full
+    )
+    source = {
+        day: diff
+        for day, stat in source.items()
+        if (diff := _minus(stat, late.get(day))) is not None
+    }
+    return source, lake_stats(lake, fact, replace(where, cursor=cursor, limit=limit), full=full)
+
+
 def compare_history(
     session: SourceSession,
     lake: PublishedTable,
@@ -398,20 +427,7 @@ def compare_history(
         first_day, before_day = history_slice(*whole, lake.read_manifest().rows, turn)
         compared = None if (first_day, before_day) == whole else (first_day, before_day)
     where = DayFilter(first_day=first_day, before_day=before_day, start_from=oldest)
-    source = source_stats(session, fact, columns, where, full=full)
-    lake_where = where
-    if uncovered is not None:
-        cursor, limit = uncovered
-        late = source_stats(
-            session, fact, columns, replace(where, cursor=cursor, since=limit), full=full
-        )
-        source = {
-            day: diff
-            for day, stat in source.items()
-            if (diff := _minus(stat, late.get(day))) is not None
-        }
-        lake_where = replace(where, cursor=cursor, limit=limit)
-    lake_figures = lake_stats(lake, fact, lake_where, full=full)
+    source, lake_figures = covered_stats(session, lake, fact, columns, where, uncovered, full=full)
     return History(
         mismatches=compare_days(source, lake_figures),
         pruned=pruned,
