@@ -7,11 +7,12 @@ RabbitMQ and Redis) with a queue of this test alone, so that parallel runs of th
 each other's steps. The worker starts as its unit says (command line, ``EnvironmentFile=`` and
 ``Environment=``) under a name of its own, then the daemon as its unit says; its schedule (every
 minute, recorded as running since a minute ago so that the daemon's first iteration fires the
-last tick instead of waiting up to a minute for the next one) launches a run, which must succeed
-with every one of its steps executed in a child process of that worker (the step events' pid), as
-the worker's own events say (the Celery worker's name), sent to the test's queue, and the
-warehouse published with the source's rows. With the executor setting ignored, the steps would
-run in the run worker's process and the test fails.
+last tick instead of waiting up to a minute for the next one) launches the extraction and the
+build sensor the build after it; both must succeed with every one of their steps executed in a
+child process of that worker (the step events' pid), as the worker's own events say (the Celery
+worker's name), sent to the test's queue, and the warehouse published with the source's rows.
+With the executor setting ignored, the steps would run in the run worker's process and the test
+fails.
 
 RabbitMQ or Redis down fails the test with a sentence naming the service (``.ci/run`` starts them).
 """
@@ -33,6 +34,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from dagster_project.defs.pipeline.schedules import EXTRACTION_TAG
 from dagster_project.lib.run_launcher import STARTED_PROCESS_MESSAGE
 from dagster_project.lib.workers import unreachable_celery_services
 from dagster_project.settings import (
@@ -41,6 +43,7 @@ from dagster_project.settings import (
     ExecutorSettings,
 )
 from tests.deploy.test_deployed import (
+    BUILD_JOB,
     SCHEDULE,
     Service,
     free_port,
@@ -152,7 +155,46 @@ def run_worker_pid(instance: dg.DagsterInstance, run_id: str) -> int:
     raise AssertionError(f"run {run_id} has no {STARTED_PROCESS_MESSAGE!r} event")
 
 
-@pytest.mark.timeout(420)
+def steps_ran_on_the_worker(
+    instance: dg.DagsterInstance, run_id: str, pool: set[int], worker_node: str, queue: str
+) -> set[str]:
+    """The steps of ``run_id``, after asserting that each ran and succeeded in the worker's pool
+    (not in the run worker the daemon launched), as the worker itself reported, each taken from
+    the test's ``queue``."""
+    events = [
+        r.event_log_entry for r in instance.get_records_for_run(run_id, limit=100_000).records
+    ]
+    starts = [
+        e.dagster_event
+        for e in events
+        if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_START
+    ]
+    steps = {event.step_key for event in starts}
+    orchestrator = run_worker_pid(instance, run_id)
+    where = {event.step_key: event.pid for event in starts}
+    assert orchestrator not in where.values(), f"steps ran in the run worker: {where}"
+    assert set(where.values()) <= pool, (
+        f"steps ran outside the worker (pool {sorted(pool)}): {where}"
+    )
+    succeeded = {
+        e.step_key
+        for e in events
+        if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS
+    }
+    assert succeeded == steps, f"steps that did not succeed: {sorted(steps - succeeded)}"
+    executed = {
+        e.step_key: e.dagster_event.engine_event_data.metadata["Celery worker"].value
+        for e in events
+        if "] Executing steps " in e.message and e.message.endswith(" in celery worker")
+    }
+    assert executed == dict.fromkeys(steps, worker_node), executed
+    submitted = [e for e in events if e.message.startswith("Submitting celery task")]
+    assert {e.step_key for e in submitted} == steps
+    assert all(e.message.endswith(f'to queue "{queue}".') for e in submitted)
+    return steps
+
+
+@pytest.mark.timeout(540)
 def test_a_scheduled_run_executes_every_step_on_the_celery_worker(
     make_source, dagster_postgres_url, celery_queue, tmp_path, monkeypatch
 ):
@@ -227,53 +269,29 @@ def test_a_scheduled_run_executes_every_step_on_the_celery_worker(
                 f"daemon log tail:\n{daemon.tail()}\nworker log tail:\n{worker_tail()}"
             )
 
-        [record, *_] = wait_for(
-            lambda: [r for r in scheduled_runs(instance) if r.dagster_run.status in FINISHED],
-            240,
-            explain("a scheduled run to finish"),
+        # The schedule's extraction, then the build the build sensor launched after it.
+        [build, *_] = wait_for(
+            lambda: [
+                r
+                for r in scheduled_runs(instance)
+                if r.dagster_run.job_name == BUILD_JOB and r.dagster_run.status in FINISHED
+            ],
+            300,
+            explain("a build run to finish"),
         )
-        run_id = record.dagster_run.run_id
-        assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS, explain("run failed")()
-
-        # Every step ran in the worker's pool, not in the run worker the daemon launched.
-        events = [
-            r.event_log_entry for r in instance.get_records_for_run(run_id, limit=100_000).records
-        ]
-        starts = [
-            e.dagster_event
-            for e in events
-            if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_START
-        ]
-        steps = {event.step_key for event in starts}
+        extraction = instance.get_run_record_by_id(build.dagster_run.tags[EXTRACTION_TAG])
+        steps: set[str] = set()
+        for record in (extraction, build):
+            assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS, explain("run failed")()
+            steps |= steps_ran_on_the_worker(
+                instance,
+                record.dagster_run.run_id,
+                pool | children_of(worker.pid),
+                worker_node,
+                celery_queue.celery_queue,
+            )
         assert len(steps) >= 4, f"too few steps ran: {sorted(steps)}"
         assert any("dbt" in step for step in steps), sorted(steps)
-        orchestrator = run_worker_pid(instance, run_id)
-        where = {event.step_key: event.pid for event in starts}
-        assert orchestrator not in where.values(), f"steps ran in the run worker: {where}"
-        assert set(where.values()) <= pool | children_of(worker.pid), (
-            f"steps ran outside the worker {worker.pid} (pool {sorted(pool)}): {where}"
-        )
-        succeeded = {
-            e.step_key
-            for e in events
-            if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS
-        }
-        assert succeeded == steps, f"steps that did not succeed: {sorted(steps - succeeded)}"
-
-        # ... as the worker itself reported, each taken from the test's queue.
-        executed = {
-            e.step_key: e.dagster_event.engine_event_data.metadata["Celery worker"].value
-            for e in events
-            if "] Executing steps " in e.message and e.message.endswith(" in celery worker")
-        }
-        assert executed == dict.fromkeys(steps, worker_node), executed
-        submitted = {e.step_key for e in events if e.message.startswith("Submitting celery task")}
-        assert submitted == steps
-        assert all(
-            e.message.endswith(f'to queue "{celery_queue.celery_queue}".')
-            for e in events
-            if e.message.startswith("Submitting celery task")
-        )
 
         # The warehouse was built and published, with the source's rows.
         with duckdb.connect(str(warehouse), read_only=True) as con:
