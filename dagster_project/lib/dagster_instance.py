@@ -1,7 +1,8 @@
 """The persistent Dagster instance: ``dagster.yaml`` for local use and for a production server.
 
 - Local (``spendwh run``, ``spendwh ui``): runs, event logs and schedules in SQLite files under
-  ``DAGSTER_HOME`` (Dagster's default), written on first start and never overwritten.
+  ``DAGSTER_HOME`` (Dagster's layout), written on first start and never overwritten; the event
+  log keeps its connections open (:mod:`dagster_project.lib.dagster_storage`).
 - Production (``spendwh deploy``): the same instance, with its storage in PostgreSQL
   (dagster-postgres) so that the webserver and the daemon, two services, share it safely.
 
@@ -13,6 +14,7 @@ so the next scheduled run proceeds instead of waiting forever.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from dagster_project.settings import Settings
@@ -23,6 +25,8 @@ DEFAULT_POSTGRES_URL_ENV = "DAGSTER_POSTGRES_URL"
 POSTGRES_URL_SCHEME = "postgresql+psycopg2"
 RUN_LAUNCHER_MODULE = "dagster_project.lib.run_launcher"
 RUN_LAUNCHER_CLASS = "LocalRunLauncher"
+EVENT_LOG_MODULE = "dagster_project.lib.dagster_storage"
+EVENT_LOG_CLASS = "PooledSqliteEventLogStorage"
 
 _HEADER = "# Written by spendwh {written_by}; edit freely, it is not overwritten.\n"
 
@@ -34,6 +38,16 @@ storage:
   postgres:
     postgres_url:
       env: {url_env}
+"""
+
+_LOCAL_EVENT_LOG = """\
+# Event logs in SQLite files, where Dagster keeps them, written through open connections
+# (Dagster's own storage opens a new one for every event).
+event_log_storage:
+  module: {module}
+  class: {cls}
+  config:
+    base_dir: {base_dir}
 """
 
 _COMMON = f"""\
@@ -64,14 +78,24 @@ telemetry:
 """
 
 
-def instance_yaml(postgres_url_env: str | None = None, written_by: str = "on first start") -> str:
-    """The ``dagster.yaml`` text: SQLite storage under ``DAGSTER_HOME`` when
-    ``postgres_url_env`` is None, else PostgreSQL storage at the URL in that variable."""
-    storage = (
-        ""
-        if postgres_url_env is None
-        else _POSTGRES_STORAGE.format(url_env=postgres_url_env, scheme=POSTGRES_URL_SCHEME)
-    )
+def instance_yaml(
+    postgres_url_env: str | None = None,
+    written_by: str = "on first start",
+    *,
+    home: Path | None = None,
+) -> str:
+    """The ``dagster.yaml`` text: PostgreSQL storage at the URL in ``postgres_url_env``, else
+    SQLite storage under ``DAGSTER_HOME``, whose event log, given the instance's ``home``, is
+    :class:`~dagster_project.lib.dagster_storage.PooledSqliteEventLogStorage`."""
+    if postgres_url_env is not None:
+        storage = _POSTGRES_STORAGE.format(url_env=postgres_url_env, scheme=POSTGRES_URL_SCHEME)
+    elif home is not None:
+        runs = json.dumps(str((home / "history" / "runs").resolve()))  # a quoted YAML scalar
+        storage = _LOCAL_EVENT_LOG.format(
+            module=EVENT_LOG_MODULE, cls=EVENT_LOG_CLASS, base_dir=runs
+        )
+    else:
+        storage = ""
     return _HEADER.format(written_by=written_by) + storage + _COMMON
 
 
@@ -81,9 +105,13 @@ def dagster_home(settings: Settings) -> Path:
 
 
 def prepare_dagster_home(home: Path) -> Path:
-    """Create ``home`` with a local ``dagster.yaml`` unless one exists; return it."""
+    """Create ``home`` with a local ``dagster.yaml`` unless one exists; return it.
+
+    A ``dagster.yaml`` still exactly as an earlier version wrote it (before the pooled event
+    log) is brought up to date; one the user edited is left alone.
+    """
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(instance_yaml())
+    if not config.exists() or config.read_text() == instance_yaml():
+        config.write_text(instance_yaml(home=home))
     return home

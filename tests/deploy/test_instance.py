@@ -6,6 +6,7 @@ import dagster as dg
 import pytest
 
 from dagster_project.lib import dagster_instance
+from dagster_project.lib.dagster_storage import PooledSqliteEventLogStorage
 
 RUN_MONITORING = {
     "enabled": True,
@@ -36,8 +37,32 @@ def test_local_instance_keeps_sqlite_storage_and_monitors_runs(tmp_path):
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert_common_instance_settings(instance)
         assert type(instance.run_storage).__name__ == "SqliteRunStorage"
+        assert type(instance.event_log_storage) is PooledSqliteEventLogStorage
         assert instance.get_runs() == []
+        run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job())
+        instance.report_engine_event("stored", run)
     assert (home / "history" / "runs.db").is_file()  # in DAGSTER_HOME, as before
+    assert (home / "history" / "runs" / f"{run.run_id}.db").is_file()
+
+
+def test_an_unedited_local_instance_file_gets_the_pooled_event_log_and_an_edited_one_not(
+    tmp_path,
+):
+    written_before = dagster_instance.instance_yaml()  # as spendwh wrote it before
+    unedited, edited = tmp_path / "unedited", tmp_path / "edited"
+    for home in (unedited, edited):
+        home.mkdir()
+    (unedited / "dagster.yaml").write_text(written_before)
+    (edited / "dagster.yaml").write_text(
+        written_before.replace("poll_interval_seconds: 20", "poll_interval_seconds: 5")
+    )
+    dagster_instance.prepare_dagster_home(unedited)
+    dagster_instance.prepare_dagster_home(edited)
+    assert (unedited / "dagster.yaml").read_text() == dagster_instance.instance_yaml(home=unedited)
+    assert "poll_interval_seconds: 5" in (edited / "dagster.yaml").read_text()
+    assert "event_log_storage" not in (edited / "dagster.yaml").read_text()
+    with dg.DagsterInstance.from_config(str(edited)) as instance:
+        assert type(instance.event_log_storage).__name__ == "SqliteEventLogStorage"
 
 
 @pytest.mark.integration
