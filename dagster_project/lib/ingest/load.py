@@ -89,11 +89,17 @@ def ensure_fact_table(con: duckdb.DuckDBPyConnection, fact: FactTable) -> None:
             )
 
 
-def content_hash_sql(columns: Sequence[str], alias: str | None = None) -> str:
-    """A DuckDB expression: md5 of the named columns (an unambiguous JSON rendering)."""
+def content_sql(columns: Sequence[str], alias: str | None = None) -> str:
+    """A DuckDB expression: the named columns packed in one struct (compared as a whole)."""
     prefix = f"{alias}." if alias else ""
     fields = ", ".join(f'"{c}" := {prefix}"{c}"' for c in columns)
-    return f"md5(to_json(struct_pack({fields})))"
+    return f"struct_pack({fields})"
+
+
+def content_hash_sql(columns: Sequence[str], alias: str | None = None) -> str:
+    """A DuckDB expression: md5 of the named columns (an unambiguous JSON rendering), stable
+    across runs and DuckDB versions (the deterministic winner's tie-break)."""
+    return f"md5(to_json({content_sql(columns, alias)}))"
 
 
 def dedup_rule(fact: FactTable) -> DedupRule:
@@ -206,8 +212,10 @@ def filter_changed(con: duckdb.DuckDBPyConnection, fact: FactTable, data: pa.Tab
     unchanged are dropped, so a run with nothing new writes nothing. A row that differs from
     the stored one replaces it: the days of both versions are returned, so that the lake
     rewrites those partitions instead of holding two versions of the key. Two steps keep it
-    cheap on a large table: find the stored rows scanning only the key column, then hash just
-    those rows, fetched by ``rowid`` (a filter on the key would decompress every row).
+    cheap on a large table: find the stored rows scanning only the key column, then compare
+    just those rows, fetched by ``rowid`` (a filter on the key would decompress every row),
+    column by column (``IS DISTINCT FROM`` on the packed content; hashing each row costs more
+    than comparing it).
     """
     target = qualified(fact.raw_table)
     key, day = fact.key, fact.partition_column
@@ -215,17 +223,22 @@ def filter_changed(con: duckdb.DuckDBPyConnection, fact: FactTable, data: pa.Tab
     con.register("_batch", data)
     try:
         rowids = con.sql(
-            f"SELECT r.rowid FROM {target} AS r SEMI JOIN _batch AS i ON r.{key} = i.{key}"
-        ).fetchall()
-        if not rowids:
-            return Changes(data)
-        wanted = ", ".join(str(int(row[0])) for row in rowids)
-        joined = con.sql(
-            f"SELECT i.*, r._day AS {STORED_DAY} FROM _batch AS i LEFT JOIN ("
-            f"SELECT {key}, CAST({day} AS DATE) AS _day, {content_hash_sql(columns)} AS _hash "
-            f"FROM {target} WHERE rowid IN ({wanted})) AS r ON r.{key} = i.{key} "
-            f"WHERE r.{key} IS NULL OR {content_hash_sql(columns, 'i')} <> r._hash"
+            f"SELECT r.rowid AS stored_rowid FROM {target} AS r "
+            f"SEMI JOIN _batch AS i ON r.{key} = i.{key}"
         ).to_arrow_table()
+        if not rowids.num_rows:
+            return Changes(data)
+        con.register("_stored", rowids)
+        try:
+            joined = con.sql(
+                f"SELECT i.*, r._day AS {STORED_DAY} FROM _batch AS i LEFT JOIN ("
+                f"SELECT {key}, CAST({day} AS DATE) AS _day, {content_sql(columns)} AS _content "
+                f"FROM {target} WHERE rowid IN (SELECT stored_rowid FROM _stored)) AS r "
+                f"ON r.{key} = i.{key} "
+                f"WHERE r.{key} IS NULL OR {content_sql(columns, 'i')} IS DISTINCT FROM r._content"
+            ).to_arrow_table()
+        finally:
+            con.unregister("_stored")
     finally:
         con.unregister("_batch")
     # rows that supersede a stored version: the days of both versions are rewritten
