@@ -16,7 +16,7 @@ from dagster_project.defs.dbt import assets as dbt_defs
 from dagster_project.defs.dbt.project import dbt_project, manifest_is_stale, project_files
 from dagster_project.defs.dbt.resources import dbt_vars, profile, write_profiles
 from dagster_project.defs.resources import SettingsResource
-from dagster_project.lib.dbt.translator import layer_group
+from dagster_project.lib.dbt.translator import dbt_translator, layer_group, table_relations
 from dagster_project.settings import (
     DBT_PROJECT_DIR,
     ConfigError,
@@ -136,6 +136,26 @@ def _dbt_assets() -> dg.AssetsDefinition:
 
 
 @pytest.mark.integration
+def test_table_relations_follow_the_manifest_file_as_it_changes(tmp_path):
+    def node(name: str, materialized: str) -> dict:
+        return {
+            "unique_id": f"model.p.{name}",
+            "resource_type": "model",
+            "name": name,
+            "fqn": ["p", "marts", name],
+            "original_file_path": f"models/marts/{name}.sql",
+            "config": {"materialized": materialized},
+            "relation_name": f'"db"."main"."{name}"',
+        }
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"nodes": {"a": node("fct_a", "table")}}))
+    assert list(table_relations(manifest, dbt_translator()).values()) == ['"db"."main"."fct_a"']
+    nodes = {"a": node("fct_a", "view"), "b": node("fct_b", "incremental")}
+    manifest.write_text(json.dumps({"nodes": nodes}))  # a new parse, other size
+    assert list(table_relations(manifest, dbt_translator()).values()) == ['"db"."main"."fct_b"']
+
+
 def test_sources_share_the_raw_asset_keys_and_tests_are_checks():
     definitions = dbt_defs.defs()
     assets = next(iter(definitions.assets))

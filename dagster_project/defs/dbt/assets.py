@@ -174,13 +174,17 @@ def defs() -> dg.Definitions:
         settings = settings.get()
         dbt = dbt_cli(project, settings)
         command = [*build_args(config.full_refresh), *vars_args(settings)]
+        forced = config.full_refresh or not config.skip_unchanged
         with writer_lock(settings.build_path):
+            # Decided again here, under the lock, whoever launched the run (the sensor, the UI,
+            # ``spendwh run``): the lake may have moved since. Forced builds need only the
+            # fingerprint (no look for missing model tables).
             decision = build_decision(
                 settings,
                 now=datetime.now(UTC),
                 max_age=timedelta(minutes=config.reevaluate_after_minutes),
+                models_present=True if forced else None,
             )
-            forced = config.full_refresh or not config.skip_unchanged
             context.log.info(
                 "building: a full refresh, or skip_unchanged is off" if forced else decision.reason
             )

@@ -8,8 +8,10 @@ grouped by their layer folder (staging, intermediate, marts).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -46,9 +48,19 @@ def mart_keys(manifest_path, translator: DagsterDbtTranslator) -> list[dg.AssetK
     )
 
 
+@functools.lru_cache(maxsize=4)
+def _manifest_nodes(path: str, _mtime_ns: int, _size: int) -> tuple[dict[str, Any], ...]:
+    """The nodes of the manifest at ``path`` as it was at that modification time and size."""
+    return tuple(json.loads(Path(path).read_text())["nodes"].values())
+
+
 def table_relations(manifest_path, translator: DagsterDbtTranslator) -> dict[dg.AssetKey, str]:
-    """Asset key -> relation name of every model dbt materializes as a table (not views)."""
-    nodes = json.loads(manifest_path.read_text())["nodes"].values()
+    """Asset key -> relation name of every model dbt materializes as a table (not views).
+
+    The manifest is parsed once per version of the file (the build sensor asks every tick).
+    """
+    stat = Path(manifest_path).stat()
+    nodes = _manifest_nodes(str(manifest_path), stat.st_mtime_ns, stat.st_size)
     return {
         translator.get_asset_key(node): node["relation_name"]
         for node in nodes
