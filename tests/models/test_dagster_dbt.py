@@ -11,10 +11,17 @@ import dagster as dg
 import duckdb
 import pytest
 import yaml
+from dagster_dbt import DbtCliResource
 
 from dagster_project.defs.dbt import assets as dbt_defs
 from dagster_project.defs.dbt.project import dbt_project, manifest_is_stale, project_files
-from dagster_project.defs.dbt.resources import dbt_vars, profile, write_profiles
+from dagster_project.defs.dbt.resources import (
+    ProjectDbtCli,
+    dbt_executable,
+    dbt_vars,
+    profile,
+    write_profiles,
+)
 from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.dbt.translator import dbt_translator, layer_group, table_relations
 from dagster_project.settings import (
@@ -154,6 +161,18 @@ def test_table_relations_follow_the_manifest_file_as_it_changes(tmp_path):
     nodes = {"a": node("fct_a", "view"), "b": node("fct_b", "incremental")}
     manifest.write_text(json.dumps({"nodes": nodes}))  # a new parse, other size
     assert list(table_relations(manifest, dbt_translator()).values()) == ['"db"."main"."fct_b"']
+
+
+@pytest.mark.integration
+def test_the_dbt_cli_knows_its_version_without_asking_dbt_and_opens_no_adapter(tmp_path):
+    project = dbt_project()
+    ours = ProjectDbtCli(project_dir=project, dbt_executable=dbt_executable())
+    asked = DbtCliResource(project_dir=project, dbt_executable=dbt_executable())
+    assert ours._cli_version == asked._cli_version  # asked runs `dbt --version`
+    invocation = ours.cli(["parse"], target_path=tmp_path / "target")
+    invocation.wait()
+    assert invocation.is_successful()
+    assert invocation.adapter is None
 
 
 def test_sources_share_the_raw_asset_keys_and_tests_are_checks():

@@ -15,11 +15,11 @@ from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
-from dagster_dbt import DbtCliResource, DbtProject
+from dagster_dbt import DbtProject
 from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
 from dagster_shared.record import replace
 
-from dagster_project.defs.dbt.resources import dbt_executable
+from dagster_project.defs.dbt.resources import ProjectDbtCli, dbt_executable
 from dagster_project.settings import DBT_PROJECT_DIR
 
 # What a parse reads: a change to any of these makes the manifest stale.
@@ -58,7 +58,7 @@ class LocalDbtPreparer(DagsterDbtProjectPreparer):
         executable = dbt_executable()
         if shutil.which(executable) is None:  # the error spendwh turns into "run make install"
             raise FileNotFoundError(errno.ENOENT, "dbt is not installed", executable)
-        cli = DbtCliResource(project_dir=project, dbt_executable=executable)
+        cli = ProjectDbtCli(project_dir=project, dbt_executable=executable)
         cli.cli(args, target_path=project.target_path).wait()
 
     def _prepare_packages(self, project: DbtProject) -> None:
