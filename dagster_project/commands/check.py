@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dagster_project.lib.demo import no_source_message
 from dagster_project.lib.ingest.windows import LEADING_INDEX_SQL, created_at_index_sql
 from dagster_project.lib.postgres import SPEND_LOGS, connect, inspect_source, redact
 from dagster_project.lib.sql import quote_ident, table_name
@@ -93,10 +94,7 @@ def spend_log_report(url: str, prefix: str, warehouse_rows: int | None) -> list[
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     if settings.database_url is None:
-        raise ConfigError(
-            "DATABASE_URL is not set; set it to the proxy's PostgreSQL URL "
-            "(or run 'make demo' for a simulated proxy)."
-        )
+        raise ConfigError(no_source_message(settings))
     url, prefix = settings.database_url, settings.table_prefix
     info = inspect_source(url, prefix)
     if not info.has(prefix, SPEND_LOGS):

@@ -94,14 +94,11 @@ def format_event(event: Any) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dagster_project.lib.demo import resolve_source
+    from dagster_project.lib.demo import no_source_message, resolve_source
 
     settings = resolve_source(load_settings())
     if settings.database_url is None:
-        raise ConfigError(
-            "DATABASE_URL is not set; set it to the proxy's PostgreSQL URL "
-            "(or run 'make demo' for a simulated proxy)."
-        )
+        raise ConfigError(no_source_message(settings))
     inspect_source(settings.database_url, settings.table_prefix)
     print(
         f"spendwh run: source {redact(settings.database_url)}, warehouse {settings.warehouse_dir}"

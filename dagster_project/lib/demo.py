@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import psycopg
 
@@ -53,6 +54,16 @@ def ensure_demo_source(settings: Settings) -> DemoSource:
             f"SELECT count(*) FROM {quoted_table(settings.table_prefix, 'SpendLogs')}"
         ).fetchone()[0]
     return DemoSource(url=url, spend_log_rows=rows)
+
+
+def no_source_message(settings: Settings) -> str:
+    """Why a command or run has no source, and the fixes: one sentence wherever it is raised."""
+    return (
+        f"DATABASE_URL is not set and there is no demo proxy under {settings.warehouse_dir}; "
+        "set DATABASE_URL to the proxy's PostgreSQL URL (in the environment or .env), or run "
+        "'make demo' for a simulated proxy. spendwh reads ./.env and ./data from the directory "
+        f"it starts in (here {Path.cwd()}): start it from the project directory."
+    )
 
 
 def resolve_source(settings: Settings) -> Settings:

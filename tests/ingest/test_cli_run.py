@@ -85,7 +85,11 @@ def test_run_without_database_url_is_a_config_error(tmp_path, monkeypatch, capsy
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.chdir(tmp_path)
     assert main(["run"]) == 2
-    assert "DATABASE_URL is not set" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "DATABASE_URL is not set" in err
+    # started outside the project (cron without cd): the message says where it looked
+    assert f"here {tmp_path.resolve()}" in err
+    assert "start it from the project directory" in err
 
 
 def test_rollback_run_keeps_the_rollback_config():

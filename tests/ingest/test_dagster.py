@@ -158,6 +158,21 @@ def test_terminal_errors_are_not_retried(env):
     assert "startTime" in failure.event_specific_data.error.message
 
 
+def test_a_run_without_a_source_fails_at_once_naming_the_fix(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("SPEND_WAREHOUSE_ENV_FILE", raising=False)
+    monkeypatch.setenv("SPEND_WAREHOUSE_DIR", str(tmp_path / "wh"))
+    monkeypatch.chdir(tmp_path)
+    result = materialize([raw_spend_logs], raise_on_error=False)
+    assert not result.success
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert retries == []
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message
+    assert "DATABASE_URL is not set" in message
+    assert f"no demo proxy under {tmp_path / 'wh'}" in message
+
+
 def test_jobs_and_schedule_definitions(monkeypatch):
     defs = schedules()
     by_name = {s.name: s for s in defs.schedules}

@@ -75,20 +75,14 @@ def source_settings(resource: SettingsResource) -> Settings:
 
     Without either, a terminal failure naming the fix.
     """
-    from dagster_project.lib.demo import resolve_source
+    from dagster_project.lib.demo import no_source_message, resolve_source
 
     try:
         settings = resolve_source(resource.get())
     except ConfigError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     if settings.database_url is None:
-        raise dg.Failure(
-            description=(
-                "DATABASE_URL is not set; set it to the proxy's PostgreSQL URL "
-                "(in the environment or .env), or run 'make demo' for a simulated proxy."
-            ),
-            allow_retries=False,
-        )
+        raise dg.Failure(description=no_source_message(settings), allow_retries=False)
     return settings
 
 
