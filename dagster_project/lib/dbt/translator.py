@@ -37,11 +37,10 @@ def layer_group(dbt_resource_props: Mapping[str, Any]) -> str | None:
 
 def mart_keys(manifest_path, translator: DagsterDbtTranslator) -> list[dg.AssetKey]:
     """The asset keys of every model in the marts layer (what analysts read)."""
-    nodes = json.loads(manifest_path.read_text())["nodes"].values()
     return sorted(
         (
             translator.get_asset_key(node)
-            for node in nodes
+            for node in manifest_nodes(manifest_path)
             if node["resource_type"] == "model" and layer_group(node) == MARTS_GROUP
         ),
         key=lambda key: key.to_user_string(),
@@ -49,21 +48,23 @@ def mart_keys(manifest_path, translator: DagsterDbtTranslator) -> list[dg.AssetK
 
 
 @functools.lru_cache(maxsize=4)
-def _manifest_nodes(path: str, _mtime_ns: int, _size: int) -> tuple[dict[str, Any], ...]:
+def _parsed_nodes(path: str, _mtime_ns: int, _size: int) -> tuple[dict[str, Any], ...]:
     """The nodes of the manifest at ``path`` as it was at that modification time and size."""
     return tuple(json.loads(Path(path).read_text())["nodes"].values())
 
 
-def table_relations(manifest_path, translator: DagsterDbtTranslator) -> dict[dg.AssetKey, str]:
-    """Asset key -> relation name of every model dbt materializes as a table (not views).
-
-    The manifest is parsed once per version of the file (the build sensor asks every tick).
-    """
+def manifest_nodes(manifest_path) -> tuple[dict[str, Any], ...]:
+    """The nodes of the dbt manifest, parsed once per version of the file (the build sensor
+    asks for them every tick)."""
     stat = Path(manifest_path).stat()
-    nodes = _manifest_nodes(str(manifest_path), stat.st_mtime_ns, stat.st_size)
+    return _parsed_nodes(str(manifest_path), stat.st_mtime_ns, stat.st_size)
+
+
+def table_relations(manifest_path, translator: DagsterDbtTranslator) -> dict[dg.AssetKey, str]:
+    """Asset key -> relation name of every model dbt materializes as a table (not views)."""
     return {
         translator.get_asset_key(node): node["relation_name"]
-        for node in nodes
+        for node in manifest_nodes(manifest_path)
         if node["resource_type"] == "model"
         and node["config"].get("materialized") in {"table", "incremental"}
         and node.get("relation_name")
