@@ -52,6 +52,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._engines_pid = os.getpid()
+        self._inherited: list[Engine] = []  # a forked child's copies of its parent's engines
         super().__init__(base_dir, inst_data)
 
     @classmethod
@@ -64,7 +65,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         """The open engine of ``shard``'s database (called under ``self._db_lock``)."""
         if self._engines_pid != os.getpid():  # forked: the parent's connections are not ours
             # kept, never closed: closing them here could disturb the parent's use of the files
-            self._inherited = [*getattr(self, "_inherited", []), *self._engines.values()]
+            self._inherited.extend(self._engines.values())
             self._engines = OrderedDict()
             self._engines_pid = os.getpid()
         engine = self._engines.get(shard)
