@@ -173,6 +173,8 @@ class Settings:
     schedule: str = DEFAULT_SCHEDULE
     rollback_schedule: str = DEFAULT_ROLLBACK_SCHEDULE
     reconcile_days: int = 3
+    # a passing reconciliation stands in for this long while neither side changed (0: never)
+    reconcile_reuse_minutes: int = 60
     freshness_minutes: int = 30
     slack_webhook_url: str | None = field(default=None, repr=False)
     webhook_url: str | None = field(default=None, repr=False)
@@ -496,16 +498,20 @@ def validate_memory_limit(name: str, value: str | None) -> str:
     return text.replace(" ", "")
 
 
-def _positive_number(values: Mapping[str, str], name: str, default: float, kind=int):
+def _positive_number(
+    values: Mapping[str, str], name: str, default: float, kind=int, *, minimum: float | None = None
+):
+    """The number ``name`` holds: above zero, or at least ``minimum`` when given."""
     raw = (values.get(name) or "").strip()
     if not raw:
         return default
     try:
         number = kind(raw)
     except ValueError:
-        number = 0
-    if number <= 0:
-        raise ConfigError(f"{name}={raw!r} is not a positive number; set e.g. {name}={default}.")
+        number = None
+    if number is None or (number < minimum if minimum is not None else number <= 0):
+        wanted = "a positive number" if minimum is None else f"a number of at least {minimum}"
+        raise ConfigError(f"{name}={raw!r} is not {wanted}; set e.g. {name}={default}.")
     return number
 
 
@@ -608,6 +614,9 @@ def load_settings(
         schedule=schedule,
         rollback_schedule=rollback_schedule,
         reconcile_days=_positive_number(values, "SPEND_WAREHOUSE_RECONCILE_DAYS", 3),
+        reconcile_reuse_minutes=_positive_number(
+            values, "SPEND_WAREHOUSE_RECONCILE_REUSE_MINUTES", 60, minimum=0
+        ),
         freshness_minutes=_positive_number(values, "SPEND_WAREHOUSE_FRESHNESS_MINUTES", 30),
         slack_webhook_url=validate_webhook_url(SLACK_WEBHOOK_ENV, values.get(SLACK_WEBHOOK_ENV)),
         webhook_url=validate_webhook_url(WEBHOOK_ENV, values.get(WEBHOOK_ENV)),

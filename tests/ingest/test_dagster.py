@@ -76,6 +76,7 @@ def test_late_row_beyond_the_window_fails_reconciliation_and_rollback_repairs(en
     assert not second.success  # a blocking check failed
     evaluation = check_results(second)["spend_logs:reconciliation"]
     assert not evaluation.passed
+    assert evaluation.metadata["reused"].value is False  # the source's write counts moved
     assert yesterday.date().isoformat() in evaluation.description
     assert evaluation.metadata["mismatched_days"].value == yesterday.date().isoformat()
     assert wh.manifest().state["watermark"] == wm
@@ -84,6 +85,54 @@ def test_late_row_beyond_the_window_fails_reconciliation_and_rollback_repairs(en
     assert repaired.success
     assert check_results(repaired)["spend_logs:reconciliation"].passed
     assert ("lost", 7.0) in wh.query("SELECT request_id, spend FROM raw.spend_logs")
+
+
+def reused(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    """Whether each reconciliation of a run stood on an earlier comparison, by table."""
+    return {
+        name.split(":")[0]: evaluation.metadata["reused"].value
+        for name, evaluation in check_results(result).items()
+        if name.endswith(":reconciliation")
+    }
+
+
+def test_a_passing_reconciliation_stands_while_neither_side_changes(env, monkeypatch):
+    source, _ = env
+    now = ms(utcnow())
+    yesterday = now - timedelta(days=1)
+    insert_spend(source, [spend_row(f"r{i}", yesterday + timedelta(minutes=i)) for i in range(3)])
+    # (ErrorLogs is empty: its check only looks for rows, there is no comparison to reuse)
+    first = materialize()
+    assert reused(first) == {"spend_logs": False, "error_logs": False}
+    quiet = materialize()
+    assert reused(quiet) == {"spend_logs": True, "error_logs": False}
+    evaluation = check_results(quiet)["spend_logs:reconciliation"]
+    assert evaluation.passed
+    compared = check_results(first)["spend_logs:reconciliation"].metadata
+    assert evaluation.metadata["source_rows"] == compared["source_rows"]
+    assert evaluation.metadata["compared_at"] == compared["compared_at"]
+    assert "unchanged since the comparison at" in evaluation.description
+
+    # a new row: the source's write counts and the lake move, so both are compared again
+    insert_spend(source, [spend_row("r3", now - timedelta(minutes=10))])
+    assert reused(materialize())["spend_logs"] is False
+    assert reused(materialize())["spend_logs"] is True
+
+    # a row lost by the extraction fails every run until the rollback, never reused
+    lost = spend_row("lost", yesterday, created_at=now - timedelta(hours=2), updated_at=now)
+    insert_spend(source, [lost])
+    for _ in range(2):
+        failed = materialize(raise_on_error=False)
+        assert not check_results(failed)["spend_logs:reconciliation"].passed
+        assert reused(failed)["spend_logs"] is False
+
+    # switched off: every run compares
+    assert check_results(materialize(run_config=rollback_run_config()))[
+        "spend_logs:reconciliation"
+    ].passed
+    monkeypatch.setenv("SPEND_WAREHOUSE_RECONCILE_REUSE_MINUTES", "0")
+    assert reused(materialize())["spend_logs"] is False
+    assert reused(materialize())["spend_logs"] is False
 
 
 def test_materializations_carry_extraction_metadata(env):

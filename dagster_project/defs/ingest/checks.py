@@ -7,18 +7,28 @@ reconciliation names the day(s) that differ; the daily rollback job re-reads tho
 Tunables (settings):
 
 - ``SPEND_WAREHOUSE_RECONCILE_DAYS`` (default 3): how many recent UTC days are compared;
-- ``SPEND_WAREHOUSE_FRESHNESS_MINUTES`` (default 30): the largest acceptable lag.
+- ``SPEND_WAREHOUSE_FRESHNESS_MINUTES`` (default 30): the largest acceptable lag;
+- ``SPEND_WAREHOUSE_RECONCILE_REUSE_MINUTES`` (default 60, 0: never): how long a passing
+  reconciliation stands in for the next ones while neither the source table (PostgreSQL's write
+  counts) nor the lake table changed (``lib/ingest/changes.py``).
 """
 
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from dagster_project.defs.ingest.assets import classified_errors, raw_key, source_settings
 from dagster_project.defs.resources import SettingsResource
-from dagster_project.lib.ingest.lake import Lake, PublishedTable
+from dagster_project.lib.ingest.changes import (
+    ChangeMarker,
+    comparison_key,
+    forget_comparison,
+    reusable_comparison,
+    save_comparison,
+)
+from dagster_project.lib.ingest.lake import Lake, Manifest, PublishedTable
 from dagster_project.lib.ingest.reconcile import (
     DayFilter,
     compare_days,
@@ -56,6 +66,56 @@ def absent_result(fact: FactTable, prefix: str) -> dg.AssetCheckResult:
 
 
 def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.AssetCheckResult:
+    """Compare ``fact`` between source and lake (:func:`compare`), or reuse the last passing
+    comparison while neither table changed (``lib/ingest/changes.py``)."""
+    lake = Lake.from_settings(settings).table(fact.raw_table)
+    columns = s.columns(fact.source)
+    if columns is None:
+        return absent_result(fact, s.prefix)
+    manifest = lake.read_manifest()
+    scope = reconcile_scope(manifest.state, settings.reconcile_days, s.cap.date())
+    marker = s.markers.get(fact.source, ChangeMarker(None, "not read"))
+    key = None
+    if scope is not None:
+        key = comparison_key(
+            marker,
+            manifest,
+            columns=[f"{c.name} {c.data_type}" for c in columns.values()],
+            first_day=scope.first_day,
+            days=settings.reconcile_days,
+        )
+    now = datetime.now(UTC)
+    max_age = timedelta(minutes=settings.reconcile_reuse_minutes)
+    record = reusable_comparison(settings.state_dir, fact.raw_table, key, now=now, max_age=max_age)
+    if record is not None:
+        return dg.AssetCheckResult(
+            passed=True,
+            description=(
+                f"source and lake unchanged since the comparison at {record['compared_at']} "
+                "(PostgreSQL's write counts, the lake's manifest): its result stands"
+            ),
+            metadata={**record["metadata"], "reused": True, "compared_at": record["compared_at"]},
+        )
+    result = compare(fact, s, settings, lake, manifest)
+    compared = {name: value.value for name, value in result.metadata.items()}
+    metadata = {
+        **compared,
+        "reused": False,
+        "compared_at": now.isoformat(),
+        "reuse": "possible" if key else marker.reason or "nothing extracted yet",
+    }
+    if result.passed and key is not None:
+        save_comparison(settings.state_dir, fact.raw_table, key, now, compared)
+    elif not result.passed:
+        forget_comparison(settings.state_dir, fact.raw_table)
+    return dg.AssetCheckResult(
+        passed=result.passed, description=result.description, metadata=metadata
+    )
+
+
+def compare(
+    fact: FactTable, s: SourceSession, settings: Settings, lake: PublishedTable, manifest: Manifest
+) -> dg.AssetCheckResult:
     """Compare ``fact`` between source and lake: the last days in full, older days by ids.
 
     The last ``reconcile_days`` days compare count, spend and ids of the rows the extraction has
@@ -69,11 +129,7 @@ def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.Asset
     Days the source pruned (below its oldest row) are reported as pruned, not as loss.
     """
     days = settings.reconcile_days
-    lake = Lake.from_settings(settings).table(fact.raw_table)
     columns = s.columns(fact.source)
-    if columns is None:
-        return absent_result(fact, s.prefix)
-    manifest = lake.read_manifest()
     state = manifest.state
     scope = reconcile_scope(state, days, s.cap.date())
     if scope is None:  # nothing extracted yet: fine only if the source is empty too
@@ -239,7 +295,10 @@ def check_specs() -> list[dg.AssetCheckSpec]:
 def raw_fact_checks(settings: SettingsResource) -> Iterator[dg.AssetCheckResult]:
     """Freshness, reconciliation and drift of SpendLogs and ErrorLogs, in one source snapshot."""
     settings = source_settings(settings)
-    with classified_errors(), SourceSession(settings.database_url, settings.table_prefix) as s:
+    session = SourceSession(
+        settings.database_url, settings.table_prefix, watch=[fact.source for fact in FACTS]
+    )
+    with classified_errors(), session as s:
         for fact in FACTS:
             for name, check in CHECKS.items():
                 result = check(fact, s, settings)

@@ -22,6 +22,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
 
 from dagster_project.lib.ingest import contract as rc
+from dagster_project.lib.ingest.changes import MARKER_SQL, ChangeMarker, change_marker
 from dagster_project.lib.ingest.windows import (
     CREATED_AT,
     LEADING_INDEX_SQL,
@@ -225,9 +226,20 @@ class SourceSession:
         default=None, init=False, repr=False
     )
     cap: datetime | None = field(default=None, init=False)
+    # tables whose change marker is read before the snapshot (lib/ingest/changes.py)
+    watch: Sequence[str] = ()
+    markers: dict[str, ChangeMarker] = field(default_factory=dict, init=False)
 
     def __enter__(self) -> SourceSession:
         self._conn = adbc.connect(self.url)
+        if self.watch:
+            # In a transaction of their own, ended before the snapshot's: a write the snapshot
+            # misses cannot be in the markers either.
+            self.markers = {
+                name: change_marker(self.query(MARKER_SQL, parameters=(self.table(name),))[0])
+                for name in self.watch
+            }
+            self._conn.rollback()
         cursor = self._conn.cursor()
         try:
             # The first statement of the transaction fixes its isolation: one snapshot for all.
