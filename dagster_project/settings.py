@@ -173,8 +173,9 @@ class Settings:
     schedule: str = DEFAULT_SCHEDULE
     rollback_schedule: str = DEFAULT_ROLLBACK_SCHEDULE
     reconcile_days: int = 3
-    # a passing reconciliation stands in for this long while neither side changed (0: never)
-    reconcile_reuse_minutes: int = 60
+    # a quiet read or a passing reconciliation stands this long while neither side changed
+    # (0: never; lib/ingest/changes.py)
+    unchanged_minutes: int = 60
     freshness_minutes: int = 30
     slack_webhook_url: str | None = field(default=None, repr=False)
     webhook_url: str | None = field(default=None, repr=False)
@@ -614,8 +615,8 @@ def load_settings(
         schedule=schedule,
         rollback_schedule=rollback_schedule,
         reconcile_days=_positive_number(values, "SPEND_WAREHOUSE_RECONCILE_DAYS", 3),
-        reconcile_reuse_minutes=_positive_number(
-            values, "SPEND_WAREHOUSE_RECONCILE_REUSE_MINUTES", 60, minimum=0
+        unchanged_minutes=_positive_number(
+            values, "SPEND_WAREHOUSE_UNCHANGED_MINUTES", 60, minimum=0
         ),
         freshness_minutes=_positive_number(values, "SPEND_WAREHOUSE_FRESHNESS_MINUTES", 30),
         slack_webhook_url=validate_webhook_url(SLACK_WEBHOOK_ENV, values.get(SLACK_WEBHOOK_ENV)),

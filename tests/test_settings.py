@@ -50,12 +50,12 @@ def test_dotenv_is_read_and_process_environment_wins(tmp_path: Path):
         ({"SPEND_WAREHOUSE_DUCKDB_MEMORY_LIMIT": "256"}, "is not a memory size"),
         ({"SPEND_WAREHOUSE_DUCKDB_THREADS": "0"}, "SPEND_WAREHOUSE_DUCKDB_THREADS"),
         (
-            {"SPEND_WAREHOUSE_RECONCILE_REUSE_MINUTES": "-5"},
-            "SPEND_WAREHOUSE_RECONCILE_REUSE_MINUTES='-5' is not a number of at least 0",
+            {"SPEND_WAREHOUSE_UNCHANGED_MINUTES": "-5"},
+            "SPEND_WAREHOUSE_UNCHANGED_MINUTES='-5' is not a number of at least 0",
         ),
         (
-            {"SPEND_WAREHOUSE_RECONCILE_REUSE_MINUTES": "hourly"},
-            "SPEND_WAREHOUSE_RECONCILE_REUSE_MINUTES='hourly' is not a number of at least 0",
+            {"SPEND_WAREHOUSE_UNCHANGED_MINUTES": "hourly"},
+            "SPEND_WAREHOUSE_UNCHANGED_MINUTES='hourly' is not a number of at least 0",
         ),
         ({"SPEND_WAREHOUSE_BUDGET_AS_OF": "yesterday"}, "SPEND_WAREHOUSE_BUDGET_AS_OF='yesterday'"),
         ({"SPEND_WAREHOUSE_EXECUTOR": "k8s"}, "SPEND_WAREHOUSE_EXECUTOR='k8s' is not an executor"),
@@ -73,12 +73,10 @@ def test_bad_values_get_one_sentence_naming_the_setting(tmp_path, env, fragment)
     assert "\n" not in message
 
 
-def test_reconciliation_reuse_defaults_to_an_hour_and_zero_turns_it_off(tmp_path):
-    assert load_settings(env={}, dotenv_path=tmp_path / "x").reconcile_reuse_minutes == 60
-    off = load_settings(
-        env={"SPEND_WAREHOUSE_RECONCILE_REUSE_MINUTES": "0"}, dotenv_path=tmp_path / "x"
-    )
-    assert off.reconcile_reuse_minutes == 0
+def test_unchanged_work_stands_an_hour_and_zero_turns_it_off(tmp_path):
+    assert load_settings(env={}, dotenv_path=tmp_path / "x").unchanged_minutes == 60
+    off = load_settings(env={"SPEND_WAREHOUSE_UNCHANGED_MINUTES": "0"}, dotenv_path=tmp_path / "x")
+    assert off.unchanged_minutes == 0
 
 
 def test_socket_urls_of_embedded_servers_are_accepted(tmp_path):

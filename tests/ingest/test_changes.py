@@ -10,12 +10,15 @@ import psycopg
 import pytest
 
 from dagster_project.lib.ingest.changes import (
+    COMPARED,
+    READ,
     ChangeMarker,
+    Unchanged,
     change_marker,
-    comparison_key,
-    forget_comparison,
-    reusable_comparison,
-    save_comparison,
+    forget_record,
+    reusable_record,
+    save_record,
+    unchanged_key,
 )
 from dagster_project.lib.ingest.lake import Manifest
 from dagster_project.lib.ingest.source import SourceSession
@@ -61,14 +64,14 @@ def test_a_marker_is_unusable_where_the_counts_miss_writes(row, reason):
     assert reason in marker.reason
 
 
-def test_a_comparison_key_covers_the_marker_the_lake_and_the_days():
+def test_a_key_covers_the_marker_the_lake_and_the_inputs():
     marker = change_marker(ROW)
     manifest = Manifest(version=4, state={"watermark": "2026-12-05T10:00:00"})
     day = date(2026, 12, 3)
     columns = ["request_id text", "spend double precision"]
 
     def key_of(marker=marker, manifest=manifest, columns=columns, first_day=day, days=3):
-        return comparison_key(marker, manifest, columns=columns, first_day=first_day, days=days)
+        return unchanged_key(marker, manifest, columns=columns, first_day=first_day, days=days)
 
     key = key_of()
     assert key == key_of()
@@ -84,28 +87,34 @@ def test_a_comparison_key_covers_the_marker_the_lake_and_the_days():
 def test_a_record_stands_for_its_key_until_it_is_too_old(tmp_path):
     at = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
     hour = timedelta(hours=1)
-    save_comparison(tmp_path, "spend_logs", "k1", at, {"source_rows": 12})
-    record = reusable_comparison(
-        tmp_path, "spend_logs", "k1", now=at + 59 * hour / 60, max_age=hour
-    )
-    assert record is not None
-    assert record["metadata"] == {"source_rows": 12}
-    assert reusable_comparison(tmp_path, "spend_logs", "k2", now=at, max_age=hour) is None
-    assert reusable_comparison(tmp_path, "spend_logs", "k1", now=at + hour, max_age=hour) is None
-    assert reusable_comparison(tmp_path, "spend_logs", "k1", now=at - hour, max_age=hour) is None
-    assert reusable_comparison(tmp_path, "spend_logs", None, now=at, max_age=hour) is None
-    assert reusable_comparison(tmp_path, "spend_logs", "k1", now=at, max_age=0 * hour) is None
-    assert reusable_comparison(tmp_path, "error_logs", "k1", now=at, max_age=hour) is None
-    forget_comparison(tmp_path, "spend_logs")
-    assert reusable_comparison(tmp_path, "spend_logs", "k1", now=at, max_age=hour) is None
+    unchanged = Unchanged(tmp_path, hour)
+    save_record(unchanged, COMPARED, "spend_logs", "k1", at, {"source_rows": 12})
+
+    def record(
+        key="k1", now=at + 59 * hour / 60, kind=COMPARED, table="spend_logs", unchanged=unchanged
+    ):
+        return reusable_record(unchanged, kind, table, key, now=now)
+
+    assert record() == {"key": "k1", "at": at.isoformat(), "metadata": {"source_rows": 12}}
+    assert record(key="k2") is None
+    assert record(now=at + hour) is None
+    assert record(now=at - hour) is None
+    assert record(key=None) is None
+    assert record(unchanged=Unchanged(tmp_path, 0 * hour)) is None
+    assert record(table="error_logs") is None
+    assert record(kind=READ) is None
+    forget_record(unchanged, COMPARED, "spend_logs")
+    assert record() is None
 
 
-def test_a_garbled_record_costs_one_comparison(tmp_path):
+def test_a_garbled_record_costs_one_more_piece_of_work(tmp_path):
     at = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
-    save_comparison(tmp_path, "spend_logs", "k1", at, {})
-    path = tmp_path / "reconciled" / "spend_logs.json"
-    path.write_text('{"key": "k1", "compared_at": "yesterday"')
-    assert reusable_comparison(tmp_path, "spend_logs", "k1", now=at, max_age=timedelta(1)) is None
+    unchanged = Unchanged(tmp_path, timedelta(hours=1))
+    save_record(unchanged, READ, "spend_logs", "k1", at, {})
+    path = tmp_path / READ / "spend_logs.json"
+    assert path.exists()
+    path.write_text('{"key": "k1", "at": "yesterday"')
+    assert reusable_record(unchanged, READ, "spend_logs", "k1", now=at) is None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,12 @@ import dagster as dg
 import pytest
 
 from dagster_project.defs.ingest import checks
-from dagster_project.defs.ingest.assets import raw_error_logs, raw_snapshots, raw_spend_logs
+from dagster_project.defs.ingest.assets import (
+    raw_error_logs,
+    raw_key,
+    raw_snapshots,
+    raw_spend_logs,
+)
 from dagster_project.defs.pipeline.schedules import extract_job, rollback_run_config, schedules
 from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.ingest.contract import SNAPSHOT_TABLES
@@ -17,6 +22,8 @@ from dagster_project.settings import DEFAULT_SCHEDULE
 from tests.ingest.helpers import Warehouse, insert_spend, ms, spend_row, utcnow
 
 pytestmark = pytest.mark.integration
+
+OLD_SCHEMA = "20251101000000"  # before created_at: the startTime cursor
 
 RAW_ASSETS = [raw_spend_logs, raw_error_logs, raw_snapshots, checks.raw_fact_checks]
 RESOURCES = {"settings": SettingsResource()}
@@ -130,9 +137,59 @@ def test_a_passing_reconciliation_stands_while_neither_side_changes(env, monkeyp
     assert check_results(materialize(run_config=rollback_run_config()))[
         "spend_logs:reconciliation"
     ].passed
-    monkeypatch.setenv("SPEND_WAREHOUSE_RECONCILE_REUSE_MINUTES", "0")
+    monkeypatch.setenv("SPEND_WAREHOUSE_UNCHANGED_MINUTES", "0")
     assert reused(materialize())["spend_logs"] is False
     assert reused(materialize())["spend_logs"] is False
+
+
+def extracted(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    """The SpendLogs extraction's metadata in a run, as plain values."""
+    for event in result.get_asset_materialization_events():
+        if event.asset_key == raw_key("spend_logs"):
+            return {k: v.value for k, v in event.materialization.metadata.items()}
+    raise AssertionError("raw/spend_logs was not materialized")
+
+
+def test_a_quiet_source_is_not_read_again_until_it_changes(env, monkeypatch):
+    source, wh = env
+    now = ms(utcnow())
+    insert_spend(source, [spend_row("q1", now - timedelta(hours=1))])
+    first = extracted(materialize())
+    assert (first["rows_stored"], first["unchanged_since"]) == (1, None)
+    watermark = first["watermark"]
+
+    quiet = extracted(materialize())
+    assert quiet["unchanged_since"] is not None  # the read was skipped
+    assert (quiet["rows_read"], quiet["chunks"], quiet["watermark"]) == (0, 0, watermark)
+
+    # any write moves the source's change marker: the next run reads (and finds the new row)
+    insert_spend(source, [spend_row("q2", now - timedelta(minutes=30))])
+    after_write = extracted(materialize())
+    assert (after_write["rows_stored"], after_write["unchanged_since"]) == (1, None)
+    assert extracted(materialize())["unchanged_since"] is not None
+    assert sorted(r for (r,) in wh.query("SELECT request_id FROM raw.spend_logs")) == ["q1", "q2"]
+
+    # the rollback always reads; switched off, every run reads
+    rollback = materialize(run_config=rollback_run_config())
+    assert extracted(rollback)["unchanged_since"] is None
+    monkeypatch.setenv("SPEND_WAREHOUSE_UNCHANGED_MINUTES", "0")
+    assert extracted(materialize())["unchanged_since"] is None
+    assert extracted(materialize())["unchanged_since"] is None
+
+
+def test_the_start_time_cursor_is_read_on_every_run(make_source, tmp_path, monkeypatch):
+    # startTime comes from the proxy's clock and may lie ahead of the database's: a row the last
+    # read's window excluded can enter the next one without any write
+    source = make_source(until=OLD_SCHEMA)
+    monkeypatch.setenv("DATABASE_URL", source.url)
+    monkeypatch.setenv("PROXY_TABLE_PREFIX", source.prefix)
+    monkeypatch.setenv("SPEND_WAREHOUSE_DIR", str(tmp_path / "wh"))
+    monkeypatch.chdir(tmp_path)
+    insert_spend(source, [spend_row("s1", ms(utcnow()) - timedelta(hours=1))])
+    for _ in range(2):
+        metadata = extracted(materialize())
+        assert metadata["cursor"] == "startTime"
+        assert metadata["unchanged_since"] is None
 
 
 def test_materializations_carry_extraction_metadata(env):

@@ -17,6 +17,7 @@ import dagster as dg
 from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.duckdb import WRITER_POOL, connect_writer
 from dagster_project.lib.ingest import contract as rc
+from dagster_project.lib.ingest.changes import Unchanged
 from dagster_project.lib.ingest.extract import FactResult, extract_fact, extract_snapshots
 from dagster_project.lib.ingest.lake import Lake
 from dagster_project.lib.ingest.limit_history import HISTORY_TABLE, record_limit_history
@@ -116,7 +117,7 @@ def run_fact(
     settings = source_settings(settings)
     with (
         classified_errors(),
-        SourceSession(settings.database_url, settings.table_prefix) as session,
+        SourceSession(settings.database_url, settings.table_prefix, watch=[fact.source]) as session,
         connect_writer(
             settings.build_path, recover_corrupt=True, limits=settings.duckdb_config
         ) as con,
@@ -130,6 +131,7 @@ def run_fact(
             include_payload=settings.include_payload_columns,
             rollback_days=config.rollback_days,
             maintenance=config.maintenance,
+            unchanged=Unchanged.from_settings(settings),
             progress=context.log.info,
         )
     context.log.info(

@@ -8,7 +8,7 @@ Tunables (settings):
 
 - ``SPEND_WAREHOUSE_RECONCILE_DAYS`` (default 3): how many recent UTC days are compared;
 - ``SPEND_WAREHOUSE_FRESHNESS_MINUTES`` (default 30): the largest acceptable lag;
-- ``SPEND_WAREHOUSE_RECONCILE_REUSE_MINUTES`` (default 60, 0: never): how long a passing
+- ``SPEND_WAREHOUSE_UNCHANGED_MINUTES`` (default 60, 0: never): how long a passing
   reconciliation stands in for the next ones while neither the source table (PostgreSQL's write
   counts) nor the lake table changed (``lib/ingest/changes.py``).
 """
@@ -22,11 +22,13 @@ import dagster as dg
 from dagster_project.defs.ingest.assets import classified_errors, raw_key, source_settings
 from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.ingest.changes import (
+    COMPARED,
     ChangeMarker,
-    comparison_key,
-    forget_comparison,
-    reusable_comparison,
-    save_comparison,
+    Unchanged,
+    forget_record,
+    reusable_record,
+    save_record,
+    unchanged_key,
 )
 from dagster_project.lib.ingest.lake import Lake, Manifest, PublishedTable
 from dagster_project.lib.ingest.reconcile import (
@@ -77,7 +79,7 @@ def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.Asset
     marker = s.markers.get(fact.source, ChangeMarker(None, "not read"))
     key = None
     if scope is not None:
-        key = comparison_key(
+        key = unchanged_key(
             marker,
             manifest,
             columns=[f"{c.name} {c.data_type}" for c in columns.values()],
@@ -85,16 +87,16 @@ def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.Asset
             days=settings.reconcile_days,
         )
     now = datetime.now(UTC)
-    max_age = timedelta(minutes=settings.reconcile_reuse_minutes)
-    record = reusable_comparison(settings.state_dir, fact.raw_table, key, now=now, max_age=max_age)
+    unchanged = Unchanged.from_settings(settings)
+    record = reusable_record(unchanged, COMPARED, fact.raw_table, key, now=now)
     if record is not None:
         return dg.AssetCheckResult(
             passed=True,
             description=(
-                f"source and lake unchanged since the comparison at {record['compared_at']} "
+                f"source and lake unchanged since the comparison at {record['at']} "
                 "(PostgreSQL's write counts, the lake's manifest): its result stands"
             ),
-            metadata={**record["metadata"], "reused": True, "compared_at": record["compared_at"]},
+            metadata={**record["metadata"], "reused": True, "compared_at": record["at"]},
         )
     result = compare(fact, s, settings, lake, manifest)
     compared = {name: value.value for name, value in result.metadata.items()}
@@ -105,9 +107,9 @@ def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.Asset
         "reuse": "possible" if key else marker.reason or "nothing extracted yet",
     }
     if result.passed and key is not None:
-        save_comparison(settings.state_dir, fact.raw_table, key, now, compared)
+        save_record(unchanged, COMPARED, fact.raw_table, key, now, compared)
     elif not result.passed:
-        forget_comparison(settings.state_dir, fact.raw_table)
+        forget_record(unchanged, COMPARED, fact.raw_table)
     return dg.AssetCheckResult(
         passed=result.passed, description=result.description, metadata=metadata
     )

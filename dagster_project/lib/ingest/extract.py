@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
@@ -28,6 +28,14 @@ import pyarrow.parquet as pq
 
 from dagster_project.lib.ingest import contract as rc
 from dagster_project.lib.ingest import load as raw_load
+from dagster_project.lib.ingest.changes import (
+    READ,
+    ChangeMarker,
+    Unchanged,
+    reusable_record,
+    save_record,
+    unchanged_key,
+)
 from dagster_project.lib.ingest.lake import (
     DayPartitionWriter,
     Lake,
@@ -103,6 +111,7 @@ class FactResult:
     live_files: int = 0
     compacted_partitions: int = 0
     expired_snapshots: int = 0
+    unchanged_since: datetime | None = None  # the read skipped: nothing changed since then
 
     def note_period(self, batch: pa.RecordBatch, column: str) -> None:
         """Widen the covered period with the rows of ``batch``."""
@@ -140,6 +149,7 @@ class FactResult:
             "live_files": self.live_files,
             "compacted_partitions": self.compacted_partitions,
             "expired_snapshots": self.expired_snapshots,
+            "unchanged_since": iso(self.unchanged_since),
         }
 
 
@@ -153,13 +163,16 @@ def extract_fact(
     include_payload: bool = False,
     rollback_days: int = 0,
     maintenance: bool = False,
+    unchanged: Unchanged | None = None,
     progress: Progress = log.info,
 ) -> FactResult:
     """Extract ``fact`` incrementally (plus an optional rollback re-read) into lake and DuckDB.
 
     With ``maintenance`` (the daily run), every day partition holding more than one file is
     compacted and the lake's old snapshots expire; otherwise only partitions that gathered
-    many files are compacted.
+    many files are compacted. With ``unchanged`` and the session watching ``fact``, the
+    incremental read is skipped while the source table and the lake table are unchanged since
+    the last complete one (:meth:`_FactRun.read_incremental`).
     """
     con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
     result = FactResult(table=fact.raw_table)
@@ -169,13 +182,16 @@ def extract_fact(
     table = lake.table(fact.raw_table, day_column=fact.partition_column)
     run = _FactRun(session, con, table, fact, columns, result, include_payload)
     run.catch_up(progress)
-    run.read_incremental(options, progress)
+    quiet = run.unchanged_read(options, unchanged) if rollback_days == 0 else None
+    run.read_incremental(options, progress, quiet=quiet)
     if rollback_days > 0:
         run.read_rollback(rollback_days, progress)
     run.compact(MAINTENANCE_MIN_FILES if maintenance else COMPACT_MIN_FILES)
     if maintenance:
         result.expired_snapshots = table.expire_snapshots()
     run.record_source_status(progress)
+    if quiet is not None and quiet.record is None:
+        quiet.save()  # a complete read: the next run may skip it while nothing changes
     return result
 
 
@@ -221,6 +237,35 @@ class Staged:
 
 
 @dataclass
+class _QuietRead:
+    """The record that lets a run skip its incremental read while the source table and the lake
+    table are unchanged since the last complete one (lib/ingest/changes.py).
+
+    The key joins the source's change marker, read before this run's snapshot, to the lake's
+    manifest *after* the run: the next run compares its own marker and the manifest it finds. A
+    skip needs the ``created_at`` cursor, which PostgreSQL sets (a row the last read's snapshot
+    held had a ``created_at`` below its cap, so a new window holds no row it did not); a proxy's
+    own ``startTime`` may lie ahead of the database's clock.
+    """
+
+    unchanged: Unchanged
+    marker: ChangeMarker
+    lake: PublishedTable
+    raw_table: str
+    inputs: Mapping[str, Any]
+    now: datetime
+    record: dict[str, Any] | None = None  # the standing record: skip the read
+
+    def key(self) -> str | None:
+        return unchanged_key(self.marker, self.lake.read_manifest(), **self.inputs)
+
+    def save(self) -> None:
+        key = self.key()
+        if key is not None:
+            save_record(self.unchanged, READ, self.raw_table, key, self.now, {})
+
+
+@dataclass
 class _FactRun:
     """One fact table's extraction, step by step, in the order that makes a kill safe."""
 
@@ -245,14 +290,51 @@ class _FactRun:
                 f"{self.fact.raw_table}: merged {merged} rows of earlier lake files into DuckDB"
             )
 
-    def read_incremental(self, options: WindowOptions, progress: Progress) -> None:
-        """Steps 2-4 for each chunk of the window after the watermark."""
+    def unchanged_read(
+        self, options: WindowOptions, unchanged: Unchanged | None
+    ) -> _QuietRead | None:
+        """The quiet-read record of this run; None where a skip cannot apply (no records kept,
+        the marker not read, the ``startTime`` cursor)."""
+        marker = self.session.markers.get(self.fact.source)
+        if unchanged is None or marker is None or cursor_column(self.columns) != CREATED_AT:
+            return None
+        indexed = self.session.has_leading_index(self.fact.source, CREATED_AT)
+        quiet = _QuietRead(
+            unchanged,
+            marker,
+            self.lake,
+            self.fact.raw_table,
+            inputs={
+                "columns": sorted(self.columns),
+                "options": repr(options),
+                "created_at_index": indexed,
+                "payload": self.include_payload,
+            },
+            now=datetime.now(UTC),
+        )
+        quiet.record = reusable_record(
+            unchanged, READ, self.fact.raw_table, quiet.key(), now=quiet.now
+        )
+        return quiet
+
+    def read_incremental(
+        self, options: WindowOptions, progress: Progress, quiet: _QuietRead | None = None
+    ) -> None:
+        """Steps 2-4 for each chunk of the window after the watermark; nothing while ``quiet``
+        holds a standing record."""
         result, session = self.result, self.session
         state = dict(self.lake.read_manifest().state)
         result.cursor = cursor_column(self.columns)
         result.watermark_before = result.watermark_after = parse_ts(state.get("watermark"))
         if result.cursor == CREATED_AT:
             result.created_at_index = session.has_leading_index(self.fact.source, CREATED_AT)
+        if quiet is not None and quiet.record is not None:
+            result.unchanged_since = datetime.fromisoformat(quiet.record["at"])
+            progress(
+                f"{self.name}: source and lake unchanged since the read at {quiet.record['at']} "
+                "(PostgreSQL's write counts, the lake's manifest): nothing to read"
+            )
+            return
         bounded = not result.created_at_index
         settled = parse_ts(state.get("settled")) if state.get("cursor") == result.cursor else None
         window = incremental_window(
