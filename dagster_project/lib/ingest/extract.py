@@ -243,9 +243,12 @@ class _QuietRead:
 
     The key joins the source's change marker, read before this run's snapshot, to the lake's
     manifest *after* the run: the next run compares its own marker and the manifest it finds. A
-    skip needs the ``created_at`` cursor, which PostgreSQL sets (a row the last read's snapshot
-    held had a ``created_at`` below its cap, so a new window holds no row it did not); a proxy's
-    own ``startTime`` may lie ahead of the database's clock.
+    skip needs the ``created_at`` cursor, which PostgreSQL fills with the inserting transaction's
+    start: a row the last read's snapshot held lies below that read's cap, so a later window
+    holds no row the last one did not. A ``created_at`` a client set ahead of the database's
+    clock (and the proxy's own ``startTime``, hence no skip with that cursor) can enter a later
+    window without any write: such a row is read by the first run after the next write, or once
+    the record is older than its maximum age.
     """
 
     unchanged: Unchanged
