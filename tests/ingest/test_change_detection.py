@@ -6,7 +6,7 @@ Real PostgreSQL, real lakes (Parquet and Iceberg), real DuckDB.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -123,6 +123,11 @@ def env(make_source, tmp_path, monkeypatch, lake_format):
     return source, Warehouse(tmp_path / "wh")
 
 
+def noon(moment: datetime) -> datetime:
+    """Noon of ``moment``'s day: rows a few hours on stay in that day whatever the clock says."""
+    return moment.replace(hour=12, minute=0, second=0, microsecond=0)
+
+
 def reconcile(source):
     settings = load_settings()
     with SourceSession(source.url, source.prefix) as session:
@@ -143,7 +148,7 @@ def test_reconciliation_counted_from_the_manifest_still_finds_a_row_too_many_or_
         with source.connect() as conn:
             conn.execute(f"CREATE INDEX ON {source.table('SpendLogs')} (created_at)")
     now = ms(utcnow())
-    day = now - timedelta(days=age_days)
+    day = noon(now - timedelta(days=age_days))
     old = [spend_row(f"o{i}", day + timedelta(minutes=i), created_at=day) for i in range(4)]
     insert_spend(source, [*old, spend_row("new", now - timedelta(hours=1))])
     wh.extract(source)
@@ -168,7 +173,7 @@ def test_a_file_holding_rows_not_yet_covered_is_read_not_counted(env):
     left out on both sides, so the file must be read, not counted from the manifest."""
     source, wh = env
     now = ms(utcnow())
-    day = now - timedelta(days=5)
+    day = noon(now - timedelta(days=5))
     old = [spend_row(f"o{i}", day + timedelta(minutes=i), created_at=day) for i in range(4)]
     insert_spend(source, old)
     wh.extract(source)
