@@ -28,6 +28,22 @@ from dagster_project.settings import DEFAULT_TABLE_PREFIX
 from tests.prefixes import BOTH_PREFIXES
 
 
+class CountedConnection(psycopg.Connection):
+    """A connection whose writes reach PostgreSQL's statistics when it closes.
+
+    A server process hands its row counts over when it goes idle, or up to 10 s later if it
+    did so less than a second before, and at exit after the client has gone. The proxy's own
+    writers are idle long before the next scheduled run; a test's next step starts at once, so
+    its writer flushes before closing (``pg_stat_force_next_flush``, PostgreSQL 15+). The change
+    marker (``lib/ingest/changes.py``) reads these counts."""
+
+    def __exit__(self, exc_type, exc_val, exc_tb) -> None:
+        if exc_type is None and not self.closed and self.info.server_version >= 150000:
+            self.commit()
+            self.execute("SELECT pg_stat_force_next_flush()")
+        super().__exit__(exc_type, exc_val, exc_tb)
+
+
 @dataclass(frozen=True)
 class SourceDb:
     """A fresh proxy database with the real schema."""
@@ -41,7 +57,7 @@ class SourceDb:
         return urlsplit(self.url).path.lstrip("/")
 
     def connect(self, **kwargs) -> psycopg.Connection:
-        return psycopg.connect(self.url, **kwargs)
+        return CountedConnection.connect(self.url, **kwargs)
 
     def table(self, name: str) -> str:
         """Quoted reference to proxy table ``name``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import dagster as dg
+import psycopg
 import pytest
 
 from dagster_project.defs.ingest import checks
@@ -175,6 +176,34 @@ def test_a_quiet_source_is_not_read_again_until_it_changes(env, monkeypatch):
     monkeypatch.setenv("SPEND_WAREHOUSE_UNCHANGED_MINUTES", "0")
     assert extracted(materialize())["unchanged_since"] is None
     assert extracted(materialize())["unchanged_since"] is None
+
+
+def test_a_write_not_yet_counted_is_read_by_a_later_run_once(env):
+    """A write reaches the change marker only when PostgreSQL flushes the writer's statistics:
+    at once when its connection goes idle, or up to 10 s later if it flushed less than a second
+    before. A run in between may skip the read as if the write came after it; the row is then
+    read by the first run after the flush, once."""
+    source, wh = env
+    now = ms(utcnow())
+    insert_spend(source, [spend_row("c1", now - timedelta(hours=1))])
+    assert extracted(materialize())["rows_stored"] == 1
+    with psycopg.connect(source.url, autocommit=True) as writer:  # a proxy connection, kept open
+        writer.execute("CREATE TABLE flush_pace (x int)")  # the writer's counts flush now, so
+        # its writes in the next second are counted when its idle timeout fires (10 s)
+        row = spend_row("c2", now - timedelta(minutes=30))
+        cols = ", ".join(f'"{c}"' for c in row)
+        marks = ", ".join(["%s"] * len(row))
+        writer.execute(
+            f"INSERT INTO {source.table('SpendLogs')} ({cols}) VALUES ({marks})",
+            list(row.values()),
+        )  # counted up to 10 s later
+        pending = extracted(materialize())
+        if pending["unchanged_since"] is not None:  # the marker did not move yet: nothing read
+            assert (pending["rows_read"], pending["rows_stored"]) == (0, 0)
+        writer.execute("SELECT pg_stat_force_next_flush()")  # the idle timeout, brought forward
+    after = extracted(materialize())
+    assert pending["rows_stored"] + after["rows_stored"] == 1
+    assert sorted(r for (r,) in wh.query("SELECT request_id FROM raw.spend_logs")) == ["c1", "c2"]
 
 
 def test_the_start_time_cursor_is_read_on_every_run(make_source, tmp_path, monkeypatch):

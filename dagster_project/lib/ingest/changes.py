@@ -16,8 +16,11 @@ source side is told by a **change marker** read from PostgreSQL's cumulative sta
 table and every partition or child under it, the oid, the relfilenode (a new one after
 ``TRUNCATE``) and the counts of inserted, updated and deleted rows, together with the server's
 start time and the database's statistics reset time (the counts restart from zero after either).
-Any write to the table moves the marker once PostgreSQL has flushed the writing session's
-statistics (normally before its commit returns, at most a minute later under contention).
+Any write to the table moves the marker once the writing session has flushed its statistics:
+when it goes idle after the commit, or, if it flushed less than a second before, when it has been
+idle for 10 s (``PGSTAT_IDLE_INTERVAL``). A run in those seconds sees the old marker and skips as
+if the write came after it; the next run reads and compares it. No row is lost or counted twice,
+but a row committed in the last 10 s before a quiet run may wait for the next one.
 
 The marker is read in its own transaction *before* the session's snapshot: a write that the
 comparison's snapshot did not see is not in the recorded marker either, so it moves the marker
