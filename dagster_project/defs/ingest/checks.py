@@ -33,6 +33,7 @@ from dagster_project.lib.ingest.changes import (
 from dagster_project.lib.ingest.lake import Lake, Manifest, PublishedTable
 from dagster_project.lib.ingest.reconcile import (
     DayFilter,
+    ReconcileScope,
     compare_days,
     compare_history,
     covered_stats,
@@ -98,7 +99,7 @@ def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.Asset
             ),
             metadata={**record["metadata"], "reused": True, "compared_at": record["at"]},
         )
-    result = compare(fact, s, settings, lake, manifest)
+    result = compare(fact, s, settings, lake, manifest, scope)
     compared = {name: value.value for name, value in result.metadata.items()}
     metadata = {
         **compared,
@@ -116,9 +117,17 @@ def reconcile(fact: FactTable, s: SourceSession, settings: Settings) -> dg.Asset
 
 
 def compare(
-    fact: FactTable, s: SourceSession, settings: Settings, lake: PublishedTable, manifest: Manifest
+    fact: FactTable,
+    s: SourceSession,
+    settings: Settings,
+    lake: PublishedTable,
+    manifest: Manifest,
+    scope: ReconcileScope | None,
 ) -> dg.AssetCheckResult:
     """Compare ``fact`` between source and lake: the last days in full, older days by ids.
+
+    ``scope`` is the manifest's comparable rows (:func:`reconcile_scope`; None before the first
+    extraction).
 
     The last ``reconcile_days`` days compare count, spend and ids of the rows the extraction has
     surely covered; older days the incremental window still reaches compare the count of those
@@ -133,7 +142,6 @@ def compare(
     days = settings.reconcile_days
     columns = s.columns(fact.source)
     state = manifest.state
-    scope = reconcile_scope(state, days, s.cap.date())
     if scope is None:  # nothing extracted yet: fine only if the source is empty too
         has_rows = s.query(f"SELECT EXISTS (SELECT 1 FROM {s.table(fact.source)})")[0][0]
         return dg.AssetCheckResult(
@@ -158,7 +166,7 @@ def compare(
         uncovered=(scope.cursor, scope.limit) if indexed else None,
         turn=manifest.version,
     )
-    if history.oldest is None and lake.read_manifest().rows:
+    if history.oldest is None and manifest.rows:
         return disabled_result(fact, s.prefix, lake, history)
     source = source_days(s, fact, columns, scope, history.oldest)
     lake_recent = lake_days(lake, fact, scope, history.oldest)

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import duckdb
@@ -284,6 +285,11 @@ class _FactRun:
     def name(self) -> str:
         return table_name(self.session.prefix, self.fact.source)
 
+    @cached_property
+    def created_at_index(self) -> bool:
+        """Whether an index on the source table leads with ``created_at`` (asked once a run)."""
+        return self.session.has_leading_index(self.fact.source, CREATED_AT)
+
     def catch_up(self, progress: Progress) -> None:
         """Step 1: merge lake files published by a run killed before its merge."""
         self.lake.clean_orphans()
@@ -301,7 +307,6 @@ class _FactRun:
         marker = self.session.markers.get(self.fact.source)
         if unchanged is None or marker is None or cursor_column(self.columns) != CREATED_AT:
             return None
-        indexed = self.session.has_leading_index(self.fact.source, CREATED_AT)
         quiet = _QuietRead(
             unchanged,
             marker,
@@ -310,7 +315,7 @@ class _FactRun:
             inputs={
                 "columns": sorted(self.columns),
                 "options": repr(options),
-                "created_at_index": indexed,
+                "created_at_index": self.created_at_index,
                 "payload": self.include_payload,
             },
             now=datetime.now(UTC),
@@ -330,7 +335,7 @@ class _FactRun:
         result.cursor = cursor_column(self.columns)
         result.watermark_before = result.watermark_after = parse_ts(state.get("watermark"))
         if result.cursor == CREATED_AT:
-            result.created_at_index = session.has_leading_index(self.fact.source, CREATED_AT)
+            result.created_at_index = self.created_at_index
         if quiet is not None and quiet.record is not None:
             result.unchanged_since = datetime.fromisoformat(quiet.record["at"])
             progress(
