@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 
 from dagster_project.cli import EXIT_CONFIG, EXIT_TRY_AGAIN
+from dagster_project.commands.check import quiet_run_report
+from dagster_project.lib.ingest.changes import ChangeMarker
 from tests.duckdb_files import build_database, held_open
 from tests.spendwh import assert_one_sentence, run_spendwh
 
@@ -126,3 +128,36 @@ def test_check_on_an_older_schema_names_the_start_time_cursor(make_source, tmp_p
     result = _check(_source_env(source, tmp_path), tmp_path)
     assert result.returncode == 0, result.stderr
     assert "cursor: startTime" in result.stdout
+    assert "reuse the last passing reconciliation (the startTime cursor is read" in result.stdout
+
+
+def test_check_says_what_quiet_runs_skip_and_why_not(make_source, tmp_path):
+    source = make_source()
+    env = _source_env(source, tmp_path)
+    result = _check(env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "quiet runs: while PostgreSQL's write counts and the lake are unchanged, runs skip the "
+        "read and reuse the last passing reconciliation, for up to 60 minutes"
+    ) in result.stdout
+
+    off = _check({**env, "SPEND_WAREHOUSE_UNCHANGED_MINUTES": "0"}, tmp_path)
+    assert "in full every time (SPEND_WAREHOUSE_UNCHANGED_MINUTES=0)" in off.stdout
+
+    with source.connect(autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{source.dbname}" SET track_counts = off')
+    result = _check(env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "in full every time: track_counts is off, so PostgreSQL's write counts" in result.stdout
+
+
+def test_quiet_run_report_names_each_reason():
+    standby = ChangeMarker(None, "a standby does not count the writes it replays")
+    assert quiet_run_report(standby, True, 60).endswith(
+        "every time: a standby does not count the writes it replays, so PostgreSQL's write "
+        "counts cannot tell that nothing changed"
+    )
+    usable = ChangeMarker("digest")
+    assert "for up to 15 minutes" in quiet_run_report(usable, True, 15)
+    assert "skip the read" not in quiet_run_report(usable, False, 15)
+    assert "(SPEND_WAREHOUSE_UNCHANGED_MINUTES=0)" in quiet_run_report(usable, True, 0)

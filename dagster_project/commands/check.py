@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dagster_project.lib.demo import no_source_message
+from dagster_project.lib.ingest.changes import MARKER_SQL, ChangeMarker, change_marker
 from dagster_project.lib.ingest.windows import LEADING_INDEX_SQL, created_at_index_sql
 from dagster_project.lib.postgres import SPEND_LOGS, connect, inspect_source, redact
 from dagster_project.lib.sql import quote_ident, table_name
@@ -41,8 +42,34 @@ def warehouse_state(path: Path, rows: int | None) -> str:
     return f"{path}, {rows:,} spend logs"
 
 
-def spend_log_report(url: str, prefix: str, warehouse_rows: int | None) -> list[str]:
-    """How SpendLogs is read (cursor, the created_at index) and whether logging looks disabled."""
+def quiet_run_report(marker: ChangeMarker, created_at_cursor: bool, minutes: int) -> str:
+    """What a run with nothing new skips on this source (lib/ingest/changes.py)."""
+    if minutes == 0:
+        return (
+            "quiet runs: read and compare SpendLogs in full every time "
+            "(SPEND_WAREHOUSE_UNCHANGED_MINUTES=0)"
+        )
+    if not marker.usable:
+        return (
+            f"quiet runs: read and compare SpendLogs in full every time: {marker.reason}, so "
+            "PostgreSQL's write counts cannot tell that nothing changed"
+        )
+    skipped = (
+        "skip the read and reuse the last passing reconciliation"
+        if created_at_cursor
+        else "reuse the last passing reconciliation (the startTime cursor is read every time)"
+    )
+    return (
+        f"quiet runs: while PostgreSQL's write counts and the lake are unchanged, runs {skipped}, "
+        f"for up to {minutes} minutes after the last full one (SPEND_WAREHOUSE_UNCHANGED_MINUTES)"
+    )
+
+
+def spend_log_report(
+    url: str, prefix: str, warehouse_rows: int | None, unchanged_minutes: int
+) -> list[str]:
+    """How SpendLogs is read (cursor, the created_at index, what quiet runs skip) and whether
+    logging looks disabled."""
     table = table_name(prefix, SPEND_LOGS)
     with connect(url) as conn:
         has_created_at = conn.execute(
@@ -56,6 +83,9 @@ def spend_log_report(url: str, prefix: str, warehouse_rows: int | None) -> list[
                 LEADING_INDEX_SQL.replace("$1", "%s").replace("$2", "%s"),
                 (quote_ident(table), "created_at"),
             ).fetchone()[0]
+        )
+        marker = change_marker(
+            conn.execute(MARKER_SQL.replace("$1", "%s"), (quote_ident(table),)).fetchone()
         )
         exists = f"SELECT EXISTS (SELECT 1 FROM {quote_ident(table)})"
         empty = not conn.execute(exists).fetchone()[0]
@@ -77,6 +107,7 @@ def spend_log_report(url: str, prefix: str, warehouse_rows: int | None) -> list[
             "can run (the warehouse never writes to the proxy):",
             "  " + created_at_index_sql(prefix),
         ]
+    lines.append(quiet_run_report(marker, has_created_at, unchanged_minutes))
     if empty and warehouse_rows:
         lines.append(
             f"status: source disabled: {table!r} is empty while the warehouse holds "
@@ -108,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         "SpendLogs present"
     )
     rows = warehouse_rows(settings.warehouse_path)
-    for line in spend_log_report(url, prefix, rows):
+    for line in spend_log_report(url, prefix, rows, settings.unchanged_minutes):
         print(line)
     print(f"warehouse: {warehouse_state(settings.warehouse_path, rows)}")
     print(executor_report(settings))
