@@ -1,3 +1,16 @@
+{#- The grouping columns of the daily spend facts, in contract order and cast to the contract's
+    varchar (PostgreSQL would otherwise give text, which an incremental build's schema check
+    rejects); with tagged=true the tag facts' tag between the end user and the model group. -#}
+{% macro spend_daily_dimensions(tagged=false) %}
+    {%- set columns = ['key_hash', 'team_id', 'organization_id', 'user_id', 'end_user_id'] %}
+    {%- if tagged %}{% do columns.append('tag') %}{% endif %}
+    {%- do columns.extend(['model_group', 'provider']) %}
+    {%- for column in columns %}
+        cast({{ column }} as {{ sql_type('varchar') }}) as {{ column }}
+        {%- if not loop.last %},{% endif %}
+    {%- endfor %}
+{%- endmacro %}
+
 {#- The request metrics of the daily spend facts, aggregated over a group of int_spend_logs_attributed
     (or int_request_tags_allocated) rows and cast to their contract types, in contract order:
     counts, spend, tokens, then latency and time-to-first-token percentiles. With allocated=true
@@ -37,7 +50,9 @@
 
 {#- The incremental filter of the daily spend facts on a model with spend_date and extracted_at:
     the var incremental_rebuild_days whole UTC days before the latest day already built, plus
-    every older day that received rows extracted after the last build (late rows of any age). -#}
+    every older day that received rows extracted after the last build (late rows of any age),
+    plus every day built with a key or team whose attribution (owner, organization) changed
+    since (int_spend_attribution_versions; the model names it in a depends_on comment). -#}
 {% macro spend_daily_rebuild_filter(relation) %}
     where
         spend_date >= (
@@ -50,5 +65,18 @@
             where late.extracted_at > (
                 select max(built.last_extracted_at) as watermark from {{ this }} as built
             )
+        )
+        or spend_date in (
+            select built.spend_date
+            from {{ this }} as built
+            inner join {{ ref('int_spend_attribution_versions') }} as changed
+                on
+                    (changed.holder_type = 'key' and built.key_hash = changed.holder_id)
+                    or (changed.holder_type = 'team' and built.team_id = changed.holder_id)
+            where
+                changed.is_change
+                and changed.seen_with_logs_until >= (
+                    select max(watermark.last_extracted_at) from {{ this }} as watermark
+                )
         )
 {%- endmacro %}

@@ -64,3 +64,67 @@ def test_incremental_rebuild_equals_full_rebuild(tmp_path):
         ).fetchone()[0]
     expected = sum(1 for r in data.rows("spend_logs") if r["start_time"].date() == oldest.date())
     assert first_day == expected + 1
+
+
+def _attributed_days(path, column, value):
+    """Days of fct_spend_daily with rows attributed to ``column = value``."""
+    with duckdb.connect(str(path), read_only=True) as conn:
+        query = f"select distinct spend_date from main.fct_spend_daily where {column} = ?"
+        return sorted(day for (day,) in conn.execute(query, [value]).fetchall())
+
+
+def test_a_key_or_team_moved_to_another_owner_rebuilds_its_days(tmp_path):
+    """Logs without their own owner or organization take them from the key and team: when those
+    change, the incremental facts re-build every day of that key or team, not only recent days."""
+    data = make_dataset(seed=11, requests=1500)
+    path = tmp_path / "build.duckdb"
+    write_raw_layer(path, data)
+    vars_yaml = f'{{budget_as_of: "{AS_OF}"}}'
+    run_dbt(["run", *SELECT], tmp_path, duckdb_env(path), vars_yaml)
+    with duckdb.connect(str(path)) as conn:
+        # a key whose requests carry no user of their own, and a team whose requests carry no
+        # organization of their own (nor do their keys)
+        key = ("hash_k1",)
+        conn.execute("update raw.spend_logs set user_id = null where api_key = ?", key)
+        conn.execute(
+            "update raw.verification_tokens set user_id = 'moved_user' where token = ?", key
+        )
+        team = ("team_1",)
+        conn.execute(
+            "update raw.spend_logs set organization_id = null, meta_organization_id = null "
+            "where team_id = ?",
+            team,
+        )
+        conn.execute(
+            "update raw.verification_tokens set organization_id = null where team_id = ?", team
+        )
+        conn.execute("update raw.teams set organization_id = 'moved_org' where team_id = ?", team)
+    # the edits to the logs above stand for their state at the first build: re-build from them
+    run_dbt(["run", "--full-refresh", *SELECT], tmp_path, duckdb_env(path), vars_yaml)
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("update raw.verification_tokens set user_id = 'owner_2' where token = ?", key)
+        conn.execute("update raw.teams set organization_id = 'org_2' where team_id = ?", team)
+    before_user = _attributed_days(path, "user_id", "moved_user")
+    before_org = _attributed_days(path, "organization_id", "moved_org")
+    assert len(before_user) > 4  # older days than the re-build window
+    assert len(before_org) > 4
+
+    run_dbt(["run", *SELECT], tmp_path, duckdb_env(path), vars_yaml)
+    incremental = {t: _snapshot(path, t) for t in INCREMENTAL}
+    assert _attributed_days(path, "user_id", "moved_user") == []
+    assert _attributed_days(path, "user_id", "owner_2") == before_user
+    assert _attributed_days(path, "organization_id", "moved_org") == []
+    assert _attributed_days(path, "organization_id", "org_2") == before_org
+
+    full_path = tmp_path / "full.duckdb"
+    shutil.copy(path, full_path)
+    run_dbt(["run", "--full-refresh", *SELECT], tmp_path, duckdb_env(full_path), vars_yaml)
+    for table in INCREMENTAL:
+        assert incremental[table] == _snapshot(full_path, table), f"{table}: != full re-build"
+    with duckdb.connect(str(path), read_only=True) as conn:
+        versions = conn.execute(
+            "select holder_type, holder_id, version_number, is_change "
+            "from main_intermediate.int_spend_attribution_versions "
+            "where is_change order by holder_type"
+        ).fetchall()
+    assert versions == [("key", key[0], 2, True), ("team", team[0], 2, True)]

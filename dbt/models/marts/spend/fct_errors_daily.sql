@@ -117,14 +117,17 @@ requests as (
 final as (
 
     select
-        {{ surrogate_key([
-            'errors.error_date', 'errors.model_group', 'errors.provider', 'errors.exception_type',
-            'errors.status_code',
-        ]) }} as error_daily_id,
-        errors.model_group,
-        errors.provider,
-        errors.exception_type,
-        errors.status_code,
+        cast(
+            {{ surrogate_key([
+                'errors.error_date', 'errors.model_group', 'errors.provider', 'errors.exception_type',
+                'errors.status_code',
+            ]) }}
+            as {{ sql_type('varchar') }}
+        ) as error_daily_id,
+        cast(errors.model_group as {{ sql_type('varchar') }}) as model_group,
+        cast(errors.provider as {{ sql_type('varchar') }}) as provider,
+        cast(errors.exception_type as {{ sql_type('varchar') }}) as exception_type,
+        cast(errors.status_code as {{ sql_type('varchar') }}) as status_code,
         cast(errors.error_count as bigint) as error_count,
         cast(coalesce(requests.request_count, 0) as bigint) as request_count,
         cast(coalesce(requests.failed_request_count, 0) as bigint) as failed_request_count,

@@ -5,6 +5,7 @@
         **incremental_by_day('spend_date'),
     )
 }}
+-- depends_on: {{ ref('int_spend_attribution_versions') }}
 -- Spend per request tag. Multi-tag rule: a request with n distinct tags appears under each of
 -- them; allocated_* columns split its spend (units of 1e-10 USD) and tokens evenly, the
 -- remainder going to its alphabetically first tag, so sums of allocated_* over tags equal the
@@ -25,18 +26,14 @@ request_tags as (
 final as (
 
     select
-        {{ surrogate_key([
-            'spend_date', 'tag', 'key_hash', 'team_id', 'organization_id', 'user_id',
-            'end_user_id', 'model_group', 'provider',
-        ]) }} as spend_by_tag_daily_id,
-        key_hash,
-        team_id,
-        organization_id,
-        user_id,
-        end_user_id,
-        tag,
-        model_group,
-        provider,
+        cast(
+            {{ surrogate_key([
+                'spend_date', 'tag', 'key_hash', 'team_id', 'organization_id', 'user_id',
+                'end_user_id', 'model_group', 'provider',
+            ]) }}
+            as {{ sql_type('varchar') }}
+        ) as spend_by_tag_daily_id,
+        {{ spend_daily_dimensions(tagged=true) }},
         {{ spend_daily_metrics(allocated=true) }},
         tag is null as is_untagged,
         spend_date,

@@ -5,9 +5,11 @@
         **incremental_by_day('spend_date'),
     )
 }}
+-- depends_on: {{ ref('int_spend_attribution_versions') }}
 -- Incremental: each run re-builds whole UTC days: the var incremental_rebuild_days days before the
 -- latest day already built, plus every older day that received rows extracted after the last
--- build (late rows of any age), so a re-build equals a full build.
+-- build (late rows of any age) and every day of a key or team whose attribution changed since
+-- (int_spend_attribution_versions), so a re-build equals a full build.
 with
 
 spend_logs as (
@@ -22,17 +24,14 @@ spend_logs as (
 final as (
 
     select
-        {{ surrogate_key([
-            'spend_date', 'key_hash', 'team_id', 'organization_id', 'user_id', 'end_user_id',
-            'model_group', 'provider',
-        ]) }} as spend_daily_id,
-        key_hash,
-        team_id,
-        organization_id,
-        user_id,
-        end_user_id,
-        model_group,
-        provider,
+        cast(
+            {{ surrogate_key([
+                'spend_date', 'key_hash', 'team_id', 'organization_id', 'user_id', 'end_user_id',
+                'model_group', 'provider',
+            ]) }}
+            as {{ sql_type('varchar') }}
+        ) as spend_daily_id,
+        {{ spend_daily_dimensions() }},
         {{ spend_daily_metrics() }},
         spend_date,
         min(started_at) as first_request_at,
