@@ -462,17 +462,20 @@ def test_deployed_pipeline_survives_a_kill_and_delivers_everything_once(
 
         def cross_a_budget() -> tuple[str, datetime]:
             """Insert a request that crosses a key's max budget now; its alert's latency is
-            measured (the token and the request's startTime)."""
+            measured (the token and the request's startTime). The request alone exceeds the
+            max: the period current at the build's evaluation instant may have ended since (an
+            hourly budget at the top of the hour, a daily one at midnight), and in the next
+            period the headroom left in the last one may not reach the max."""
             with duckdb.connect(str(warehouse), read_only=True) as con:
                 budget = con.execute(
-                    "select p.entity_id, p.max_budget_usd - p.period_spend_usd, k.user_id, "
+                    "select p.entity_id, p.max_budget_usd, k.user_id, "
                     "k.team_id from fct_budget_periods as p join raw.verification_tokens as k "
                     "on k.token = p.entity_id where p.entity_type = 'key' and p.is_current_period "
                     "and p.max_budget_usd is not null and p.max_budget_crossed_at is null "
                     "order by p.max_budget_usd limit 1"
                 ).fetchone()
             assert budget is not None, "no key with an uncrossed max budget in its current period"
-            token, headroom, key_user, key_team = budget
+            token, max_budget, key_user, key_team = budget
             crossing_start = ms(datetime.now(UTC).replace(tzinfo=None))
             insert_spend(
                 source,
@@ -480,7 +483,7 @@ def test_deployed_pipeline_survives_a_kill_and_delivers_everything_once(
                     spend_row(
                         "deployed-budget-crossing",
                         crossing_start,
-                        spend=float(headroom) + 1.0,
+                        spend=float(max_budget) + 1.0,
                         api_key=token,
                         user=key_user or "",
                         team_id=key_team,
