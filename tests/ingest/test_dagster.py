@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 
 import dagster as dg
 import psycopg
@@ -104,8 +105,19 @@ def reused(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
     }
 
 
+def clear_of_midnight(margin: timedelta = timedelta(minutes=2)) -> None:
+    """Wait for UTC midnight when it is less than ``margin`` away: the reconciliation compares
+    the last days up to the source's today, so a run after midnight rightly compares again
+    instead of standing on a comparison made before it."""
+    now = utcnow()
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time())
+    if midnight - now < margin:
+        time.sleep((midnight - now).total_seconds() + 1)
+
+
 def test_a_passing_reconciliation_stands_while_neither_side_changes(env, monkeypatch):
     source, _ = env
+    clear_of_midnight()  # every run below in one UTC day
     now = ms(utcnow())
     yesterday = now - timedelta(days=1)
     insert_spend(source, [spend_row(f"r{i}", yesterday + timedelta(minutes=i)) for i in range(3)])
