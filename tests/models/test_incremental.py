@@ -128,3 +128,122 @@ def test_a_key_or_team_moved_to_another_owner_rebuilds_its_days(tmp_path):
             "where is_change order by holder_type"
         ).fetchall()
     assert versions == [("key", key[0], 2, True), ("team", team[0], 2, True)]
+
+
+BUCKETS = "main_intermediate.int_entity_spend_buckets"
+
+
+def _buckets(path):
+    """The buckets without their inputs' fingerprint, which differs after a full refresh of the
+    attribution versions (no changes recorded yet)."""
+    query = f"select * exclude (inputs_fingerprint) from {BUCKETS}"
+    with duckdb.connect(str(path), read_only=True) as conn:
+        return sorted(conn.execute(query).fetchall(), key=str)
+
+
+def _full_buckets(tmp_path, path, vars_yaml):
+    full_path = tmp_path / "full.duckdb"
+    shutil.copy(path, full_path)
+    select = ["--select", "+int_entity_spend_buckets"]
+    run_dbt(["run", "--full-refresh", *select], tmp_path, duckdb_env(full_path), vars_yaml)
+    return _buckets(full_path)
+
+
+def _first_build(tmp_path, select):
+    """The test dataset's raw layer, built once with ``select``: (data, path, vars)."""
+    data = make_dataset(seed=11, requests=1500)
+    path = tmp_path / "build.duckdb"
+    write_raw_layer(path, data)
+    vars_yaml = f'{{budget_as_of: "{AS_OF}"}}'
+    run_dbt(["run", *select], tmp_path, duckdb_env(path), vars_yaml)
+    return data, path, vars_yaml
+
+
+def test_entity_spend_buckets_rebuild_only_days_with_new_rows_until_their_inputs_change(tmp_path):
+    """New requests re-build only their local days, late ones of any age included, and a new key
+    nothing; a change to what the buckets take from outside the requests (a tag gaining a
+    budget, a key moved to another owner or project) re-builds every day. Each build equals a
+    full one."""
+    select = ["--select", "+int_entity_spend_buckets"]
+    data, path, vars_yaml = _first_build(tmp_path, select)
+
+    # A marker on a day no new row touches: it survives a build that re-builds other days only.
+    oldest = min(r["start_time"] for r in data.rows("spend_logs"))
+    newest = max(r["start_time"] for r in data.rows("spend_logs"))
+    untouched = (oldest + timedelta(days=3)).date()
+    mark = f"update {BUCKETS} set request_count = -1 where bucket_date = ?"
+    with duckdb.connect(str(path)) as conn:
+        assert conn.execute(mark, [untouched]).fetchall()[0][0] > 0
+
+    late = dict(data.rows("spend_logs")[0], request_id="very_late_1", start_time=oldest)
+    late["_extracted_at"] = newest + timedelta(days=1)
+    new = dict(data.rows("spend_logs")[1], request_id="new_1", start_time=newest)
+    new["_extracted_at"] = newest + timedelta(days=1)
+    with duckdb.connect(str(path)) as conn:
+        insert_rows(conn, "spend_logs", [late, new])
+    run_dbt(["run", *select], tmp_path, duckdb_env(path), vars_yaml)
+    incremental = _buckets(path)
+    marked = [row for row in incremental if row[5] == -1]
+    assert marked
+    assert {row[8] for row in marked} == {untouched}
+    unmarked = [row for row in incremental if row[8] != untouched]
+    full = _full_buckets(tmp_path, path, vars_yaml)
+    assert unmarked == [row for row in full if row[8] != untouched]
+
+    # A new key changes nothing that was built: the marker stays.
+    with duckdb.connect(str(path)) as conn:
+        conn.execute(
+            "insert into raw.verification_tokens by name "
+            "select 'hash_new' as token, * exclude (token) from raw.verification_tokens "
+            "where token = 'hash_k1'"
+        )
+    run_dbt(["run", *select], tmp_path, duckdb_env(path), vars_yaml)
+    assert [row for row in _buckets(path) if row[5] == -1] == marked
+
+    # Inputs from outside the requests change: every day is re-built, the marker goes.
+    changes = [
+        "update raw.tags set budget_id = 'b_tag_day' where tag_name = 'exp'",
+        "update raw.verification_tokens set user_id = 'owner_2' where token = 'hash_k1'",
+        "update raw.verification_tokens set project_id = 'proj_b' where token = 'hash_k1'",
+    ]
+    for change in changes:
+        with duckdb.connect(str(path)) as conn:
+            conn.execute(mark, [untouched])
+            conn.execute(change)
+        run_dbt(["run", *select], tmp_path, duckdb_env(path), vars_yaml)
+        incremental = _buckets(path)
+        assert not [row for row in incremental if row[5] == -1], change
+        assert incremental == _full_buckets(tmp_path, path, vars_yaml), change
+    with duckdb.connect(str(path), read_only=True) as conn:
+        tagged = conn.execute(
+            f"select count(distinct bucket_date) from {BUCKETS} "
+            "where entity_type = 'tag' and entity_id = 'exp'"
+        ).fetchone()[0]
+    assert tagged > 4
+
+
+def test_attribution_versions_built_before_new_columns_upgrade_once(tmp_path):
+    """A warehouse whose versions table predates project_id and key_identity: the next build adds
+    the columns, records one change per key (its identity was unknown), and the facts and
+    buckets it re-builds equal a full build; the build after records nothing more."""
+    select = ["--select", "+fct_spend_daily +int_entity_spend_buckets"]
+    _, path, vars_yaml = _first_build(tmp_path, select)
+    versions = "main_intermediate.int_spend_attribution_versions"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute(f"alter table {versions} drop column project_id")
+        conn.execute(f"alter table {versions} drop column key_identity")
+        keys = conn.execute(f"select count(*) from {versions} where holder_type = 'key'").fetchone()
+
+    run_dbt(["run", *select], tmp_path, duckdb_env(path), vars_yaml)
+    count = f"select holder_type, count(*) from {versions} where is_change group by all"
+    with duckdb.connect(str(path), read_only=True) as conn:
+        assert conn.execute(count).fetchall() == [("key", keys[0])]
+    incremental = (_snapshot(path, "fct_spend_daily"), _buckets(path))
+    full_path = tmp_path / "full.duckdb"
+    shutil.copy(path, full_path)
+    run_dbt(["run", "--full-refresh", *select], tmp_path, duckdb_env(full_path), vars_yaml)
+    assert incremental == (_snapshot(full_path, "fct_spend_daily"), _buckets(full_path))
+
+    run_dbt(["run", *select], tmp_path, duckdb_env(path), vars_yaml)
+    with duckdb.connect(str(path), read_only=True) as conn:
+        assert conn.execute(count).fetchall() == [("key", keys[0])]

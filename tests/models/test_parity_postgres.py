@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import duckdb
@@ -40,7 +41,8 @@ def pg_schema(pg_server_url):
     schema = f"spendwh_parity_{uuid.uuid4().hex[:8]}"
     yield schema
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        for suffix in ("", "_raw", "_staging", "_intermediate", "_full", "_full_staging"):
+        suffixes = ["", "_raw", "_staging", "_intermediate"]
+        for suffix in [*suffixes, *("_full" + suffix for suffix in suffixes[1:]), "_full"]:
             conn.execute(
                 sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema + suffix))
             )
@@ -64,11 +66,10 @@ def test_postgres_marts_equal_duckdb_marts(built_duckdb, pg_server_url, pg_schem
     assert compared > 5000
 
 
-def test_postgres_incremental_facts_follow_a_key_and_team_moved_to_another_owner(
-    pg_server_url, pg_schema, tmp_path
-):
-    """As on DuckDB (tests/models/test_incremental.py): after a key's owner and a team's
-    organization change, an incremental build of the daily facts equals a full one."""
+def test_postgres_incremental_builds_equal_full_builds(pg_server_url, pg_schema, tmp_path):
+    """As on DuckDB (tests/models/test_incremental.py): after late requests, and after a key's
+    owner and a team's organization change, incremental builds of the daily facts and of the
+    entity spend buckets equal full ones."""
     data = make_dataset(seed=11, requests=1500)
     path = tmp_path / "build.duckdb"
     write_raw_layer(path, data)
@@ -84,9 +85,48 @@ def test_postgres_incremental_facts_follow_a_key_and_team_moved_to_another_owner
     raw = pg_schema + "_raw"
     load_raw_to_postgres(path, pg_server_url, raw)
     facts = ["fct_spend_daily", "fct_spend_by_tag_daily", "fct_errors_daily"]
-    select = ["--select", *(f"+{fact}" for fact in facts)]
+    buckets = (  # without inputs_fingerprint, which differs after a full refresh of the versions
+        "entity_type, entity_id, bucket_local, hour_local, spend_usd, request_count, "
+        "first_request_at, last_request_at, bucket_date, last_extracted_at"
+    )
+    tables = [(None, fact, "*") for fact in facts]
+    tables.append(("_intermediate", "int_entity_spend_buckets", buckets))
+    select = ["--select", *(f"+{table}" for _, table, _ in tables)]
     as_of = f'{{budget_as_of: "{AS_OF}"}}'
     run_dbt(["run", *select], tmp_path, _postgres_env(pg_server_url, pg_schema, raw), as_of)
+    full = pg_schema + "_full"
+
+    def assert_equal_to_full_build(step: str) -> None:
+        run_dbt(["run", *select], tmp_path, _postgres_env(pg_server_url, pg_schema, raw), as_of)
+        env = _postgres_env(pg_server_url, full, raw)
+        run_dbt(["run", "--full-refresh", *select], tmp_path, env, as_of)
+        with psycopg.connect(pg_server_url) as pg:
+            for suffix, table, columns in tables:
+
+                def rows(schema: str, table: str = table, suffix=suffix, columns=columns):
+                    query = f"select {columns} from {schema}{suffix or ''}.{table}"
+                    return sorted(pg.execute(query).fetchall(), key=str)
+
+                assert rows(pg_schema) == rows(full), f"{table} after {step}: != full build"
+
+    oldest = min(r["start_time"] for r in data.rows("spend_logs"))
+    newest = max(r["start_time"] for r in data.rows("spend_logs"))
+    arrived = {"_extracted_at": newest + timedelta(days=1)}
+    late = [
+        dict(data.rows("spend_logs")[0], request_id="very_late_1", start_time=oldest, **arrived),
+        dict(data.rows("spend_logs")[1], request_id="new_1", start_time=newest, **arrived),
+    ]
+    columns = list(late[0])
+    insert = sql.SQL("insert into {} ({}) values ({})").format(
+        sql.Identifier(raw, "spend_logs"),
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+    )
+    with psycopg.connect(pg_server_url, autocommit=True) as pg:
+        for row in late:
+            pg.execute(insert, [row[column] for column in columns])
+    assert_equal_to_full_build("late requests")
+
     with psycopg.connect(pg_server_url, autocommit=True) as pg:
         moves = [("verification_tokens", "user_id", "owner_2", "token", "hash_k1")]
         moves.append(("teams", "organization_id", "org_2", "team_id", "team_1"))
@@ -94,17 +134,8 @@ def test_postgres_incremental_facts_follow_a_key_and_team_moved_to_another_owner
             pg.execute(
                 f"update {raw}.{table} set {column} = %s where {key} = %s", (value, key_value)
             )
-    run_dbt(["run", *select], tmp_path, _postgres_env(pg_server_url, pg_schema, raw), as_of)
-    full = pg_schema + "_full"
-    run_dbt(["run", *select], tmp_path, _postgres_env(pg_server_url, full, raw), as_of)
-
+    assert_equal_to_full_build("owner and organization moves")
     with psycopg.connect(pg_server_url) as pg:
-
-        def rows(schema: str, fact: str) -> list[tuple]:
-            return sorted(pg.execute(f"select * from {schema}.{fact}").fetchall(), key=str)
-
-        for fact in facts:
-            assert rows(pg_schema, fact) == rows(full, fact), f"{fact}: != full build"
         moved = pg.execute(
             f"select count(distinct spend_date) filter (where user_id = 'owner_2'), "
             f"count(distinct spend_date) filter (where organization_id = 'org_2') "

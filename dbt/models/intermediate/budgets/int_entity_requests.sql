@@ -61,7 +61,8 @@ fanned_out as (
         spend_logs.spend_usd,
         spend_logs.spend_units,
         spend_logs.started_at,
-        spend_logs.started_at_local
+        spend_logs.started_at_local,
+        spend_logs.extracted_at
     from spend_logs
     left join budgeted_projects
         on spend_logs.project_id = budgeted_projects.project_id
@@ -93,7 +94,8 @@ tagged as (
         spend_logs.spend_usd,
         spend_logs.spend_units,
         spend_logs.started_at,
-        spend_logs.started_at_local
+        spend_logs.started_at_local,
+        spend_logs.extracted_at
     from spend_logs
     inner join budgeted_tag_lists
         on spend_logs.request_tags_json = budgeted_tag_lists.request_tags_json

@@ -1,9 +1,22 @@
--- A table: int_budget_spend_hourly and fct_spend_counter_reconciliation read it.
-{{ config(materialized='table') }}
-
+{{
+    config(
+        materialized='table' if target.type == 'spark' else 'incremental',
+        incremental_strategy='delete+insert',
+        unique_key='bucket_date',
+        on_schema_change='fail',
+        pre_hook="{{ entity_spend_buckets_reset() }}",
+    )
+}}
+-- depends_on: {{ ref('stg_proxy__spend_logs') }}
 -- Each entity's spend per local hour (in var budget_timezone), from one scan of the requests.
 -- Entities with a sub-hour budget (Nm, Ns steps put period boundaries inside hours) keep one
 -- bucket per request start instead, so that their requests can be placed in their periods.
+-- Incremental (a table on Spark, whose parquet tables cannot delete rows): each run re-builds
+-- the local days that received requests extracted after the last build (late ones of any age)
+-- and the last var incremental_rebuild_days days. When what the buckets take from outside the
+-- requests changed since (keys' and teams' attribution, key rotations, budgeted projects and
+-- tags, sub-hour budgets, the time zone: entity_spend_buckets_inputs), the pre-hook deletes
+-- every bucket and the run re-builds them all, so an incremental build equals a full one.
 with
 
 valid_budgets as (
@@ -12,11 +25,41 @@ valid_budgets as (
 
 ),
 
+{% if is_incremental() %}
+
+-- The local days with requests extracted after the last build, and the var
+-- incremental_rebuild_days days before the latest day built (as the daily facts: requests of a
+-- key first seen in this build); every day when the pre-hook emptied the table.
+rebuilt_days as (
+
+    select distinct cast({{ utc_to_local('started_at') }} as date) as bucket_date
+    from {{ ref('stg_proxy__spend_logs') }}
+    where
+        extracted_at > (select max(last_extracted_at) as watermark from {{ this }})
+        or {{ utc_to_local('started_at') }} >= (
+            select {{ add_days('max(bucket_date)', '-' ~ var('incremental_rebuild_days')) }}
+            from {{ this }}
+        )
+        or not exists (select 1 as is_built from {{ this }})
+
+),
+
+entity_requests as (
+
+    select * from {{ ref('int_entity_requests') }}
+    where cast(started_at_local as date) in (select bucket_date from rebuilt_days)
+
+),
+
+{% else %}
+
 entity_requests as (
 
     select * from {{ ref('int_entity_requests') }}
 
 ),
+
+{% endif %}
 
 sub_hour_entities as (
 
@@ -40,7 +83,8 @@ buckets as (
         {{ units_to_money('sum(entity_requests.spend_units)') }} as spend_usd,
         count(*) as request_count,
         min(entity_requests.started_at) as first_request_at,
-        max(entity_requests.started_at) as last_request_at
+        max(entity_requests.started_at) as last_request_at,
+        max(entity_requests.extracted_at) as last_extracted_at
     from entity_requests
     left join sub_hour_entities
         on
@@ -66,7 +110,10 @@ final as (
         spend_usd,
         cast(request_count as bigint) as request_count,
         first_request_at,
-        last_request_at
+        last_request_at,
+        cast(bucket_local as date) as bucket_date,
+        last_extracted_at,
+        {{ entity_spend_buckets_inputs() }} as inputs_fingerprint
     from buckets
 
 )
