@@ -8,6 +8,8 @@
     )
 }}
 -- depends_on: {{ ref('stg_proxy__spend_logs') }}
+-- depends_on: {{ ref('int_spend_logs_attributed') }}
+-- depends_on: {{ ref('int_request_tag_lists') }}
 -- Each entity's spend per local hour (in var budget_timezone), from one scan of the requests.
 -- Entities with a sub-hour budget (Nm, Ns steps put period boundaries inside hours) keep one
 -- bucket per request start instead, so that their requests can be placed in their periods.
@@ -44,10 +46,14 @@ rebuilt_days as (
 
 ),
 
+-- The requests of those days, filtered before they fan out to their entities (a range first,
+-- which the scan can use, then the exact days).
 entity_requests as (
 
-    select * from {{ ref('int_entity_requests') }}
-    where cast(started_at_local as date) in (select bucket_date from rebuilt_days)
+    {{ entity_requests(
+        "started_at_local >= (select min(bucket_date) as first_day from rebuilt_days)
+        and cast(started_at_local as date) in (select bucket_date from rebuilt_days)"
+    ) | indent(4) }}
 
 ),
 
