@@ -251,6 +251,24 @@ def test_materialize_builds_marts_in_the_build_database(tmp_path, monkeypatch):
 
 
 @pytest.mark.integration
+def test_a_build_hands_its_parse_to_the_next_build(tmp_path, monkeypatch):
+    """The next build skips dbt's parse: it starts from the parse the last build kept
+    (keep_partial_parse), which has its profile and vars, not from one made without them."""
+    _warehouse(tmp_path, monkeypatch)
+    assets = _dbt_assets()
+    config = {"ops": {assets.op.name: {"config": {"skip_unchanged": False}}}}
+    logs = []
+    for _ in range(2):
+        result = dg.materialize([assets], resources=RESOURCES, run_config=config)
+        assert result.success
+        target = Path(dbt_project().project_dir, "target")
+        (log,) = target.glob(f"{assets.op.name}-{result.run_id[:7]}-*/dbt.log")
+        logs.append(log.read_text())
+    assert "Nothing changed, skipping partial parsing." in logs[1]
+    assert "Unable to do partial parsing" not in logs[1]
+
+
+@pytest.mark.integration
 def test_failing_upstream_test_stops_downstream_marts(tmp_path, monkeypatch):
     _warehouse(tmp_path, monkeypatch, duplicate_request=True)
     assets = _dbt_assets()

@@ -17,7 +17,7 @@ import dagster as dg
 from dagster_dbt import dbt_assets
 
 from dagster_project.defs.dbt.project import dbt_project
-from dagster_project.defs.dbt.resources import dbt_cli, vars_args
+from dagster_project.defs.dbt.resources import dbt_cli, keep_partial_parse, vars_args
 from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.alerts.ledger import ledger_path, open_health_problem_count
 from dagster_project.lib.dbt.build_inputs import (
@@ -208,6 +208,7 @@ def defs() -> dg.Definitions:
                     message = out_of_memory_message(starved, settings.duckdb_memory_limit)
                     raise dg.Failure(description=message, allow_retries=False) from exc
                 raise
+            keep_partial_parse(invocation.target_path, project)
             if settings.dbt_target == "duckdb":
                 # Counted once dbt has exited: the dbt process holds the DuckDB file while it runs.
                 relations = table_relations(project.manifest_path, translator)
