@@ -54,6 +54,9 @@
     plus every day built with a key or team whose attribution (owner, organization) changed
     since (int_spend_attribution_versions; the model names it in a depends_on comment). -#}
 {% macro spend_daily_rebuild_filter(relation) %}
+    {%- set watermark -%}
+        (select max(built_rows.last_extracted_at) as watermark from {{ this }} as built_rows)
+    {%- endset %}
     where
         spend_date >= (
             select {{ add_days('max(spend_date)', '-' ~ var('incremental_rebuild_days')) }}
@@ -62,9 +65,7 @@
         or spend_date in (
             select late.spend_date
             from {{ relation }} as late
-            where late.extracted_at > (
-                select max(built.last_extracted_at) as watermark from {{ this }} as built
-            )
+            where late.extracted_at > {{ watermark }}
         )
         or spend_date in (
             select built.spend_date
@@ -73,10 +74,6 @@
                 on
                     (changed.holder_type = 'key' and built.key_hash = changed.holder_id)
                     or (changed.holder_type = 'team' and built.team_id = changed.holder_id)
-            where
-                changed.is_change
-                and changed.seen_with_logs_until >= (
-                    select max(watermark.last_extracted_at) from {{ this }} as watermark
-                )
+            where changed.is_change and changed.seen_with_logs_until >= {{ watermark }}
         )
 {%- endmacro %}
