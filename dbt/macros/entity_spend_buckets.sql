@@ -35,7 +35,8 @@
 
 {#- Pre-hook of int_entity_spend_buckets: when its inputs (entity_spend_buckets_inputs) differ
     from those of its last build, delete every bucket, so the build re-builds all days from all
-    requests (within the build's transaction: a failed build keeps the old buckets). -#}
+    requests. dbt runs the hook in the model's transaction; a table left empty by a build that
+    died anyway is re-built in full by the next one (its rebuilt_days: every day). -#}
 {% macro entity_spend_buckets_reset() %}
     {%- if is_incremental() %}
         delete from {{ this }}
