@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 from dagster_dbt import DbtCliResource, DbtProject
+from dagster_dbt.core.dbt_cli_invocation import PARTIAL_PARSE_FILE_NAME
 from packaging.version import Version
 
 from dagster_project.settings import Settings
@@ -31,7 +32,6 @@ PROFILE_NAME = "spend_warehouse"
 # the first build at 10 M rows filled a 40 GB disk with spill files; with 2 it took 157 s.
 DUCKDB_THREADS = 2
 POSTGRES_THREADS = 2
-PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 
 
 class ProjectDbtCli(DbtCliResource):
@@ -66,12 +66,12 @@ def keep_partial_parse(target_path: str | Path, project: DbtProject) -> None:
     before it uses the file, so a stale one only costs the full parse. The copy is atomic:
     a build that starts meanwhile reads the old file or the new one.
     """
-    built = Path(target_path) / PARTIAL_PARSE_FILE
+    built = Path(target_path) / PARTIAL_PARSE_FILE_NAME
     if not built.exists():
         return
-    destination = Path(project.project_dir, project.target_path, PARTIAL_PARSE_FILE)
+    destination = Path(project.project_dir, project.target_path, PARTIAL_PARSE_FILE_NAME)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(f".{PARTIAL_PARSE_FILE}.{os.getpid()}.tmp")
+    partial = destination.with_name(f".{PARTIAL_PARSE_FILE_NAME}.{os.getpid()}.tmp")
     shutil.copyfile(built, partial)
     os.replace(partial, destination)
 
