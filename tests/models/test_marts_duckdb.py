@@ -8,6 +8,7 @@ import shutil
 from collections import Counter
 from datetime import datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 
 import duckdb
 import pytest
@@ -288,6 +289,54 @@ def test_reconciliation_uses_current_period_log_spend(built_duckdb):
     assert rows["hash_k2"]["log_spend_usd"] == expected
     assert rows["hash_k2"]["drift_usd"] == money(keys["hash_k2"]["spend"]) - expected
     assert rows["hash_k7"]["reconciliation_status"] == "invalid_duration"
+
+
+def test_reconciliation_splits_the_hour_of_budget_as_of_request_by_request(built_duckdb, tmp_path):
+    """With var budget_as_of inside an hour that has requests on both sides of it, every
+    counter's log spend is the spend of its requests from window_start up to budget_as_of: the
+    model sums whole hourly buckets and, one by one, only the requests of the hours a window
+    boundary cuts."""
+    requests = sorted(attributed_requests(built_duckdb.data), key=lambda r: r.started_at)
+    day_start = datetime.fromisoformat(AS_OF).replace(hour=0)
+    keyed = [r for r in requests if "key" in r.entities and r.started_at >= day_start]
+    first, second = next(
+        (a, b)
+        for a, b in pairwise(keyed)
+        if a.entities["key"] == b.entities["key"]
+        and a.started_at.replace(minute=0, second=0, microsecond=0)
+        == b.started_at.replace(minute=0, second=0, microsecond=0)
+        and (b.started_at - a.started_at).total_seconds() > 2
+    )
+    as_of = (first.started_at + timedelta(seconds=1)).replace(microsecond=0)
+    assert first.started_at < as_of < second.started_at
+    path = tmp_path / "build.duckdb"
+    shutil.copyfile(built_duckdb.path, path)
+    run_dbt(
+        ["run", "-s", "+fct_spend_counter_reconciliation"],
+        tmp_path,
+        duckdb_env(path),
+        vars_yaml=f'{{budget_as_of: "{as_of.isoformat(sep=" ")}"}}',
+    )
+    rows = [
+        r
+        for r in read_mart(path, "fct_spend_counter_reconciliation")
+        if r["comparison_window"] != "invalid_duration"
+    ]
+    kinds = {kind for r in requests for kind in r.entities}
+    compared = [r for r in rows if r["entity_type"] in kinds]
+    for row in compared:
+        mine = [
+            r
+            for r in requests
+            if r.entities.get(row["entity_type"]) == row["entity_id"]
+            and (row["window_start"] is None or row["window_start"] <= r.started_at)
+            and r.started_at <= as_of
+        ]
+        key = (row["entity_type"], row["entity_id"])
+        assert row["log_spend_usd"] == sum((r.spend for r in mine), Decimal(0)), key
+        assert row["request_count"] == len(mine), key
+    cut = {("key", first.entities["key"])}
+    assert cut <= {(r["entity_type"], r["entity_id"]) for r in compared}
 
 
 @pytest.mark.parametrize(

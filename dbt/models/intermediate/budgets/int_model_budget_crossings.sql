@@ -1,3 +1,6 @@
+-- A table: int_model_budget_periods and fct_budget_threshold_crossings read it.
+{{ config(materialized='table') }}
+
 -- For every rolling window of a per-model budget and limit (its max budget, and each var
 -- alert_threshold_pcts percentage of it): the request that took the window's cumulative spend
 -- to the limit or beyond, and when it happened. The same shape as int_budget_limit_crossings.

@@ -1,3 +1,6 @@
+-- A table: fct_budget_periods and fct_budget_threshold_crossings read it.
+{{ config(materialized='table') }}
+
 -- One row per per-model budget and rolling window with spend, in the columns of
 -- int_budget_periods_projected plus budget_model: the window's spend, requests and limit
 -- crossings; the window holding var budget_as_of is the current period, projected at the

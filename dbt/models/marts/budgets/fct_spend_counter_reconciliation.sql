@@ -24,12 +24,6 @@ entity_buckets as (
 
 ),
 
-entity_requests as (
-
-    select * from {{ ref('int_entity_requests') }}
-
-),
-
 evaluation as (
 
     select
@@ -96,6 +90,19 @@ window_buckets as (
             windows.window_start is null
             or windows.window_start <= entity_buckets.last_request_at
         )
+
+),
+
+-- The requests (int_entity_requests) of those hours only, filtered before they fan out to
+-- their entities.
+entity_requests as (
+
+    {{ entity_requests(
+        "date_trunc('hour', started_at_local) in (
+            select hour_local from window_buckets
+            where not is_inside and bucket_local = hour_local
+        )"
+    ) | indent(4) }}
 
 ),
 
