@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import duckdb
 import pytest
@@ -141,12 +141,17 @@ def _buckets(path):
         return sorted(conn.execute(query).fetchall(), key=str)
 
 
-def _full_buckets(tmp_path, path, vars_yaml):
+def _full_build(tmp_path, path, vars_yaml, model):
+    """A copy of the warehouse at ``path`` with ``model`` and its parents fully re-built."""
     full_path = tmp_path / "full.duckdb"
     shutil.copy(path, full_path)
-    select = ["--select", "+int_entity_spend_buckets"]
+    select = ["--select", f"+{model}"]
     run_dbt(["run", "--full-refresh", *select], tmp_path, duckdb_env(full_path), vars_yaml)
-    return _buckets(full_path)
+    return full_path
+
+
+def _full_buckets(tmp_path, path, vars_yaml):
+    return _buckets(_full_build(tmp_path, path, vars_yaml, "int_entity_spend_buckets"))
 
 
 def _first_build(tmp_path, select):
@@ -247,3 +252,123 @@ def test_attribution_versions_built_before_new_columns_upgrade_once(tmp_path):
     run_dbt(["run", *select], tmp_path, duckdb_env(path), vars_yaml)
     with duckdb.connect(str(path), read_only=True) as conn:
         assert conn.execute(count).fetchall() == [("key", keys[0])]
+
+
+CROSSINGS = "main_intermediate.int_budget_limit_crossings"
+ALIGNED = "main_intermediate.int_budgets_aligned"
+
+
+def _crossings(path):
+    """The crossings without the build's watermark and shared inputs' fingerprint (after a full
+    refresh of the attribution versions the buckets' fingerprint differs), with the entity and
+    duration of their budget."""
+    query = (
+        f"select budgets.entity_type, budgets.entity_id, budgets.budget_duration, crossings.* "
+        f"exclude (hours_extracted_at, inputs_fingerprint) from {CROSSINGS} as crossings "
+        f"inner join {ALIGNED} as budgets using (entity_budget_id)"
+    )
+    with duckdb.connect(str(path), read_only=True) as conn:
+        return sorted(conn.execute(query).fetchall(), key=str)
+
+
+def _full_crossings(tmp_path, path, vars_yaml):
+    return _crossings(_full_build(tmp_path, path, vars_yaml, "int_budget_limit_crossings"))
+
+
+def _mark_day(path, day):
+    """Set period_spend_at_crossing_usd to -1 on the crossings of the periods of at most a day
+    that start on ``day``; return how many."""
+    with duckdb.connect(str(path)) as conn:
+        return conn.execute(
+            f"update {CROSSINGS} set period_spend_at_crossing_usd = -1 "
+            f"where cast(period_start as date) = ? and entity_budget_id in ("
+            f"select entity_budget_id from {ALIGNED} "
+            "where period_kind = 'seconds' or (period_kind = 'day' and step_days = 1))",
+            [day],
+        ).fetchall()[0][0]
+
+
+def _marked(rows):
+    return {row[:5] for row in rows if row[-3] == -1}
+
+
+def test_limit_crossings_rebuild_only_touched_periods_until_their_budget_changes(tmp_path):
+    """New requests re-build only the budget periods they fall in, a late one in an old period
+    included; a budget whose limit changes re-builds all its periods, and a change shared by
+    all budgets (attribution, thresholds) every period. Each build equals a full one."""
+    select = ["--select", "+int_budget_limit_crossings"]
+    data, path, vars_yaml = _first_build(tmp_path, select)
+    logs = data.rows("spend_logs")
+    newest = max(r["start_time"] for r in logs)
+    before = _crossings(path)
+
+    # A late request of hash_k4 (daily max budget 1 USD) starting a day with no crossing of it,
+    # far outside the last days, and a day with crossings of the tag prod as well, to mark.
+    crossed = {(row[1], row[2], row[4].date()) for row in before}
+    days = sorted({r["start_time"].date() for r in logs})[5:-6]
+    late_day = next(d for d in days if ("hash_k4", "1d", d) not in crossed)
+    marker_day = next(
+        d
+        for d in days
+        if d != late_day and ("prod", "1d", d) in crossed and ("user_2", "1d", d) in crossed
+    )
+    assert _mark_day(path, marker_day) > 0
+    marked = _marked(_crossings(path))
+    assert ("tag", "prod", "1d") in {m[:3] for m in marked}
+    base = next(r for r in logs if r["api_key"] == "hash_k4")
+    late_at = datetime.combine(late_day, datetime.min.time()) + timedelta(seconds=30)
+    late = dict(base, request_id="very_late_1", start_time=late_at, end_time=late_at, spend=5.0)
+    late["_extracted_at"] = newest + timedelta(days=1)
+    new = dict(logs[1], request_id="new_1", start_time=newest)
+    new["_extracted_at"] = newest + timedelta(days=1)
+    with duckdb.connect(str(path)) as conn:
+        insert_rows(conn, "spend_logs", [late, new])
+    run_dbt(["run", *select], tmp_path, duckdb_env(path), vars_yaml)
+
+    incremental = _crossings(path)
+    assert _marked(incremental) == marked
+    full = _full_crossings(tmp_path, path, vars_yaml)
+    assert [r for r in incremental if r[:5] not in marked] == [
+        r for r in full if r[:5] not in marked
+    ]
+    assert ("key", "hash_k4", "1d", late_at) in {(*r[:3], r[-2]) for r in incremental}
+
+    # The tag's budget row lowers its max budget: its periods are re-built, the others stand.
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("update raw.budgets set max_budget = 1 where budget_id = 'b_tag_day'")
+    run_dbt(["run", *select], tmp_path, duckdb_env(path), vars_yaml)
+    incremental = _crossings(path)
+    still = {m for m in marked if m[:3] != ("tag", "prod", "1d")}
+    assert _marked(incremental) == still
+    assert [r for r in incremental if r[:5] not in still] == [
+        r for r in _full_crossings(tmp_path, path, vars_yaml) if r[:5] not in still
+    ]
+
+    # Shared inputs change: every period is re-built.
+    for change, variables in [
+        ("update raw.verification_tokens set user_id = 'owner_2' where token = 'hash_k4'", None),
+        (None, f'{{budget_as_of: "{AS_OF}", alert_threshold_pcts: [50]}}'),
+    ]:
+        assert _mark_day(path, marker_day) > 0
+        if change:
+            with duckdb.connect(str(path)) as conn:
+                conn.execute(change)
+        vars_yaml = variables or vars_yaml
+        run_dbt(["run", *select], tmp_path, duckdb_env(path), vars_yaml)
+        incremental = _crossings(path)
+        assert not _marked(incremental), change or variables
+        assert incremental == _full_crossings(tmp_path, path, vars_yaml), change or variables
+
+
+def test_limit_crossings_built_as_a_table_before_their_fingerprints_are_rebuilt(tmp_path):
+    """A warehouse whose crossings table predates the incremental build (no watermark, no
+    fingerprints): the next build empties it, adds the columns and equals a full build."""
+    select = ["--select", "+int_budget_limit_crossings"]
+    _, path, vars_yaml = _first_build(tmp_path, select)
+    full = _crossings(path)
+    with duckdb.connect(str(path)) as conn:
+        for column in ("hours_extracted_at", "inputs_fingerprint", "budget_fingerprint"):
+            conn.execute(f"alter table {CROSSINGS} drop column {column}")
+        conn.execute(f"update {CROSSINGS} set crossed_at = null")
+    run_dbt(["run", *select], tmp_path, duckdb_env(path), vars_yaml)
+    assert _crossings(path) == full

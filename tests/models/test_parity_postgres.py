@@ -67,9 +67,9 @@ def test_postgres_marts_equal_duckdb_marts(built_duckdb, pg_server_url, pg_schem
 
 
 def test_postgres_incremental_builds_equal_full_builds(pg_server_url, pg_schema, tmp_path):
-    """As on DuckDB (tests/models/test_incremental.py): after late requests, and after a key's
-    owner and a team's organization change, incremental builds of the daily facts and of the
-    entity spend buckets equal full ones."""
+    """As on DuckDB (tests/models/test_incremental.py): after late requests, after a key's owner
+    and a team's organization change, and after a budget's limit changes, incremental builds of
+    the daily facts, the entity spend buckets and the limit crossings equal full ones."""
     data = make_dataset(seed=11, requests=1500)
     path = tmp_path / "build.duckdb"
     write_raw_layer(path, data)
@@ -91,6 +91,11 @@ def test_postgres_incremental_builds_equal_full_builds(pg_server_url, pg_schema,
     )
     tables = [(None, fact, "*") for fact in facts]
     tables.append(("_intermediate", "int_entity_spend_buckets", buckets))
+    crossings = (  # without the build's watermark and the shared inputs' fingerprint
+        "entity_budget_id, period_start, crossing_type, threshold_pct, threshold_usd, "
+        "period_spend_at_crossing_usd, crossed_at, budget_fingerprint"
+    )
+    tables.append(("_intermediate", "int_budget_limit_crossings", crossings))
     select = ["--select", *(f"+{table}" for _, table, _ in tables)]
     as_of = f'{{budget_as_of: "{AS_OF}"}}'
     run_dbt(["run", *select], tmp_path, _postgres_env(pg_server_url, pg_schema, raw), as_of)
@@ -142,3 +147,7 @@ def test_postgres_incremental_builds_equal_full_builds(pg_server_url, pg_schema,
             f"from {pg_schema}.fct_spend_daily"
         ).fetchone()
     assert min(moved) > 4  # days older than the re-build window
+
+    with psycopg.connect(pg_server_url, autocommit=True) as pg:
+        pg.execute(f"update {raw}.budgets set max_budget = 1 where budget_id = 'b_tag_day'")
+    assert_equal_to_full_build("a lower max budget")

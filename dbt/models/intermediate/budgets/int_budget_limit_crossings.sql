@@ -1,5 +1,15 @@
--- A table: int_budget_periods_bounded and fct_budget_threshold_crossings read it.
-{{ config(materialized='table') }}
+{{
+    config(
+        materialized='table' if target.type == 'spark' else 'incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['entity_budget_id', 'period_start'],
+        on_schema_change='append_new_columns',
+        pre_hook="{{ budget_limit_crossings_reset() }}",
+    )
+}}
+-- depends_on: {{ ref('int_spend_logs_attributed') }}
+-- depends_on: {{ ref('int_request_tag_lists') }}
+-- depends_on: {{ ref('int_budget_holders_unioned') }}
 
 -- For every budget period and limit (soft budget, max budget, each var alert_threshold_pcts
 -- percentage of the max budget): the request that took the period's cumulative spend to the
@@ -10,6 +20,15 @@
 -- before the minute. Each request is measured against the limits in force when it was made
 -- (int_budget_limit_versions): a version's search covers only the hours, minutes and requests
 -- inside its validity, and a limit crossed under several versions keeps the earliest crossing.
+-- Incremental (a table on Spark) by budget period: each run re-builds the periods with hours that
+-- hold requests extracted after the last build (late ones of any age) or lie in the last var
+-- incremental_rebuild_days days, and every period of a budget without stored crossings. Spend
+-- only grows, so a period's crossings only move earlier or appear: the re-built periods replace
+-- theirs (delete+insert), the others stand. When a budget's alignment, limits or first period
+-- changed (budget_crossing_fingerprints), the pre-hook deletes its crossings and the run
+-- re-builds all its periods; when attribution, the time zone or the thresholds changed
+-- (budget_limit_crossings_inputs), it deletes all of them. So an incremental build equals a
+-- full one.
 with
 
 valid_budgets as (
@@ -24,17 +43,74 @@ budget_hours as (
 
 ),
 
-entity_requests as (
-
-    select * from {{ ref('int_entity_requests') }}
-
-),
-
 limit_versions as (
 
     select * from {{ ref('int_budget_limit_versions') }}
 
 ),
+
+budget_fingerprints as (
+
+    {{ budget_crossing_fingerprints() | indent(4) }}
+
+),
+
+{% if is_incremental() %}
+
+{#- Columns added after a warehouse was first built: the pre-hook emptied such a table. -#}
+{%- set built = adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list %}
+
+-- The periods to re-build: those with hours holding requests extracted after the last build, or
+-- in the last var incremental_rebuild_days days (whose attribution the entity buckets re-build),
+-- and every period of a budget without stored crossings (new, never crossed, or emptied by the
+-- pre-hook).
+rebuilt_periods as (
+
+    select distinct
+        budget_hours.entity_budget_id,
+        budget_hours.period_start
+    from budget_hours
+    where
+        {%- if 'hours_extracted_at' in built %}
+        budget_hours.last_extracted_at > (
+            select max(hours_extracted_at) as watermark from {{ this }}
+        )
+        or
+        {%- endif %}
+        cast(budget_hours.hour_local as date) >= (
+            select {{ add_days(
+                'max(cast(latest.hour_local as date))', '-' ~ var('incremental_rebuild_days')
+            ) }}
+            from budget_hours as latest
+        )
+        or not exists (
+            select 1 as is_built
+            from {{ this }} as built
+            where built.entity_budget_id = budget_hours.entity_budget_id
+        )
+
+),
+
+searched_hours as (
+
+    select budget_hours.*
+    from budget_hours
+    inner join rebuilt_periods
+        on
+            budget_hours.entity_budget_id = rebuilt_periods.entity_budget_id
+            and budget_hours.period_start = rebuilt_periods.period_start
+
+),
+
+{% else %}
+
+searched_hours as (
+
+    select * from budget_hours
+
+),
+
+{% endif %}
 
 versioned_budgets as (
 
@@ -65,26 +141,26 @@ reached_hours as (
         limits.threshold_usd,
         limits.valid_from,
         limits.valid_to,
-        budget_hours.period_start,
-        budget_hours.period_start_local,
-        budget_hours.hour_local,
-        budget_hours.spend_before_hour_usd,
+        searched_hours.period_start,
+        searched_hours.period_start_local,
+        searched_hours.hour_local,
+        searched_hours.spend_before_hour_usd,
         row_number() over (
             partition by
                 limits.entity_budget_id,
                 limits.crossing_type,
                 limits.threshold_pct,
                 limits.valid_from,
-                budget_hours.period_start_local
-            order by budget_hours.hour_local
+                searched_hours.period_start_local
+            order by searched_hours.hour_local
         ) as hour_rank
     from limits
-    inner join budget_hours
+    inner join searched_hours
         on
-            limits.entity_budget_id = budget_hours.entity_budget_id
-            and limits.threshold_usd <= budget_hours.cumulative_period_spend_usd
-            and (limits.valid_from is null or limits.valid_from <= budget_hours.last_request_at)
-            and (limits.valid_to is null or limits.valid_to > budget_hours.first_request_at)
+            limits.entity_budget_id = searched_hours.entity_budget_id
+            and limits.threshold_usd <= searched_hours.cumulative_period_spend_usd
+            and (limits.valid_from is null or limits.valid_from <= searched_hours.last_request_at)
+            and (limits.valid_to is null or limits.valid_to > searched_hours.first_request_at)
 
 ),
 
@@ -116,6 +192,28 @@ crossing_hours as (
     where reached_hours.hour_rank = 1
 
 ),
+
+{% if is_incremental() %}
+
+-- The requests (int_entity_requests) of the crossing hours only, filtered before they fan out
+-- to their entities.
+entity_requests as (
+
+    {{ entity_requests(
+        "date_trunc('hour', started_at_local) in (select hour_local from crossing_hours)"
+    ) | indent(4) }}
+
+),
+
+{% else %}
+
+entity_requests as (
+
+    select * from {{ ref('int_entity_requests') }}
+
+),
+
+{% endif %}
 
 -- The requests of each crossing hour (within the period, for sub-hour budgets).
 hour_requests as (
@@ -278,15 +376,23 @@ crossings as (
 final as (
 
     select
-        entity_budget_id,
-        period_start,
-        crossing_type,
-        threshold_pct,
-        cast(threshold_usd as numeric(38, 10)) as threshold_usd,
-        cast(period_spend_at_crossing_usd as numeric(38, 10)) as period_spend_at_crossing_usd,
-        crossed_at
+        crossings.entity_budget_id,
+        crossings.period_start,
+        crossings.crossing_type,
+        crossings.threshold_pct,
+        cast(crossings.threshold_usd as numeric(38, 10)) as threshold_usd,
+        cast(crossings.period_spend_at_crossing_usd as numeric(38, 10))
+            as period_spend_at_crossing_usd,
+        crossings.crossed_at,
+        (
+            select max(all_hours.last_extracted_at) as watermark from budget_hours as all_hours
+        ) as hours_extracted_at,
+        {{ budget_limit_crossings_inputs() }} as inputs_fingerprint,
+        budget_fingerprints.budget_fingerprint
     from crossings
-    where crossing_rank = 1
+    inner join budget_fingerprints
+        on crossings.entity_budget_id = budget_fingerprints.entity_budget_id
+    where crossings.crossing_rank = 1
 
 )
 

@@ -40,7 +40,8 @@ budget_buckets as (
         entity_buckets.spend_usd,
         entity_buckets.request_count,
         entity_buckets.first_request_at,
-        entity_buckets.last_request_at
+        entity_buckets.last_request_at,
+        entity_buckets.last_extracted_at
     from valid_budgets
     inner join entity_buckets
         on
@@ -60,7 +61,8 @@ buckets as (
         sum(spend_usd) as spend_usd,
         sum(request_count) as request_count,
         min(first_request_at) as first_request_at,
-        max(last_request_at) as last_request_at
+        max(last_request_at) as last_request_at,
+        max(last_extracted_at) as last_extracted_at
     from budget_buckets
     group by
         entity_budget_id,
@@ -101,7 +103,8 @@ periodized as (
         buckets.spend_usd,
         buckets.request_count,
         buckets.first_request_at,
-        buckets.last_request_at
+        buckets.last_request_at,
+        buckets.last_extracted_at
     from buckets
     inner join first_hours
         on buckets.entity_budget_id = first_hours.entity_budget_id
@@ -119,6 +122,7 @@ accumulated as (
         cast(request_count as bigint) as request_count,
         first_request_at,
         last_request_at,
+        last_extracted_at,
         cast(
             sum(spend_usd) over (
                 partition by entity_budget_id, period_start_local
@@ -143,7 +147,8 @@ final as (
         last_request_at,
         cast(cumulative_period_spend_usd - spend_usd as numeric(38, 10))
             as spend_before_hour_usd,
-        cumulative_period_spend_usd
+        cumulative_period_spend_usd,
+        last_extracted_at
     from accumulated
 
 )
