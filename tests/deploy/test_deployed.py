@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -594,9 +594,21 @@ def test_deployed_pipeline_survives_a_kill_and_delivers_everything_once(
             accepted = receiver_state.accepted(path)
             keys = Counter(d.key for d in accepted)
             assert set(keys) == {r["message_id"] for r in outbox if r["destination"] == destination}
-            assert max(keys.values()) == 1, f"delivered twice to {destination}: {keys}"
-            bodies = Counter(d.body for d in accepted)
-            assert max(bodies.values()) == 1, f"the same body twice to {destination}"
+            # One copy is admitted where lib/alerts/delivery.py admits it: the kill fell after the
+            # receiver accepted a request and before the sender recorded it sent, so the next
+            # sender sends it again, same key and body (a receiver drops it by Idempotency-Key).
+            for key in [k for k, count in keys.items() if count > 1]:
+                copies = [d for d in accepted if d.key == key]
+                assert len(copies) == 2, f"delivered {len(copies)} times to {destination}: {key}"
+                first, again = copies
+                assert killed_at - timedelta(seconds=30) < first.at < killed_at <= again.at, (
+                    f"delivered twice to {destination}, not across the kill: {key} at "
+                    f"{first.at} and {again.at}, killed at {killed_at}"
+                )
+                assert first.body == again.body, f"a copy with another body to {destination}"
+                figures[f"resent across the kill to {destination}"] = key
+            bodies = {d.body: d.key for d in accepted}
+            assert len(bodies) == len(keys), f"one message, several bodies to {destination}"
         alerts = ledger_rows(ledger, "select * from alerts")
         queued = {a["alert_id"] for a in alerts if a["notification"] == "queued"}
         assert {r["message_id"] for r in outbox if r["kind"] == "budget_alert"} == queued
