@@ -54,7 +54,7 @@ left join (
     a build that died anyway is re-built in full by the next one. -#}
 {% macro budget_limit_crossings_reset() %}
     {%- if is_incremental() %}
-        {%- set built = adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list %}
+        {%- set built = column_names(this) %}
         delete from {{ this }}
         {%- if 'budget_fingerprint' in built %}
         where

@@ -58,7 +58,7 @@ budget_fingerprints as (
 {% if is_incremental() %}
 
 {#- Columns added after a warehouse was first built: the pre-hook emptied such a table. -#}
-{%- set built = adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list %}
+{%- set built = column_names(this) %}
 
 -- The periods to re-build: those with hours holding requests extracted after the last build, or
 -- in the last var incremental_rebuild_days days (whose attribution the entity buckets re-build),

@@ -68,7 +68,7 @@ current_states as (
 {% if is_incremental() %}
 
 {#- Columns added after a warehouse was first built read as null until this build adds them. -#}
-{%- set built = adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list %}
+{%- set built = column_names(this) %}
 
 versions as (
 
