@@ -48,7 +48,7 @@
         ) as ttft_p95_ms
 {%- endmacro %}
 
-{#- The incremental filter of the daily spend facts on a model with spend_date and extracted_at:
+{#- The incremental condition of the daily spend facts on a model with spend_date and extracted_at:
     the var incremental_rebuild_days whole UTC days before the latest day already built, plus
     every older day that received rows extracted after the last build (late rows of any age),
     plus every day built with a key or team whose attribution (owner, organization) changed
@@ -57,7 +57,6 @@
     {%- set watermark -%}
         (select max(built_rows.last_extracted_at) as watermark from {{ this }} as built_rows)
     {%- endset %}
-    where
         spend_date >= (
             select {{ add_days('max(spend_date)', '-' ~ var('incremental_rebuild_days')) }}
             from {{ this }}

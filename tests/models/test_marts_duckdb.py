@@ -339,6 +339,69 @@ def test_reconciliation_splits_the_hour_of_budget_as_of_request_by_request(built
     assert cut <= {(r["entity_type"], r["entity_id"]) for r in compared}
 
 
+def _percentile_cont(values: list[int], fraction: float) -> float | None:
+    """percentile_cont(fraction) within group (order by value), as PostgreSQL computes it."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = fraction * (len(ordered) - 1)
+    lower = int(position // 1)
+    upper = min(lower + 1, len(ordered) - 1)
+    return ordered[lower] + (position - lower) * (ordered[upper] - ordered[lower])
+
+
+def test_daily_percentiles_are_exact_when_built_in_batches_of_days(built_duckdb, tmp_path):
+    """With var percentile_batch_rows far below a day's requests, the daily spend facts are
+    built as one aggregate per day (day_batches) and equal the single-batch build row for row;
+    their latency and time-to-first-token percentiles equal percentile_cont over the requests."""
+    path = tmp_path / "build.duckdb"
+    shutil.copyfile(built_duckdb.path, path)
+    marts = ["fct_spend_daily", "fct_spend_by_tag_daily"]
+    run_dbt(
+        ["run", "-s", *marts, "--full-refresh"],
+        tmp_path,
+        duckdb_env(path),
+        vars_yaml="{percentile_batch_rows: 10}",
+    )
+    compiled = next((tmp_path / "target" / "run").rglob("fct_spend_daily.sql")).read_text()
+    days = {r["spend_date"] for r in read_mart(path, "fct_spend_daily")}
+    assert compiled.count("union all") == len(days) - 1 > 30
+    for mart in marts:
+        assert sorted(read_mart(path, mart), key=repr) == sorted(
+            read_mart(built_duckdb.path, mart), key=repr
+        ), mart
+    dimensions = [
+        "spend_date", "key_hash", "team_id", "organization_id", "user_id", "end_user_id",
+        "model_group", "provider",
+    ]  # fmt: skip
+    latencies: dict = {}
+    with duckdb.connect(str(path), read_only=True) as con:
+        cursor = con.execute(
+            f"select {', '.join(dimensions)}, latency_ms, time_to_first_token_ms "
+            "from main_intermediate.int_spend_logs_attributed"
+        )
+        for *group, latency, ttft in cursor.fetchall():
+            latency_values, ttft_values = latencies.setdefault(tuple(group), ([], []))
+            latency_values.extend([latency] if latency is not None else [])
+            ttft_values.extend([ttft] if ttft is not None else [])
+    rows = read_mart(path, "fct_spend_daily")
+    assert len(rows) == len(latencies) > 1000
+    assert sum(len(v[1]) for v in latencies.values()) > 100
+    for row in rows:
+        latency_values, ttft_values = latencies[tuple(row[d] for d in dimensions)]
+        for column, values, fraction in [
+            ("latency_p50_ms", latency_values, 0.5),
+            ("latency_p95_ms", latency_values, 0.95),
+            ("ttft_p50_ms", ttft_values, 0.5),
+            ("ttft_p95_ms", ttft_values, 0.95),
+        ]:
+            expected = _percentile_cont(values, fraction)
+            expected = (
+                None if expected is None else Decimal(repr(expected)).quantize(Decimal("0.001"))
+            )
+            assert row[column] == expected, (column, row["spend_daily_id"])
+
+
 @pytest.mark.parametrize(
     ("change", "violated"),
     [

@@ -12,18 +12,26 @@
 -- request totals exactly. spend_usd, request_count and the unallocated token columns count every
 -- request carrying the tag in full (a tag's own view; not additive across tags). Requests
 -- without tags are one row with a null tag.
+{%- set rebuilt_days = none %}
+{%- if is_incremental() %}
+    {%- set rebuilt_days = spend_daily_rebuild_filter(ref('int_request_tags_allocated')) %}
+{%- endif %}
+{#- One aggregate per batch of days: DuckDB's percentiles hold a batch's values at a time. -#}
+{%- set batches = day_batches(ref('int_request_tags_allocated'), 'spend_date', rebuilt_days) %}
 with
 
-request_tags as (
+{% for batch in batches %}
+
+request_tags_{{ loop.index }} as (
 
     select * from {{ ref('int_request_tags_allocated') }}
-    {% if is_incremental() %}
-    {{ spend_daily_rebuild_filter(ref('int_request_tags_allocated')) }}
-    {% endif %}
+    where
+        {{ day_batch_condition('spend_date', batch) }}
+        and ({{ rebuilt_days or 'true' }})
 
 ),
 
-final as (
+daily_{{ loop.index }} as (
 
     select
         cast(
@@ -40,7 +48,7 @@ final as (
         min(started_at) as first_request_at,
         max(started_at) as last_request_at,
         max(extracted_at) as last_extracted_at
-    from request_tags
+    from request_tags_{{ loop.index }}
     group by
         spend_date,
         tag,
@@ -51,6 +59,14 @@ final as (
         end_user_id,
         model_group,
         provider
+
+),
+
+{% endfor %}
+
+final as (
+
+    {{ day_batches_union('daily', batches) }}
 
 )
 

@@ -10,18 +10,26 @@
 -- latest day already built, plus every older day that received rows extracted after the last
 -- build (late rows of any age) and every day of a key or team whose attribution changed since
 -- (int_spend_attribution_versions), so a re-build equals a full build.
+{%- set rebuilt_days = none %}
+{%- if is_incremental() %}
+    {%- set rebuilt_days = spend_daily_rebuild_filter(ref('int_spend_logs_attributed')) %}
+{%- endif %}
+{#- One aggregate per batch of days: DuckDB's percentiles hold a batch's values at a time. -#}
+{%- set batches = day_batches(ref('int_spend_logs_attributed'), 'spend_date', rebuilt_days) %}
 with
 
-spend_logs as (
+{% for batch in batches %}
+
+spend_logs_{{ loop.index }} as (
 
     select * from {{ ref('int_spend_logs_attributed') }}
-    {% if is_incremental() %}
-    {{ spend_daily_rebuild_filter(ref('int_spend_logs_attributed')) }}
-    {% endif %}
+    where
+        {{ day_batch_condition('spend_date', batch) }}
+        and ({{ rebuilt_days or 'true' }})
 
 ),
 
-final as (
+daily_{{ loop.index }} as (
 
     select
         cast(
@@ -37,7 +45,7 @@ final as (
         min(started_at) as first_request_at,
         max(started_at) as last_request_at,
         max(extracted_at) as last_extracted_at
-    from spend_logs
+    from spend_logs_{{ loop.index }}
     group by
         spend_date,
         key_hash,
@@ -47,6 +55,14 @@ final as (
         end_user_id,
         model_group,
         provider
+
+),
+
+{% endfor %}
+
+final as (
+
+    {{ day_batches_union('daily', batches) }}
 
 )
 
