@@ -13,8 +13,10 @@
 
 {#- The request metrics of the daily spend facts, aggregated over a group of int_spend_logs_attributed
     (or int_request_tags_allocated) rows and cast to their contract types, in contract order:
-    counts, spend, tokens, then latency and time-to-first-token percentiles. With allocated=true
-    the tag facts' evenly split spend and tokens follow their full counterparts. -#}
+    counts, spend, tokens, then latency and time-to-first-token percentiles (null where
+    spend_daily_percentiles_deferred: the post-hook fill_spend_daily_percentiles fills them).
+    With allocated=true the tag facts' evenly split spend and tokens follow their full
+    counterparts. -#}
 {% macro spend_daily_metrics(allocated=false) %}
         cast(count(*) as bigint) as request_count,
         cast(
@@ -34,21 +36,10 @@
         cast(sum(allocated_completion_tokens) as bigint) as allocated_completion_tokens,
         cast(sum(allocated_total_tokens) as bigint) as allocated_total_tokens,
         {%- endif %}
-        cast(
-            {{ percentile_cont('latency_ms', 0.5, [0.5, 0.95]) }} as numeric(18, 3)
-        ) as latency_p50_ms,
-        cast(
-            {{ percentile_cont('latency_ms', 0.95, [0.5, 0.95]) }} as numeric(18, 3)
-        ) as latency_p95_ms,
-        cast(
-            {{ percentile_cont('time_to_first_token_ms', 0.5, [0.5, 0.95]) }} as numeric(18, 3)
-        ) as ttft_p50_ms,
-        cast(
-            {{ percentile_cont('time_to_first_token_ms', 0.95, [0.5, 0.95]) }} as numeric(18, 3)
-        ) as ttft_p95_ms
+        {{ spend_daily_percentiles(deferred=spend_daily_percentiles_deferred()) }}
 {%- endmacro %}
 
-{#- The incremental condition of the daily spend facts on a model with spend_date and extracted_at:
+{#- The incremental filter of the daily spend facts on a model with spend_date and extracted_at:
     the var incremental_rebuild_days whole UTC days before the latest day already built, plus
     every older day that received rows extracted after the last build (late rows of any age),
     plus every day built with a key or team whose attribution (owner, organization) changed
@@ -57,6 +48,7 @@
     {%- set watermark -%}
         (select max(built_rows.last_extracted_at) as watermark from {{ this }} as built_rows)
     {%- endset %}
+    where
         spend_date >= (
             select {{ add_days('max(spend_date)', '-' ~ var('incremental_rebuild_days')) }}
             from {{ this }}
@@ -76,3 +68,98 @@
             where changed.is_change and changed.seen_with_logs_until >= {{ watermark }}
         )
 {%- endmacro %}
+
+{#- The latency and time-to-first-token percentiles of the daily spend facts over a group of
+    requests, cast to their contract types; deferred=true gives nulls of those types. -#}
+{% macro spend_daily_percentiles(deferred=false) %}
+    {%- for column, expression in [
+        ('latency_p50_ms', percentile_cont('latency_ms', 0.5, [0.5, 0.95])),
+        ('latency_p95_ms', percentile_cont('latency_ms', 0.95, [0.5, 0.95])),
+        ('ttft_p50_ms', percentile_cont('time_to_first_token_ms', 0.5, [0.5, 0.95])),
+        ('ttft_p95_ms', percentile_cont('time_to_first_token_ms', 0.95, [0.5, 0.95])),
+    ] %}
+        cast({{ 'null' if deferred else expression }} as numeric(18, 3)) as {{ column }}
+        {%- if not loop.last %},{% endif %}
+    {%- endfor %}
+{%- endmacro %}
+
+{#- Whether the daily spend facts leave their percentiles to fill_spend_daily_percentiles: on
+    DuckDB, whose percentile states cannot spill to disk, so that one aggregate over all the
+    rebuilt days would need memory in proportion to their requests (dispatched per adapter;
+    PostgreSQL and Spark sort on disk and compute them in the model). -#}
+{% macro spend_daily_percentiles_deferred() %}
+    {{ return(adapter.dispatch('spend_daily_percentiles_deferred', 'spend_warehouse')()) }}
+{% endmacro %}
+
+{% macro default__spend_daily_percentiles_deferred() %}
+    {{ return(false) }}
+{% endmacro %}
+
+{% macro duckdb__spend_daily_percentiles_deferred() %}
+    {{ return(true) }}
+{% endmacro %}
+
+{#- Post-hook of the daily spend facts: fills the percentiles the model left null
+    (spend_daily_percentiles_deferred), one update per batch of whole days of at most
+    var percentile_batch_rows requests (request-tag rows for the tag facts), so DuckDB holds one
+    batch's values at a time. Unset, the batch is the rows whose values fit in an eighth of
+    DuckDB's memory limit (about 50 bytes a row). Days left null by an interrupted run are filled
+    by the next. Runs in the model's transaction; emits no SQL of its own. -#}
+{% macro fill_spend_daily_percentiles(relation, tagged=false) %}
+    {%- if not (execute and spend_daily_percentiles_deferred()) %}{{ return('') }}{% endif %}
+    {%- set pending -%}
+        select cast(spend_date as varchar) as spend_date, sum(request_count) as request_rows
+        from {{ this }}
+        where latency_p50_ms is null
+        group by spend_date
+        order by spend_date
+    {%- endset %}
+    {%- set batch_rows = var('percentile_batch_rows') %}
+    {%- if batch_rows is none %}
+        {%- set limit = run_query("select current_setting('memory_limit')").columns[0].values()[0].split(' ') %}
+        {%- set unit = {'bytes': 1, 'KiB': 1024, 'MiB': 1024 ** 2, 'GiB': 1024 ** 3, 'TiB': 1024 ** 4} %}
+        {%- set batch_rows = (limit[0] | float * unit[limit[1]] / 8 / 50) | int %}
+    {%- endif %}
+    {%- set batches = [] %}
+    {%- set current = {'days': [], 'rows': 0} %}
+    {%- for day, rows in run_query(pending).rows %}
+        {%- if current.days and current.rows + rows > batch_rows %}
+            {%- do batches.append(current.days) %}
+            {%- do current.update({'days': [], 'rows': 0}) %}
+        {%- endif %}
+        {%- do current.days.append(day) %}
+        {%- do current.update({'rows': current.rows + rows}) %}
+    {%- endfor %}
+    {%- if current.days %}{% do batches.append(current.days) %}{% endif %}
+    {%- set dimensions = ['spend_date', 'key_hash', 'team_id', 'organization_id', 'user_id',
+        'end_user_id', 'model_group', 'provider'] + (['tag'] if tagged else []) %}
+    {%- for days in batches %}
+        {%- set day_list -%}
+            {%- for day in days %}cast('{{ day }}' as date){% if not loop.last %}, {% endif %}{% endfor -%}
+        {%- endset %}
+        {%- set fill -%}
+            update {{ this }} as built
+            set
+                latency_p50_ms = batch.latency_p50_ms,
+                latency_p95_ms = batch.latency_p95_ms,
+                ttft_p50_ms = batch.ttft_p50_ms,
+                ttft_p95_ms = batch.ttft_p95_ms
+            from (
+                select
+                    {{ dimensions | join(', ') }},
+                    {{ spend_daily_percentiles() }}
+                from {{ relation }}
+                where spend_date in ({{ day_list }})
+                group by {{ dimensions | join(', ') }}
+            ) as batch
+            where
+                built.spend_date in ({{ day_list }})
+                {%- for column in dimensions %}
+                and built.{{ column }} is not distinct from batch.{{ column }}
+                {%- endfor %}
+        {%- endset %}
+        {%- do log('fill_spend_daily_percentiles: ' ~ this.identifier ~ ' batch ' ~ loop.index ~ '/' ~ batches | length ~ ' (' ~ days | length ~ ' days)', info=false) %}
+        {%- do run_query(fill) %}
+    {%- endfor %}
+    {{ return('') }}
+{% endmacro %}

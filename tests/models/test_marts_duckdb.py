@@ -350,10 +350,11 @@ def _percentile_cont(values: list[int], fraction: float) -> float | None:
     return ordered[lower] + (position - lower) * (ordered[upper] - ordered[lower])
 
 
-def test_daily_percentiles_are_exact_when_built_in_batches_of_days(built_duckdb, tmp_path):
-    """With var percentile_batch_rows far below a day's requests, the daily spend facts are
-    built as one aggregate per day (day_batches) and equal the single-batch build row for row;
-    their latency and time-to-first-token percentiles equal percentile_cont over the requests."""
+def test_daily_percentiles_are_exact_when_filled_in_batches_of_days(built_duckdb, tmp_path):
+    """With var percentile_batch_rows far below a day's requests, the post-hook fills the daily
+    spend facts' percentiles one day per update (fill_spend_daily_percentiles); the result equals
+    the build with the default batches row for row, and the percentiles equal percentile_cont
+    over each group's requests."""
     path = tmp_path / "build.duckdb"
     shutil.copyfile(built_duckdb.path, path)
     marts = ["fct_spend_daily", "fct_spend_by_tag_daily"]
@@ -363,10 +364,14 @@ def test_daily_percentiles_are_exact_when_built_in_batches_of_days(built_duckdb,
         duckdb_env(path),
         vars_yaml="{percentile_batch_rows: 10}",
     )
-    compiled = next((tmp_path / "target" / "run").rglob("fct_spend_daily.sql")).read_text()
     days = {r["spend_date"] for r in read_mart(path, "fct_spend_daily")}
-    assert compiled.count("union all") == len(days) - 1 > 30
+    log = (tmp_path / "logs" / "dbt.log").read_text()
     for mart in marts:
+        batches = re.findall(
+            rf"fill_spend_daily_percentiles: {mart} batch \d+/(\d+) \(1 days\)", log
+        )
+        assert len(days) > 30
+        assert batches == [str(len(days))] * len(days), mart
         assert sorted(read_mart(path, mart), key=repr) == sorted(
             read_mart(built_duckdb.path, mart), key=repr
         ), mart

@@ -2,6 +2,7 @@
     config(
         materialized='incremental',
         on_schema_change='fail',
+        post_hook="{{ fill_spend_daily_percentiles(ref('int_request_tags_allocated'), tagged=true) }}",
         **incremental_by_day('spend_date'),
     )
 }}
@@ -12,26 +13,18 @@
 -- request totals exactly. spend_usd, request_count and the unallocated token columns count every
 -- request carrying the tag in full (a tag's own view; not additive across tags). Requests
 -- without tags are one row with a null tag.
-{%- set rebuilt_days = none %}
-{%- if is_incremental() %}
-    {%- set rebuilt_days = spend_daily_rebuild_filter(ref('int_request_tags_allocated')) %}
-{%- endif %}
-{#- One aggregate per batch of days: DuckDB's percentiles hold a batch's values at a time. -#}
-{%- set batches = day_batches(ref('int_request_tags_allocated'), 'spend_date', rebuilt_days) %}
 with
 
-{% for batch in batches %}
-
-request_tags_{{ loop.index }} as (
+request_tags as (
 
     select * from {{ ref('int_request_tags_allocated') }}
-    where
-        {{ day_batch_condition('spend_date', batch) }}
-        and ({{ rebuilt_days or 'true' }})
+    {% if is_incremental() %}
+    {{ spend_daily_rebuild_filter(ref('int_request_tags_allocated')) }}
+    {% endif %}
 
 ),
 
-daily_{{ loop.index }} as (
+final as (
 
     select
         cast(
@@ -48,7 +41,7 @@ daily_{{ loop.index }} as (
         min(started_at) as first_request_at,
         max(started_at) as last_request_at,
         max(extracted_at) as last_extracted_at
-    from request_tags_{{ loop.index }}
+    from request_tags
     group by
         spend_date,
         tag,
@@ -59,14 +52,6 @@ daily_{{ loop.index }} as (
         end_user_id,
         model_group,
         provider
-
-),
-
-{% endfor %}
-
-final as (
-
-    {{ day_batches_union('daily', batches) }}
 
 )
 

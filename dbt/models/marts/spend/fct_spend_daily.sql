@@ -2,6 +2,7 @@
     config(
         materialized='incremental',
         on_schema_change='fail',
+        post_hook="{{ fill_spend_daily_percentiles(ref('int_spend_logs_attributed')) }}",
         **incremental_by_day('spend_date'),
     )
 }}
@@ -10,26 +11,18 @@
 -- latest day already built, plus every older day that received rows extracted after the last
 -- build (late rows of any age) and every day of a key or team whose attribution changed since
 -- (int_spend_attribution_versions), so a re-build equals a full build.
-{%- set rebuilt_days = none %}
-{%- if is_incremental() %}
-    {%- set rebuilt_days = spend_daily_rebuild_filter(ref('int_spend_logs_attributed')) %}
-{%- endif %}
-{#- One aggregate per batch of days: DuckDB's percentiles hold a batch's values at a time. -#}
-{%- set batches = day_batches(ref('int_spend_logs_attributed'), 'spend_date', rebuilt_days) %}
 with
 
-{% for batch in batches %}
-
-spend_logs_{{ loop.index }} as (
+spend_logs as (
 
     select * from {{ ref('int_spend_logs_attributed') }}
-    where
-        {{ day_batch_condition('spend_date', batch) }}
-        and ({{ rebuilt_days or 'true' }})
+    {% if is_incremental() %}
+    {{ spend_daily_rebuild_filter(ref('int_spend_logs_attributed')) }}
+    {% endif %}
 
 ),
 
-daily_{{ loop.index }} as (
+final as (
 
     select
         cast(
@@ -45,7 +38,7 @@ daily_{{ loop.index }} as (
         min(started_at) as first_request_at,
         max(started_at) as last_request_at,
         max(extracted_at) as last_extracted_at
-    from spend_logs_{{ loop.index }}
+    from spend_logs
     group by
         spend_date,
         key_hash,
@@ -55,14 +48,6 @@ daily_{{ loop.index }} as (
         end_user_id,
         model_group,
         provider
-
-),
-
-{% endfor %}
-
-final as (
-
-    {{ day_batches_union('daily', batches) }}
 
 )
 
