@@ -13,11 +13,11 @@
 
 {#- The request metrics of the daily spend facts, aggregated over a group of int_spend_logs_attributed
     (or int_request_tags_allocated) rows and cast to their contract types, in contract order:
-    counts, spend, tokens, then latency and time-to-first-token percentiles (null where
-    spend_daily_percentiles_deferred: the post-hook fill_spend_daily_percentiles fills them).
+    counts, spend, tokens, then latency and time-to-first-token percentiles (null with
+    deferred=true: the post-hook fill_spend_daily_percentiles fills them).
     With allocated=true the tag facts' evenly split spend and tokens follow their full
     counterparts. -#}
-{% macro spend_daily_metrics(allocated=false) %}
+{% macro spend_daily_metrics(allocated=false, deferred=false) %}
         cast(count(*) as bigint) as request_count,
         cast(
             sum(case when request_status = 'success' then 1 else 0 end) as bigint
@@ -36,7 +36,7 @@
         cast(sum(allocated_completion_tokens) as bigint) as allocated_completion_tokens,
         cast(sum(allocated_total_tokens) as bigint) as allocated_total_tokens,
         {%- endif %}
-        {{ spend_daily_percentiles(deferred=spend_daily_percentiles_deferred()) }}
+        {{ spend_daily_percentiles(deferred=deferred) }}
 {%- endmacro %}
 
 {#- The incremental filter of the daily spend facts on a model with spend_date and extracted_at:
@@ -83,30 +83,47 @@
     {%- endfor %}
 {%- endmacro %}
 
-{#- Whether the daily spend facts leave their percentiles to fill_spend_daily_percentiles: on
-    DuckDB, whose percentile states cannot spill to disk, so that one aggregate over all the
-    rebuilt days would need memory in proportion to their requests (dispatched per adapter;
-    PostgreSQL and Spark sort on disk and compute them in the model). -#}
-{% macro spend_daily_percentiles_deferred() %}
-    {{ return(adapter.dispatch('spend_daily_percentiles_deferred', 'spend_warehouse')()) }}
+{#- Whether a build of the daily spend facts over `relation` leaves its percentiles to the
+    post-hook fill_spend_daily_percentiles: on DuckDB, whose percentile states cannot spill to
+    disk, when the rows to aggregate (those of the days spend_daily_rebuild_filter selects, on an
+    incremental build) are more than one batch (spend_daily_percentile_batch_rows). Otherwise
+    the model computes them in its one aggregate (dispatched per adapter; PostgreSQL and Spark
+    sort on disk and always do). -#}
+{% macro spend_daily_percentiles_deferred(relation) %}
+    {{ return(adapter.dispatch('spend_daily_percentiles_deferred', 'spend_warehouse')(relation)) }}
 {% endmacro %}
 
-{% macro default__spend_daily_percentiles_deferred() %}
+{% macro default__spend_daily_percentiles_deferred(relation) %}
     {{ return(false) }}
 {% endmacro %}
 
-{% macro duckdb__spend_daily_percentiles_deferred() %}
-    {{ return(true) }}
+{% macro duckdb__spend_daily_percentiles_deferred(relation) %}
+    {%- if not execute or load_relation(relation) is none %}{{ return(false) }}{% endif %}
+    {%- set rows -%}
+        select count(*) as row_count from {{ relation }}
+        {%- if is_incremental() %}
+        {{ spend_daily_rebuild_filter(relation) }}
+        {%- endif %}
+    {%- endset %}
+    {{ return(run_query(rows).columns[0].values()[0] > spend_daily_percentile_batch_rows()) }}
+{% endmacro %}
+
+{#- The rows of one batch of fill_spend_daily_percentiles: var percentile_batch_rows, or unset,
+    the rows whose values fit in an eighth of DuckDB's memory limit (about 50 bytes a row). -#}
+{% macro spend_daily_percentile_batch_rows() %}
+    {%- if var('percentile_batch_rows') is not none %}{{ return(var('percentile_batch_rows')) }}{% endif %}
+    {%- set limit = run_query("select current_setting('memory_limit')").columns[0].values()[0].split(' ') %}
+    {%- set unit = {'bytes': 1, 'KiB': 1024, 'MiB': 1024 ** 2, 'GiB': 1024 ** 3, 'TiB': 1024 ** 4} %}
+    {{ return((limit[0] | float * unit[limit[1]] / 8 / 50) | int) }}
 {% endmacro %}
 
 {#- Post-hook of the daily spend facts: fills the percentiles the model left null
     (spend_daily_percentiles_deferred), one update per batch of whole days of at most
-    var percentile_batch_rows requests (request-tag rows for the tag facts), so DuckDB holds one
-    batch's values at a time. Unset, the batch is the rows whose values fit in an eighth of
-    DuckDB's memory limit (about 50 bytes a row). Days left null by an interrupted run are filled
-    by the next. Runs in the model's transaction; emits no SQL of its own. -#}
+    spend_daily_percentile_batch_rows requests (request-tag rows for the tag facts), so DuckDB
+    holds one batch's values at a time. Runs in the model's transaction and emits no SQL of its
+    own; with nothing left null it only looks. -#}
 {% macro fill_spend_daily_percentiles(relation, tagged=false) %}
-    {%- if not (execute and spend_daily_percentiles_deferred()) %}{{ return('') }}{% endif %}
+    {%- if not execute or target.type != 'duckdb' %}{{ return('') }}{% endif %}
     {%- set pending -%}
         select cast(spend_date as varchar) as spend_date, sum(request_count) as request_rows
         from {{ this }}
@@ -114,12 +131,7 @@
         group by spend_date
         order by spend_date
     {%- endset %}
-    {%- set batch_rows = var('percentile_batch_rows') %}
-    {%- if batch_rows is none %}
-        {%- set limit = run_query("select current_setting('memory_limit')").columns[0].values()[0].split(' ') %}
-        {%- set unit = {'bytes': 1, 'KiB': 1024, 'MiB': 1024 ** 2, 'GiB': 1024 ** 3, 'TiB': 1024 ** 4} %}
-        {%- set batch_rows = (limit[0] | float * unit[limit[1]] / 8 / 50) | int %}
-    {%- endif %}
+    {%- set batch_rows = spend_daily_percentile_batch_rows() %}
     {%- set batches = [] %}
     {%- set current = {'days': [], 'rows': 0} %}
     {%- for day, rows in run_query(pending).rows %}

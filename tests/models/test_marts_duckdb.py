@@ -351,10 +351,11 @@ def _percentile_cont(values: list[int], fraction: float) -> float | None:
 
 
 def test_daily_percentiles_are_exact_when_filled_in_batches_of_days(built_duckdb, tmp_path):
-    """With var percentile_batch_rows far below a day's requests, the post-hook fills the daily
-    spend facts' percentiles one day per update (fill_spend_daily_percentiles); the result equals
-    the build with the default batches row for row, and the percentiles equal percentile_cont
-    over each group's requests."""
+    """With var percentile_batch_rows far below a day's requests, the daily spend facts leave
+    their percentiles to the post-hook, which fills them one day per update, in a full build and
+    in an incremental one (the last 3 days and the day after them); the result equals the build
+    that computed them in the model, row for row, and the percentiles equal percentile_cont over
+    each group's requests."""
     path = tmp_path / "build.duckdb"
     shutil.copyfile(built_duckdb.path, path)
     marts = ["fct_spend_daily", "fct_spend_by_tag_daily"]
@@ -366,7 +367,15 @@ def test_daily_percentiles_are_exact_when_filled_in_batches_of_days(built_duckdb
     )
     days = {r["spend_date"] for r in read_mart(path, "fct_spend_daily")}
     log = (tmp_path / "logs" / "dbt.log").read_text()
+    # An incremental build re-builds its last days the same way.
+    run_dbt(
+        ["run", "-s", *marts], tmp_path, duckdb_env(path), vars_yaml="{percentile_batch_rows: 10}"
+    )
+    rebuilt = (tmp_path / "logs" / "dbt.log").read_text()[len(log) :]
     for mart in marts:
+        assert re.search(rf"fill_spend_daily_percentiles: {mart} batch 4/4 \(1 days\)", rebuilt), (
+            mart
+        )
         batches = re.findall(
             rf"fill_spend_daily_percentiles: {mart} batch \d+/(\d+) \(1 days\)", log
         )

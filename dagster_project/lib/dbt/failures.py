@@ -24,6 +24,6 @@ def out_of_memory_message(models: list[str], memory_limit: str) -> str:
     """What failed, under which limit, and the fix."""
     return (
         f"DuckDB ran out of memory building {', '.join(models)} with "
-        f"{DUCKDB_MEMORY_LIMIT_ENV}={memory_limit} (quantiles cannot spill to disk); raise "
+        f"{DUCKDB_MEMORY_LIMIT_ENV}={memory_limit}; raise "
         f"{DUCKDB_MEMORY_LIMIT_ENV} (e.g. 8GB) or lower {DUCKDB_THREADS_ENV}, then run again"
     )

@@ -11,6 +11,8 @@
 -- latest day already built, plus every older day that received rows extracted after the last
 -- build (late rows of any age) and every day of a key or team whose attribution changed since
 -- (int_spend_attribution_versions), so a re-build equals a full build.
+{#- On DuckDB, more rows than one batch of percentiles: the post-hook fills them. -#}
+{%- set deferred = spend_daily_percentiles_deferred(ref('int_spend_logs_attributed')) %}
 with
 
 spend_logs as (
@@ -33,7 +35,7 @@ final as (
             as {{ sql_type('varchar') }}
         ) as spend_daily_id,
         {{ spend_daily_dimensions() }},
-        {{ spend_daily_metrics() }},
+        {{ spend_daily_metrics(deferred=deferred) }},
         spend_date,
         min(started_at) as first_request_at,
         max(started_at) as last_request_at,
