@@ -109,12 +109,12 @@
 {% endmacro %}
 
 {#- The rows of one batch of fill_spend_daily_percentiles: var percentile_batch_rows, or unset,
-    the rows whose values fit in an eighth of DuckDB's memory limit (about 50 bytes a row). -#}
+    the rows whose values fit in a quarter of DuckDB's memory limit (about 50 bytes a row). -#}
 {% macro spend_daily_percentile_batch_rows() %}
     {%- if var('percentile_batch_rows') is not none %}{{ return(var('percentile_batch_rows')) }}{% endif %}
     {%- set limit = run_query("select current_setting('memory_limit')").columns[0].values()[0].split(' ') %}
     {%- set unit = {'bytes': 1, 'KiB': 1024, 'MiB': 1024 ** 2, 'GiB': 1024 ** 3, 'TiB': 1024 ** 4} %}
-    {{ return((limit[0] | float * unit[limit[1]] / 8 / 50) | int) }}
+    {{ return((limit[0] | float * unit[limit[1]] / 4 / 50) | int) }}
 {% endmacro %}
 
 {#- Post-hook of the daily spend facts: fills the percentiles the model left null
