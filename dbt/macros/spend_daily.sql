@@ -1,11 +1,16 @@
-{#- The grouping columns of the daily spend facts, in contract order and cast to the contract's
-    varchar (PostgreSQL would otherwise give text, which an incremental build's schema check
-    rejects); with tagged=true the tag facts' tag between the end user and the model group. -#}
-{% macro spend_daily_dimensions(tagged=false) %}
+{#- The names of the grouping columns of the daily spend facts besides spend_date, in contract
+    order; with tagged=true the tag facts' tag between the end user and the model group. -#}
+{% macro spend_daily_dimension_names(tagged=false) %}
     {%- set columns = ['key_hash', 'team_id', 'organization_id', 'user_id', 'end_user_id'] %}
     {%- if tagged %}{% do columns.append('tag') %}{% endif %}
-    {%- do columns.extend(['model_group', 'provider']) %}
-    {%- for column in columns %}
+    {{ return(columns + ['model_group', 'provider']) }}
+{% endmacro %}
+
+{#- The grouping columns of the daily spend facts besides spend_date (spend_daily_dimension_names),
+    cast to the contract's varchar (PostgreSQL would otherwise give text, which an incremental
+    build's schema check rejects). -#}
+{% macro spend_daily_dimensions(tagged=false) %}
+    {%- for column in spend_daily_dimension_names(tagged) %}
         cast({{ column }} as {{ sql_type('varchar') }}) as {{ column }}
         {%- if not loop.last %},{% endif %}
     {%- endfor %}
@@ -143,8 +148,7 @@
         {%- do current.update({'rows': current.rows + rows}) %}
     {%- endfor %}
     {%- if current.days %}{% do batches.append(current.days) %}{% endif %}
-    {%- set dimensions = ['spend_date', 'key_hash', 'team_id', 'organization_id', 'user_id',
-        'end_user_id', 'model_group', 'provider'] + (['tag'] if tagged else []) %}
+    {%- set dimensions = ['spend_date'] + spend_daily_dimension_names(tagged) %}
     {%- for days in batches %}
         {%- set day_list -%}
             {%- for day in days %}cast('{{ day }}' as date){% if not loop.last %}, {% endif %}{% endfor -%}
