@@ -91,7 +91,7 @@
 {#- Whether a build of the daily spend facts over `relation` leaves its percentiles to the
     post-hook fill_spend_daily_percentiles: on DuckDB, whose percentile states cannot spill to
     disk, when the rows to aggregate (those of the days spend_daily_rebuild_filter selects, on an
-    incremental build) are more than one batch (spend_daily_percentile_batch_rows). Otherwise
+    incremental build) fill more than a quarter of its memory limit (spend_daily_percentile_rows). Otherwise
     the model computes them in its one aggregate (dispatched per adapter; PostgreSQL and Spark
     sort on disk and always do). -#}
 {% macro spend_daily_percentiles_deferred(relation) %}
@@ -110,21 +110,23 @@
         {{ spend_daily_rebuild_filter(relation) }}
         {%- endif %}
     {%- endset %}
-    {{ return(run_query(rows).columns[0].values()[0] > spend_daily_percentile_batch_rows()) }}
+    {{ return(run_query(rows).columns[0].values()[0] > spend_daily_percentile_rows(0.25)) }}
 {% endmacro %}
 
-{#- The rows of one batch of fill_spend_daily_percentiles: var percentile_batch_rows, or unset,
-    the rows whose values fit in a quarter of DuckDB's memory limit (about 50 bytes a row). -#}
-{% macro spend_daily_percentile_batch_rows() %}
+{#- A number of rows of percentile values: var percentile_batch_rows, or unset, the rows whose
+    values (about 50 bytes a row) fill `share` of DuckDB's memory limit. A build defers its
+    percentiles beyond a quarter; the post-hook fills them in batches of an eighth, which leaves
+    room for the update itself under small limits. -#}
+{% macro spend_daily_percentile_rows(share) %}
     {%- if var('percentile_batch_rows') is not none %}{{ return(var('percentile_batch_rows')) }}{% endif %}
     {%- set limit = run_query("select current_setting('memory_limit')").columns[0].values()[0].split(' ') %}
     {%- set unit = {'bytes': 1, 'KiB': 1024, 'MiB': 1024 ** 2, 'GiB': 1024 ** 3, 'TiB': 1024 ** 4} %}
-    {{ return((limit[0] | float * unit[limit[1]] / 4 / 50) | int) }}
+    {{ return((limit[0] | float * unit[limit[1]] * share / 50) | int) }}
 {% endmacro %}
 
 {#- Post-hook of the daily spend facts: fills the percentiles the model left null
     (spend_daily_percentiles_deferred), one update per batch of whole days of at most
-    spend_daily_percentile_batch_rows requests (request-tag rows for the tag facts), so DuckDB
+    spend_daily_percentile_rows(0.125) requests (request-tag rows for the tag facts), so DuckDB
     holds one batch's values at a time. Runs in the model's transaction and emits no SQL of its
     own; with nothing left null it only looks. -#}
 {% macro fill_spend_daily_percentiles(relation, tagged=false) %}
@@ -136,7 +138,7 @@
         group by spend_date
         order by spend_date
     {%- endset %}
-    {%- set batch_rows = spend_daily_percentile_batch_rows() %}
+    {%- set batch_rows = spend_daily_percentile_rows(0.125) %}
     {%- set batches = [] %}
     {%- set current = {'days': [], 'rows': 0} %}
     {%- for day, rows in run_query(pending).rows %}
