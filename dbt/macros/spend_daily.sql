@@ -90,10 +90,10 @@
 
 {#- Whether a build of the daily spend facts over `relation` leaves its percentiles to the
     post-hook fill_spend_daily_percentiles: on DuckDB, whose percentile states cannot spill to
-    disk, when the rows to aggregate (those of the days spend_daily_rebuild_filter selects, on an
-    incremental build) fill more than a quarter of its memory limit (spend_daily_percentile_rows). Otherwise
-    the model computes them in its one aggregate (dispatched per adapter; PostgreSQL and Spark
-    sort on disk and always do). -#}
+    disk, when the values of the rows to aggregate (those of the days spend_daily_rebuild_filter
+    selects, on an incremental build) would fill more than a quarter of its memory limit
+    (spend_daily_percentile_rows). Otherwise the model computes them in its one aggregate
+    (dispatched per adapter; PostgreSQL and Spark sort on disk and always do). -#}
 {% macro spend_daily_percentiles_deferred(relation) %}
     {{ return(adapter.dispatch('spend_daily_percentiles_deferred', 'spend_warehouse')(relation)) }}
 {% endmacro %}
