@@ -41,6 +41,7 @@ def test_lands_rows_with_both_prefixes_and_reruns_are_noops(source, wh):
                     "user_api_key_team_alias": "team-a",
                     "model_map_information": {"model_map_key": "x" * 500},
                     "error_information": {"error_class": "RateLimitError", "error_code": "429"},
+                    **({"user_api_key_project_id": f"proj-{i}"} if i % 2 == 0 else {}),
                 },
                 messages=json.dumps({"secret": "prompt"}),
             )
@@ -65,6 +66,8 @@ def test_lands_rows_with_both_prefixes_and_reruns_are_noops(source, wh):
         "429",
     )
     assert "model_map_information" not in json.loads(metadata)
+    projects = dict(wh.query("SELECT request_id, meta_project_id FROM raw.spend_logs"))
+    assert (projects["r3"], projects["r4"]) == ("", "proj-4")  # '' when absent, never null
     assert messages is None  # payload columns are opt-in
     # hive partitions by UTC day of startTime, listed in the manifest
     manifest = wh.manifest()

@@ -257,6 +257,8 @@ def check_project_budgets(path: Path, data: RawDataset) -> int:
     logs = data.rows("spend_logs")
     named = [r for r in logs if "user_api_key_project_id" in (r["metadata"] or "")]
     assert named, "the dataset has requests whose metadata names their project"
+    flattened = [r for r in logs if r.get("meta_project_id")]
+    assert flattened, "the dataset has requests whose project the extraction flattened"
     for project, budget in budgeted.items():
         mine = [
             r

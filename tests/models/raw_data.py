@@ -682,11 +682,20 @@ def _add_audited_limit_changes(data: RawDataset, start: datetime) -> None:
 def _add_request_projects(data: RawDataset) -> None:
     """Newer proxies name the project in the request's metadata: every tenth request of key k3
     (whose own project, proj_free, has no budget) names proj_a, which then counts it; one names a
-    project without a row (counted for none)."""
+    project without a row (counted for none). The extraction flattens the name into
+    meta_project_id ('' when absent), which wins over the metadata: half of those requests name
+    proj_a there only, and every request of key k1 (project proj_a) has ''. The other rows were
+    landed before that column (null): dbt parses their metadata."""
     k3 = [r for r in data.rows("spend_logs") if r["api_key"] == "hash_k3"]
-    for request in k3[::10]:
-        request["metadata"] = json.dumps({"user_api_key_project_id": "proj_a"})
+    for number, request in enumerate(k3[::10]):
+        if number % 2:
+            request["metadata"] = json.dumps({"user_api_key_project_id": "proj_a"})
+        else:
+            request["meta_project_id"] = "proj_a"
     k3[1]["metadata"] = json.dumps({"user_api_key_project_id": "proj_unknown"})
+    for request in data.rows("spend_logs"):
+        if request["api_key"] == "hash_k1":
+            request["meta_project_id"] = ""
 
 
 def _rotate(data: RawDataset, live: str, old: str, at: datetime) -> None:

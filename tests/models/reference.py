@@ -65,8 +65,12 @@ def request_tags(text: str | None) -> frozenset[str]:
 
 
 def request_project(row: dict[str, Any], key: dict[str, Any]) -> str | None:
-    """The project a request counts for: the one its metadata names (user_api_key_project_id),
-    else its key's (the live key, else its deleted copy)."""
+    """The project a request counts for: the one its metadata names (user_api_key_project_id,
+    flattened into meta_project_id at extraction; parsed from the metadata of rows landed
+    before), else its key's (the live key, else its deleted copy)."""
+    flattened = row.get("meta_project_id")
+    if flattened is not None:
+        return flattened or key.get("project_id")
     try:
         metadata = json.loads(row.get("metadata") or "{}")
     except ValueError:

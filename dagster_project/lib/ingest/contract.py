@@ -73,6 +73,12 @@ SPEND_LOG_COLUMNS: tuple[RawColumn, ...] = (
     _c("meta_user_email", None, STR, "metadata.user_api_key_user_email."),
     _c("meta_error_class", None, STR, "metadata.error_information.error_class (failures)."),
     _c("meta_error_code", None, STR, "metadata.error_information.error_code (failures)."),
+    _c(
+        "meta_project_id",
+        None,
+        STR,
+        "metadata.user_api_key_project_id, '' when absent; NULL on rows landed before it was.",
+    ),
     # Heavy payloads: NULL unless SPEND_WAREHOUSE_INCLUDE_PAYLOADS is on.
     _c("messages", "messages", STR, "Request messages JSON (opt-in)."),
     _c("response", "response", STR, "Response JSON (opt-in)."),

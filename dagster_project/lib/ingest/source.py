@@ -46,7 +46,11 @@ METADATA_FIELDS: Mapping[str, tuple[str, ...]] = {
     "meta_user_email": ("user_api_key_user_email",),
     "meta_error_class": ("error_information", "error_class"),
     "meta_error_code": ("error_information", "error_code"),
+    "meta_project_id": ("user_api_key_project_id",),
 }
+# Flattened as '' when the key is absent, so that NULL marks a row landed before the column
+# existed (dbt staging then reads the key from the row's metadata instead).
+METADATA_FIELDS_NOT_NULL = frozenset({"meta_project_id"})
 # metadata keys dropped before landing (about 4 KB per row, ~65 % of the row, no analytic use).
 METADATA_DROPPED_KEYS = ("model_map_information",)
 PAYLOAD_COLUMNS = frozenset({"messages", "response", "proxy_server_request"})
@@ -96,12 +100,16 @@ def metadata_expression(metadata: SourceColumn | None) -> str:
     )
 
 
-def metadata_field_expression(metadata: SourceColumn | None, path: Sequence[str]) -> str:
-    """The text at ``path`` inside ``metadata`` (NULL when absent or not an object)."""
+def metadata_field_expression(
+    metadata: SourceColumn | None, path: Sequence[str], *, not_null: bool = False
+) -> str:
+    """The text at ``path`` inside ``metadata`` (NULL when absent or not an object; with
+    ``not_null``, '' then). NULL whenever ``metadata`` is not JSON: nothing was looked up."""
     if metadata is None or metadata.data_type not in JSON_TYPES:
         return "NULL::text"
     keys = ",".join(path)
-    return f"({quote_ident(metadata.name)}::jsonb #>> {sql_string('{' + keys + '}')})"
+    found = f"{quote_ident(metadata.name)}::jsonb #>> {sql_string('{' + keys + '}')}"
+    return f"coalesce({found}, '')" if not_null else f"({found})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +162,9 @@ def fact_select_list(
             continue
         null = f"NULL::{_PG_TYPES[col.type]}"
         if col.name in METADATA_FIELDS:
-            expr = metadata_field_expression(metadata, METADATA_FIELDS[col.name])
+            expr = metadata_field_expression(
+                metadata, METADATA_FIELDS[col.name], not_null=col.name in METADATA_FIELDS_NOT_NULL
+            )
         elif _unavailable(col, columns, include_payload):
             expr = null
         elif col.source == "metadata":

@@ -1,40 +1,54 @@
+{%- set columns = [
+    ['request_id', 'varchar'],
+    ['call_type', 'varchar'],
+    ['api_key', 'varchar'],
+    ['user_id', 'varchar'],
+    ['team_id', 'varchar'],
+    ['organization_id', 'varchar'],
+    ['meta_organization_id', 'varchar'],
+    ['end_user', 'varchar'],
+    ['model', 'varchar'],
+    ['model_id', 'varchar'],
+    ['model_group', 'varchar'],
+    ['custom_llm_provider', 'varchar'],
+    ['api_base', 'varchar'],
+    ['session_id', 'varchar'],
+    ['request_tags', 'varchar'],
+    ['status', 'varchar'],
+    ['cache_hit', 'varchar'],
+    ['meta_key_alias', 'varchar'],
+    ['meta_team_alias', 'varchar'],
+    ['meta_error_class', 'varchar'],
+    ['meta_error_code', 'varchar'],
+    ['meta_project_id', 'varchar'],
+    ['metadata', 'varchar'],
+    ['spend', 'double precision'],
+    ['prompt_tokens', 'bigint'],
+    ['completion_tokens', 'bigint'],
+    ['total_tokens', 'bigint'],
+    ['request_duration_ms', 'bigint'],
+    ['start_time', 'timestamp'],
+    ['end_time', 'timestamp'],
+    ['completion_start_time', 'timestamp'],
+    ['_extracted_at', 'timestamp'],
+] %}
+{%- set project_sources = ['meta_project_id', 'metadata'] %}
+
 with
 
 source as (
 
-    {{ source_columns('proxy', 'spend_logs', [
-        ['request_id', 'varchar'],
-        ['call_type', 'varchar'],
-        ['api_key', 'varchar'],
-        ['user_id', 'varchar'],
-        ['team_id', 'varchar'],
-        ['organization_id', 'varchar'],
-        ['meta_organization_id', 'varchar'],
-        ['end_user', 'varchar'],
-        ['model', 'varchar'],
-        ['model_id', 'varchar'],
-        ['model_group', 'varchar'],
-        ['custom_llm_provider', 'varchar'],
-        ['api_base', 'varchar'],
-        ['session_id', 'varchar'],
-        ['request_tags', 'varchar'],
-        ['status', 'varchar'],
-        ['cache_hit', 'varchar'],
-        ['meta_key_alias', 'varchar'],
-        ['meta_team_alias', 'varchar'],
-        ['meta_error_class', 'varchar'],
-        ['meta_error_code', 'varchar'],
-        ['metadata', 'varchar'],
-        ['spend', 'double precision'],
-        ['prompt_tokens', 'bigint'],
-        ['completion_tokens', 'bigint'],
-        ['total_tokens', 'bigint'],
-        ['request_duration_ms', 'bigint'],
-        ['start_time', 'timestamp'],
-        ['end_time', 'timestamp'],
-        ['completion_start_time', 'timestamp'],
-        ['_extracted_at', 'timestamp'],
-    ]) }}
+    {{ source_columns('proxy', 'spend_logs', columns) | indent(4) }}
+
+),
+
+-- With the project the request's metadata names (flattened at extraction; rows landed before
+-- that was parse their metadata).
+projected as (
+
+    {{ spend_logs_with_project(
+        'source', columns | map(attribute=0) | reject('in', project_sources) | list
+    ) | indent(4) }}
 
 ),
 
@@ -62,9 +76,7 @@ renamed as (
         nullif(meta_team_alias, '') as team_alias_at_request,
         nullif(meta_error_class, '') as error_class,
         nullif(meta_error_code, '') as error_code,
-        nullif(
-            {{ json_member_text('metadata', 'user_api_key_project_id') }}, ''
-        ) as project_id_at_request,
+        project_id_at_request,
         request_tags as request_tags_json,
 
         ----------  numerics
@@ -88,7 +100,7 @@ renamed as (
         completion_start_time as completion_started_at,
         _extracted_at as extracted_at
 
-    from source
+    from projected
 
 )
 
