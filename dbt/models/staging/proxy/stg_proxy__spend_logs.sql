@@ -36,18 +36,13 @@
 
 with
 
+-- The raw rows with the project the request's metadata names (flattened at extraction; rows
+-- landed before that was parse their metadata).
 source as (
 
-    {{ source_columns('proxy', 'spend_logs', columns) | indent(4) }}
-
-),
-
--- With the project the request's metadata names (flattened at extraction; rows landed before
--- that was parse their metadata).
-projected as (
-
     {{ spend_logs_with_project(
-        'source', columns | map(attribute=0) | reject('in', project_sources) | list
+        source_columns('proxy', 'spend_logs', columns),
+        columns | map(attribute=0) | reject('in', project_sources) | list,
     ) | indent(4) }}
 
 ),
@@ -100,7 +95,7 @@ renamed as (
         completion_start_time as completion_started_at,
         _extracted_at as extracted_at
 
-    from projected
+    from source
 
 )
 
