@@ -77,7 +77,7 @@ SPEND_LOG_COLUMNS: tuple[RawColumn, ...] = (
         "meta_project_id",
         None,
         STR,
-        "metadata.user_api_key_project_id, '' when absent; NULL on rows landed before it was.",
+        "metadata.user_api_key_project_id, '' when absent; NULL on rows landed before the column.",
     ),
     # Heavy payloads: NULL unless SPEND_WAREHOUSE_INCLUDE_PAYLOADS is on.
     _c("messages", "messages", STR, "Request messages JSON (opt-in)."),

@@ -37,7 +37,7 @@
 with
 
 -- The raw rows with the project the request's metadata names (flattened at extraction; rows
--- landed before that was parse their metadata).
+-- landed before that column existed parse their metadata).
 source as (
 
     {{ spend_logs_with_project(
