@@ -15,7 +15,8 @@
 {% endmacro %}
 
 {% macro default__spend_logs_with_project(source_sql, columns) %}
-select{{ _column_list(columns) }}
+select
+    {{ columns | join(',\n    ') }},
     case
         when meta_project_id is not null then nullif(meta_project_id, '')
         else nullif({{ json_member_text('metadata', 'user_api_key_project_id') }}, '')
@@ -24,14 +25,16 @@ from ({{ source_sql }}) as source
 {% endmacro %}
 
 {% macro duckdb__spend_logs_with_project(source_sql, columns) %}
-select{{ _column_list(columns) }}
+select
+    {{ columns | join(',\n    ') }},
     nullif(meta_project_id, '') as project_id_at_request
 from ({{ source_sql }}) as source
 where meta_project_id is not null
 
 union all
 
-select{{ _column_list(columns) }}
+select
+    {{ columns | join(',\n    ') }},
     nullif({{ json_member_text('metadata', 'user_api_key_project_id') }}, '')
         as project_id_at_request
 from ({{ source_sql }}) as source
@@ -41,10 +44,3 @@ where meta_project_id is null
 {% macro spark__spend_logs_with_project(source_sql, columns) %}
     {{ return(duckdb__spend_logs_with_project(source_sql, columns)) }}
 {% endmacro %}
-
-{#- Helper of spend_logs_with_project: `columns`, one per line, each followed by a comma. -#}
-{% macro _column_list(columns) %}
-    {%- for column in columns %}
-    {{ column }},
-    {%- endfor %}
-{%- endmacro %}
