@@ -38,7 +38,7 @@ DEFAULT_POSTGRES_SCHEMA = "spend_warehouse"
 DUCKDB_MEMORY_LIMIT_ENV = "SPEND_WAREHOUSE_DUCKDB_MEMORY_LIMIT"
 DUCKDB_THREADS_ENV = "SPEND_WAREHOUSE_DUCKDB_THREADS"
 # DuckDB's buffer memory in the dbt build and the alert evaluation (the extraction's merge keeps
-# its own 256 MB): DuckDB spills to disk beyond it, so a run's peak stays bounded as the data
+# its own 128 MB): DuckDB spills to disk beyond it, so a run's peak stays bounded as the data
 # grows instead of reaching 80 % of RAM. The default is a quarter of the machine's memory, at
 # least 1 GB (default_memory_limit): less memory builds too, but spills and takes longer (the
 # first build at 10 M rows: 54 s of dbt with 5.9 GB, 126 s with 1 GB).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import psycopg
@@ -11,9 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from dagster_project.lib.duckdb import scratch
 from dagster_project.lib.ingest import contract as rc
 from dagster_project.lib.ingest import load as raw_load
 from dagster_project.lib.ingest.lake import (
+    ROW_GROUP_ROWS,
     TMP_PREFIX,
     DayPartitionWriter,
     Lake,
@@ -271,6 +274,55 @@ def test_compaction_dedups_with_the_deterministic_winner(tmp_path, lake_format):
     assert (result.files_before, result.rows_after) == (3, 1)
     (file,) = lake.read_manifest().files
     assert pq.read_table(lake.absolute(file)).column("spend").to_pylist() == [2.0]  # latest end
+
+
+@pytest.mark.integration
+def test_compaction_streams_the_day_in_row_groups(tmp_path, lake_format):
+    """A compacted day is written batch by batch (never held whole), each key once, with the
+    bounds of all its rows."""
+    lake = Lake(tmp_path, lake_format).table("spend_logs", day_column="start_time")
+    rule = raw_load.dedup_rule(SPEND_LOGS)
+    per_file = ROW_GROUP_ROWS
+    for number in range(3):  # the third file repeats the first file's keys
+        ids = [f"r{(number % 2) * per_file + i}" for i in range(per_file)]
+        starts = [T0 + timedelta(seconds=i + number) for i in range(per_file)]
+        batch = _spend_batch(ids, starts, [1.0] * per_file)
+        lake.publish(add=[write_single_file(lake, pa.Table.from_batches([batch]), "2026-03-01")])
+    result = compact(lake, SPEND_LOGS.schema, rule, min_files=3, bounded=["start_time"])
+    assert (result.files_before, result.rows_before, result.rows_after) == (
+        3,
+        3 * per_file,
+        2 * per_file,
+    )
+    (file,) = lake.read_manifest().files
+    parquet = pq.ParquetFile(lake.absolute(file))
+    groups = [
+        parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)
+    ]
+    assert len(groups) > 1  # a row group per streamed batch
+    assert max(groups) <= ROW_GROUP_ROWS
+    data = parquet.read()
+    assert len(set(data.column("request_id").to_pylist())) == 2 * per_file
+    starts = data.column("start_time").to_pylist()
+    bounds = {column: (lo, hi) for column, lo, hi in file.bounds}
+    assert bounds["start_time"] == (min(starts), max(starts))
+    assert max(starts) == T0 + timedelta(seconds=per_file + 1)  # r0.. from the third file
+
+
+def test_scratch_duckdb_is_bounded_and_spills_into_a_directory_it_removes():
+    with scratch() as con:
+        limit, spill = con.execute(
+            "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
+        ).fetchall()[0]
+        assert limit == "122.0 MiB"  # 128 MB
+        assert Path(spill).is_dir()
+        # a sort of more than the limit holds spills instead of failing
+        rows = con.execute(
+            "SELECT count(*) FROM (SELECT i, repeat('x', 100) AS pad FROM range(3000000) t(i) "
+            "ORDER BY pad, i DESC)"
+        ).fetchall()
+        assert rows == [(3_000_000,)]
+    assert not Path(spill).exists()
 
 
 @pytest.mark.integration

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dagster_project.lib.duckdb import EXTRACTION_MEMORY_LIMIT
 from dagster_project.lib.ingest import contract as rc
 from dagster_project.lib.ingest import load as raw_load
 from dagster_project.lib.ingest.changes import (
@@ -79,8 +80,6 @@ log = logging.getLogger(__name__)
 
 COMPACT_MIN_FILES = 12
 MAINTENANCE_MIN_FILES = 2  # the daily maintenance leaves one file per day partition
-# The merge spills beyond this, whatever the run's DuckDB limit: a large first load stays small.
-DUCKDB_MEMORY_LIMIT = "256MB"
 
 Progress = Callable[[str], None]
 SOURCE_DISABLED = "source_disabled"  # the table exists, is empty, and the lake holds history
@@ -175,7 +174,8 @@ def extract_fact(
     incremental read is skipped while the source table and the lake table are unchanged since
     the last complete one (:meth:`_FactRun.read_incremental`).
     """
-    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+    # the merge spills beyond this, whatever the run's DuckDB limit: a large first load stays small
+    con.execute(f"SET memory_limit = '{EXTRACTION_MEMORY_LIMIT}'")
     result = FactResult(table=fact.raw_table)
     columns = _source_columns(session, con, fact, result, progress)
     if columns is None:

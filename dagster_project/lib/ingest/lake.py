@@ -30,7 +30,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dagster_project.lib.duckdb import scratch
 from dagster_project.settings import ICEBERG, PARQUET
 
 if TYPE_CHECKING:
@@ -49,6 +50,9 @@ MANIFEST_NAME = "_manifest.json"
 TMP_PREFIX = ".tmp-"
 PARQUET_COMPRESSION = "zstd"
 PARQUET_COMPRESSION_LEVEL = 1  # same size as the default level 3 on this data, ~35 % faster
+# Rows a writer holds before writing them as a row group: at 65,536 the extraction's read peaked
+# 50 MB higher at 1 M rows (456 MB against 406 MB), for the same file sizes and speed.
+ROW_GROUP_ROWS = 32_768
 MANIFEST_FORMAT = 1
 
 
@@ -436,23 +440,46 @@ def write_single_file(
 ) -> LakeFile:
     """Write ``data`` as one durable (not yet published) file of ``table``, recording the
     bounds of its ``bounded`` columns."""
+    return write_batches(
+        table, data.schema, data.to_batches(ROW_GROUP_ROWS), partition, bounded=bounded
+    )
+
+
+def write_batches(
+    table: PublishedTable,
+    schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
+    partition: str | None = None,
+    *,
+    bounded: Sequence[str] = (),
+) -> LakeFile:
+    """Stream ``batches`` (of ``schema``) into one durable (not yet published) file of
+    ``table``, a row group per batch, recording the bounds of its ``bounded`` columns."""
     directory = table.dir / f"day={partition}" if partition else table.dir
     directory.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(directory, ".parquet")
     final = directory / f"part-{uuid.uuid4().hex}.parquet"
+    rows, bounds = 0, None
     try:
-        pq.write_table(
-            data, tmp, compression=PARQUET_COMPRESSION, compression_level=PARQUET_COMPRESSION_LEVEL
-        )
+        with pq.ParquetWriter(
+            tmp,
+            schema,
+            compression=PARQUET_COMPRESSION,
+            compression_level=PARQUET_COMPRESSION_LEVEL,
+        ) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+                bounds = widen(bounds, column_bounds(batch, bounded))
         commit_file(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
     return LakeFile(
         path=final.relative_to(table.dir).as_posix(),
-        rows=data.num_rows,
+        rows=rows,
         bytes=final.stat().st_size,
         partition=partition,
-        bounds=column_bounds(data, bounded),
+        bounds=bounds or (),
     )
 
 
@@ -484,9 +511,9 @@ class DayPartitionWriter:
         schema: pa.Schema,
         day_column: str,
         *,
-        row_group_rows: int = 65_536,
+        row_group_rows: int = ROW_GROUP_ROWS,
         max_open: int = 16,
-        max_pending_rows: int = 65_536,
+        max_pending_rows: int = ROW_GROUP_ROWS,
         dictionary: list[str] | bool = True,
         bounded: Sequence[str] = (),
     ) -> None:
@@ -644,20 +671,17 @@ def partitions_to_compact(manifest: Manifest, min_files: int) -> list[str]:
 
 def deduplicated(
     table: PublishedTable, files: Sequence[LakeFile], schema: pa.Schema, rule: DedupRule
-) -> pa.Table:
-    """The rows of ``files`` with one winner per key (``rule``), conformed to ``schema``."""
-    import duckdb
-
-    con = duckdb.connect()
-    try:
-        paths = [str(table.absolute(f)) for f in files]
+) -> Iterator[pa.RecordBatch]:
+    """The rows of ``files`` with one winner per key (``rule``), conformed to ``schema``, in
+    batches of ``ROW_GROUP_ROWS`` (DuckDB spills beyond its limit, :func:`scratch`)."""
+    paths = [str(table.absolute(f)) for f in files]
+    with scratch() as con:
         relation = con.sql(
             f"SELECT * FROM read_parquet({paths!r}, union_by_name = true, "
             f"hive_partitioning = false) {rule.qualify()}"
         )
-        return conform_table(relation.to_arrow_table(), schema)
-    finally:
-        con.close()
+        for batch in relation.to_arrow_reader(ROW_GROUP_ROWS):
+            yield from conform_table(pa.Table.from_batches([batch]), schema).to_batches()
 
 
 def merge_days(
@@ -681,7 +705,7 @@ def merge_days(
     old = [f for f in table.read_manifest().files if f.partition in days]
     parts = old + [f for f in new if f.partition in days]
     try:
-        for batch in deduplicated(table, parts, writer.schema, rule).to_batches():
+        for batch in deduplicated(table, parts, writer.schema, rule):
             writer.write(batch)
         rewritten = writer.finish()
     except BaseException:
@@ -707,8 +731,8 @@ def compact(
     result = CompactionResult()
     for day in partitions_to_compact(table.read_manifest(), min_files):
         old = [f for f in table.read_manifest().files if f.partition == day]
-        data = deduplicated(table, old, schema, rule)
-        new = write_single_file(table, data, partition=day, bounded=bounded)
+        rows = deduplicated(table, old, schema, rule)
+        new = write_batches(table, schema, rows, partition=day, bounded=bounded)
         table.publish(add=[new], remove=[f.path for f in old])
         for f in old:
             table.absolute(f).unlink(missing_ok=True)

@@ -17,8 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
-import duckdb
-
+from dagster_project.lib.duckdb import scratch
 from dagster_project.lib.ingest.lake import LakeFile, PublishedTable
 from dagster_project.lib.ingest.load import dedup_rule
 from dagster_project.lib.ingest.source import FactTable, SourceColumn, SourceSession
@@ -257,8 +256,7 @@ def lake_stats(
         )
     )
     source = "read_parquet($files, union_by_name = true, hive_partitioning = false)"
-    con = duckdb.connect()
-    try:
+    with scratch() as con:
         # only the compared columns are read, except for keys stored more than once, whose
         # winner the dedup rule picks from whole rows
         rows = con.execute(
@@ -272,8 +270,6 @@ def lake_stats(
             f"WHERE {' AND '.join(parts)} GROUP BY 1",
             params,
         ).fetchall()
-    finally:
-        con.close()
     return {**counted, **_stats(rows)}
 
 

@@ -54,6 +54,9 @@ METADATA_FIELDS_NOT_NULL = frozenset({"meta_project_id"})
 # metadata keys dropped before landing (about 4 KB per row, ~65 % of the row, no analytic use).
 METADATA_DROPPED_KEYS = ("model_map_information",)
 PAYLOAD_COLUMNS = frozenset({"messages", "response", "proxy_server_request"})
+# The size of the Arrow batches the server streams (ADBC's hint): with the two batches read
+# ahead (:func:`prefetch`) they bound the read's memory; 16 MB and three ahead read no faster.
+BATCH_HINT_BYTES = 8 * 1024 * 1024
 
 _PG_TYPES: Mapping[pa.DataType, str] = {
     pa.string(): "text",
@@ -345,7 +348,7 @@ class SourceSession:
         """Run ``sql`` and yield its rows as Arrow record batches (bounded memory)."""
         cursor = self._conn.cursor()
         cursor.adbc_statement.set_options(
-            **{"adbc.postgresql.batch_size_hint_bytes": str(16 * 1024 * 1024)}
+            **{"adbc.postgresql.batch_size_hint_bytes": str(BATCH_HINT_BYTES)}
         )
         try:
             cursor.execute(sql)
@@ -358,7 +361,7 @@ class SourceSession:
 _END = object()
 
 
-def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 3) -> Iterator[pa.RecordBatch]:
+def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
     """Iterate ``batches`` in a background thread, up to ``depth`` batches ahead.
 
     The database read (ADBC) and the Parquet writing both release the GIL, so overlapping them
