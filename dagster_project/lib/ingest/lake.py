@@ -431,6 +431,19 @@ def conform_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
 # ---------------------------------------------------------------------------------------------
 
 
+def parquet_writer(
+    path: Path, schema: pa.Schema, *, dictionary: list[str] | bool = True
+) -> pq.ParquetWriter:
+    """A writer of one lake data file at ``path``, compressed as every lake file is."""
+    return pq.ParquetWriter(
+        path,
+        schema,
+        compression=PARQUET_COMPRESSION,
+        compression_level=PARQUET_COMPRESSION_LEVEL,
+        use_dictionary=dictionary,
+    )
+
+
 def write_single_file(
     table: PublishedTable,
     data: pa.Table,
@@ -461,12 +474,7 @@ def write_batches(
     final = directory / f"part-{uuid.uuid4().hex}.parquet"
     rows, bounds = 0, None
     try:
-        with pq.ParquetWriter(
-            tmp,
-            schema,
-            compression=PARQUET_COMPRESSION,
-            compression_level=PARQUET_COMPRESSION_LEVEL,
-        ) as writer:
+        with parquet_writer(tmp, schema) as writer:
             for batch in batches:
                 writer.write_batch(batch)
                 rows += batch.num_rows
@@ -569,13 +577,7 @@ class DayPartitionWriter:
         directory = self.table.dir / f"day={day}"
         directory.mkdir(parents=True, exist_ok=True)
         tmp = temp_path(directory, ".parquet")
-        writer = pq.ParquetWriter(
-            tmp,
-            self.schema,
-            compression=PARQUET_COMPRESSION,
-            compression_level=PARQUET_COMPRESSION_LEVEL,
-            use_dictionary=self.dictionary,
-        )
+        writer = parquet_writer(tmp, self.schema, dictionary=self.dictionary)
         final = directory / f"part-{uuid.uuid4().hex}.parquet"
         return _OpenFile(tmp=tmp, final=final, writer=writer)
 
