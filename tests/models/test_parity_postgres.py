@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -64,6 +66,18 @@ def test_postgres_marts_equal_duckdb_marts(built_duckdb, pg_server_url, pg_schem
             "PostgreSQL",
         )
     assert compared > 5000
+    assert_every_query_ran_without_jit(tmp_path)
+
+
+def assert_every_query_ran_without_jit(work_dir) -> None:
+    """Every model and data test of the build turned PostgreSQL's JIT off first: the planner's
+    estimates of the stacked views made it compile queries for far longer than they ran."""
+    results = json.loads((work_dir / "target" / "run_results.json").read_text())["results"]
+    nodes = {r["unique_id"] for r in results if r["unique_id"].split(".")[0] in {"model", "test"}}
+    log = (work_dir / "logs" / "dbt.log").read_text()
+    without_jit = set(re.findall(r"On ([\w.]+): /\*[^\n]*\*/\s*set local jit = off", log))
+    assert len(nodes) > 100
+    assert nodes <= without_jit, sorted(nodes - without_jit)[:5]
 
 
 def test_postgres_incremental_builds_equal_full_builds(pg_server_url, pg_schema, tmp_path):
