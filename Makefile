@@ -15,8 +15,10 @@ install:
 demo: install
 	$(UV) run spendwh demo
 
+# One pytest worker per core (pytest-xdist), each taking the next test when it is free: the long
+# tests (a deployed daemon's schedule, Spark, the benchmark) spend much of their time waiting.
 test: install
-	$(UV) run pytest
+	$(UV) run pytest -n auto --dist worksteal
 
 test-fast: install
 	$(UV) run pytest -m "not integration and not slow and not browser"
