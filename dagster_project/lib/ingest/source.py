@@ -38,19 +38,26 @@ log = logging.getLogger(__name__)
 
 JSON_TYPES = frozenset({"json", "jsonb"})
 
-# metadata keys flattened into columns at extract time: raw column -> JSON path.
-METADATA_FIELDS: Mapping[str, tuple[str, ...]] = {
-    "meta_key_alias": ("user_api_key_alias",),
-    "meta_team_alias": ("user_api_key_team_alias",),
-    "meta_organization_id": ("user_api_key_org_id",),
-    "meta_user_email": ("user_api_key_user_email",),
-    "meta_error_class": ("error_information", "error_class"),
-    "meta_error_code": ("error_information", "error_code"),
-    "meta_project_id": ("user_api_key_project_id",),
+
+@dataclass(frozen=True)
+class MetadataField:
+    """A ``metadata`` key flattened into a raw column at extract time."""
+
+    path: tuple[str, ...]  # JSON path inside metadata
+    # '' instead of NULL when the key is absent, so that NULL marks a row landed before the
+    # column existed (dbt staging then reads the key from the row's metadata instead).
+    absent_as_empty: bool = False
+
+
+METADATA_FIELDS: Mapping[str, MetadataField] = {
+    "meta_key_alias": MetadataField(("user_api_key_alias",)),
+    "meta_team_alias": MetadataField(("user_api_key_team_alias",)),
+    "meta_organization_id": MetadataField(("user_api_key_org_id",)),
+    "meta_user_email": MetadataField(("user_api_key_user_email",)),
+    "meta_error_class": MetadataField(("error_information", "error_class")),
+    "meta_error_code": MetadataField(("error_information", "error_code")),
+    "meta_project_id": MetadataField(("user_api_key_project_id",), absent_as_empty=True),
 }
-# Flattened as '' when the key is absent, so that NULL marks a row landed before the column
-# existed (dbt staging then reads the key from the row's metadata instead).
-METADATA_FIELDS_NOT_NULL = frozenset({"meta_project_id"})
 # metadata keys dropped before landing (about 4 KB per row, ~65 % of the row, no analytic use).
 METADATA_DROPPED_KEYS = ("model_map_information",)
 PAYLOAD_COLUMNS = frozenset({"messages", "response", "proxy_server_request"})
@@ -164,9 +171,9 @@ def fact_select_list(
         if col.name.startswith("_"):
             continue
         null = f"NULL::{_PG_TYPES[col.type]}"
-        if col.name in METADATA_FIELDS:
+        if flattened := METADATA_FIELDS.get(col.name):
             expr = metadata_field_expression(
-                metadata, METADATA_FIELDS[col.name], not_null=col.name in METADATA_FIELDS_NOT_NULL
+                metadata, flattened.path, not_null=flattened.absent_as_empty
             )
         elif _unavailable(col, columns, include_payload):
             expr = null
