@@ -110,15 +110,16 @@
         {{ spend_daily_rebuild_filter(relation) }}
         {%- endif %}
     {%- endset %}
-    {{ return(run_query(rows).columns[0].values()[0] > spend_daily_percentile_rows(0.25)) }}
+    {{ return(run_query(rows).columns[0].values()[0] > spend_daily_percentile_rows('deferral')) }}
 {% endmacro %}
 
-{#- A number of rows of percentile values: var percentile_batch_rows, or unset, the rows whose
-    values (about 50 bytes a row) fill `share` of DuckDB's memory limit. A build defers its
-    percentiles beyond a quarter; the post-hook fills them in batches of an eighth, which leaves
-    room for the update itself under small limits. -#}
-{% macro spend_daily_percentile_rows(share) %}
+{#- A number of rows of percentile values on DuckDB, for `use` 'deferral' or 'batch': var
+    percentile_batch_rows, or unset, the rows whose values (about 50 bytes a row) fill a share of
+    DuckDB's memory limit. A build defers its percentiles beyond a quarter; the post-hook fills
+    them in batches of an eighth, which leaves room for the update itself under small limits. -#}
+{% macro spend_daily_percentile_rows(use) %}
     {%- if var('percentile_batch_rows') is not none %}{{ return(var('percentile_batch_rows')) }}{% endif %}
+    {%- set share = {'deferral': 0.25, 'batch': 0.125}[use] %}
     {%- set limit = run_query("select current_setting('memory_limit')").columns[0].values()[0].split(' ') %}
     {%- set unit = {'bytes': 1, 'KiB': 1024, 'MiB': 1024 ** 2, 'GiB': 1024 ** 3, 'TiB': 1024 ** 4} %}
     {{ return((limit[0] | float * unit[limit[1]] * share / 50) | int) }}
@@ -126,11 +127,20 @@
 
 {#- Post-hook of the daily spend facts: fills the percentiles the model left null
     (spend_daily_percentiles_deferred), one update per batch of whole days of at most
-    spend_daily_percentile_rows(0.125) requests (request-tag rows for the tag facts), so DuckDB
+    spend_daily_percentile_rows('batch') requests (request-tag rows for the tag facts), so DuckDB
     holds one batch's values at a time. Runs in the model's transaction and emits no SQL of its
-    own; with nothing left null it only looks. -#}
+    own; with nothing left null it only looks. Dispatched as spend_daily_percentiles_deferred is:
+    other adapters never defer, so they have nothing to fill. -#}
 {% macro fill_spend_daily_percentiles(relation, tagged=false) %}
-    {%- if not execute or target.type != 'duckdb' %}{{ return('') }}{% endif %}
+    {{ return(adapter.dispatch('fill_spend_daily_percentiles', 'spend_warehouse')(relation, tagged)) }}
+{% endmacro %}
+
+{% macro default__fill_spend_daily_percentiles(relation, tagged) %}
+    {{ return('') }}
+{% endmacro %}
+
+{% macro duckdb__fill_spend_daily_percentiles(relation, tagged) %}
+    {%- if not execute %}{{ return('') }}{% endif %}
     {%- set pending -%}
         select cast(spend_date as varchar) as spend_date, sum(request_count) as request_rows
         from {{ this }}
@@ -138,7 +148,7 @@
         group by spend_date
         order by spend_date
     {%- endset %}
-    {%- set batch_rows = spend_daily_percentile_rows(0.125) %}
+    {%- set batch_rows = spend_daily_percentile_rows('batch') %}
     {%- set batches = [] %}
     {%- set current = {'days': [], 'rows': 0} %}
     {%- for day, rows in run_query(pending).rows %}
