@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import dagster as dg
 import duckdb
 import pytest
 import yaml
-from dagster_dbt import DbtCliResource, DbtProject
+from dagster_dbt import DbtCliResource
 
 from dagster_project.defs.dbt import assets as dbt_defs
 from dagster_project.defs.dbt.project import dbt_project, manifest_is_stale, project_files
@@ -256,15 +255,12 @@ def test_a_build_hands_its_parse_to_the_next_build(tmp_path, monkeypatch):
     """The next build skips dbt's parse: it starts from the parse the last build kept
     (keep_partial_parse), which has its profile and vars, not from one made without them.
 
-    The project's target folder is the test's own: the builds of tests running beside this one,
-    with other settings, keep their parse in the shared folder."""
+    dagster-dbt's folder of invocations (``DBT_TARGET_PATH``) is the test's own: the builds of
+    tests running beside this one, with other settings, keep their parse in the shared folder.
+    The kept parse must land where dagster-dbt reads it, not in the project's ``target``."""
     _warehouse(tmp_path, monkeypatch)
     target = tmp_path / "dbt-target"
-    target.mkdir()
-    shutil.copyfile(dbt_project().manifest_path, target / "manifest.json")
-    own = DbtProject(DBT_PROJECT_DIR, target_path=target, profiles_dir=DBT_PROJECT_DIR)
-    monkeypatch.setattr(dbt_defs, "dbt_project", lambda: own)
-    monkeypatch.setenv("DBT_TARGET_PATH", str(target))  # dagster-dbt's folder of invocations
+    monkeypatch.setenv("DBT_TARGET_PATH", str(target))
     assets = _dbt_assets()
     config = {"ops": {assets.op.name: {"config": {"skip_unchanged": False}}}}
     logs = []

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 from dagster_dbt import DbtCliResource, DbtProject
-from dagster_dbt.core.dbt_cli_invocation import PARTIAL_PARSE_FILE_NAME
+from dagster_dbt.core.dbt_cli_invocation import PARTIAL_PARSE_FILE_NAME, _get_dbt_target_path
 from packaging.version import Version
 
 from dagster_project.settings import Settings
@@ -58,22 +58,28 @@ class ProjectDbtCli(DbtCliResource):
 def keep_partial_parse(target_path: str | Path, project: DbtProject) -> None:
     """Keep a finished command's parse (``partial_parse.msgpack``) for the next command.
 
-    dagster-dbt gives each command its own target directory and copies the project's
-    ``target/partial_parse.msgpack`` into it first. That file comes from ``dbt parse`` with
-    the committed profile and no vars, so dbt found it stale and parsed the whole project
-    again on every build (about 4 s at 67 models on 2 cores). A build's own file matches the
-    next build's profile and vars. dbt still checks every file's hash, profile and var
-    before it uses the file, so a stale one only costs the full parse. The copy is atomic:
-    a build that starts meanwhile reads the old file or the new one.
+    dagster-dbt gives each command its own target directory and copies the parse it finds in
+    its own target folder (``DBT_TARGET_PATH``, by default the project's ``target``) into it
+    first. That file came from ``dbt parse`` with the committed profile and no vars, so dbt
+    found it stale and parsed the whole project again on every build (about 4 s at 67 models
+    on 2 cores). A build's own file matches the next build's profile and vars, so it is kept
+    in the folder dagster-dbt reads, whatever ``DBT_TARGET_PATH`` says. dbt still checks every
+    file's hash, profile and var before it uses the file, so a stale one only costs the full
+    parse. The copy is atomic: a build that starts meanwhile reads the old file or the new one.
     """
     built = Path(target_path) / PARTIAL_PARSE_FILE_NAME
     if not built.exists():
         return
-    destination = Path(project.project_dir, project.target_path, PARTIAL_PARSE_FILE_NAME)
+    destination = kept_parse_path(project)
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(f".{PARTIAL_PARSE_FILE_NAME}.{os.getpid()}.tmp")
     shutil.copyfile(built, partial)
     os.replace(partial, destination)
+
+
+def kept_parse_path(project: DbtProject) -> Path:
+    """Where dagster-dbt looks for the parse it hands to each command (as it resolves it)."""
+    return Path(project.project_dir, _get_dbt_target_path(), PARTIAL_PARSE_FILE_NAME)
 
 
 def dbt_executable() -> str:
