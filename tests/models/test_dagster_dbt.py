@@ -16,10 +16,12 @@ from dagster_dbt import DbtCliResource
 from dagster_project.defs.dbt import assets as dbt_defs
 from dagster_project.defs.dbt.project import dbt_project, manifest_is_stale, project_files
 from dagster_project.defs.dbt.resources import (
+    KEPT_BUILD_FOLDERS,
     ProjectDbtCli,
     dbt_executable,
     dbt_vars,
     profile,
+    prune_command_folders,
     write_profiles,
 )
 from dagster_project.defs.resources import SettingsResource
@@ -128,6 +130,37 @@ def test_manifest_is_stale_when_missing_or_older(tmp_path):
     later = time.time() + 10
     os.utime(model, (later, later))
     assert manifest_is_stale(manifest, files)
+
+
+def _command_folder(folder: Path, name: str, written: float, *, log: float | None = None) -> Path:
+    path = folder / name
+    (path / "compiled").mkdir(parents=True)
+    (path / "compiled" / "model.sql").write_text("select 1")
+    if log is not None:
+        (path / "dbt.log").write_text("{}")
+        os.utime(path / "dbt.log", (log, log))
+    os.utime(path, (written, written))
+    return path
+
+
+def test_earlier_command_folders_are_removed_but_the_last_and_the_active(tmp_path):
+    now = time.time()
+    day = 86400
+    old = [_command_folder(tmp_path, f"build-old{i}", now - (10 - i) * day) for i in range(4)]
+    recent = [_command_folder(tmp_path, f"build-new{i}", now - (2 - i) * day) for i in range(2)]
+    other = _command_folder(tmp_path, "docs-old", now - 10 * day)
+    (tmp_path / "partial_parse.msgpack").write_bytes(b"parse")
+
+    assert sorted(prune_command_folders(tmp_path, "build", keep=2, now=now)) == sorted(old)
+    assert all(path.is_dir() for path in [*recent, other])
+    assert (tmp_path / "partial_parse.msgpack").exists()
+    assert not list(tmp_path.glob(".removing-*"))  # nothing half-removed left behind
+
+    # made days ago, but its dbt.log was written a minute ago: a command still running stays
+    running = _command_folder(tmp_path, "build-running", now - 9 * day, log=now - 60)
+    assert sorted(prune_command_folders(tmp_path, "build", keep=0, now=now)) == sorted(recent)
+    assert running.is_dir()
+    assert prune_command_folders(tmp_path, "build", keep=0, now=now + 2 * 3600) == [running]
 
 
 def test_layer_group_follows_the_models_folder():
@@ -261,6 +294,12 @@ def test_a_build_hands_its_parse_to_the_next_build(tmp_path, monkeypatch):
     _warehouse(tmp_path, monkeypatch)
     target = tmp_path / "dbt-target"
     monkeypatch.setenv("DBT_TARGET_PATH", str(target))
+    # the folders of builds a week ago: each build removes them but the last few
+    week_ago = time.time() - 7 * 86400
+    stale = [
+        _command_folder(target, f"{dbt_defs.DBT_ASSETS_NAME}-old{i}", week_ago + i)
+        for i in range(KEPT_BUILD_FOLDERS + 1)
+    ]
     assets = _dbt_assets()
     config = {"ops": {assets.op.name: {"config": {"skip_unchanged": False}}}}
     logs = []
@@ -271,6 +310,10 @@ def test_a_build_hands_its_parse_to_the_next_build(tmp_path, monkeypatch):
         logs.append(log.read_text())
     assert "Nothing changed, skipping partial parsing." in logs[1]
     assert "Unable to do partial parsing" not in logs[1]
+    # each build removed the oldest stale folder: the first build's folder and the newest
+    # stale ones were the last KEPT_BUILD_FOLDERS when the second build started
+    kept = [path for path in stale if path.exists()]
+    assert kept == stale[-(KEPT_BUILD_FOLDERS - 1) :]
 
 
 @pytest.mark.integration

@@ -17,7 +17,13 @@ import dagster as dg
 from dagster_dbt import dbt_assets
 
 from dagster_project.defs.dbt.project import dbt_project
-from dagster_project.defs.dbt.resources import dbt_cli, keep_partial_parse, vars_args
+from dagster_project.defs.dbt.resources import (
+    dbt_cli,
+    invocations_folder,
+    keep_partial_parse,
+    prune_command_folders,
+    vars_args,
+)
 from dagster_project.defs.resources import SettingsResource
 from dagster_project.lib.alerts.ledger import ledger_path, open_health_problem_count
 from dagster_project.lib.dbt.build_inputs import (
@@ -195,6 +201,9 @@ def defs() -> dg.Definitions:
                 target = settings.postgres
                 copied = load_raw_to_postgres(settings.build_path, target.url, target.raw_schema)
                 context.log.info(f"copied raw tables to PostgreSQL: {copied}")
+            pruned = prune_command_folders(invocations_folder(project), context.op.name)
+            if pruned:
+                context.log.info(f"removed the dbt folders of {len(pruned)} earlier build(s)")
             invocation = dbt.cli(command, context=context)
             events: list[Any] = []
             try:

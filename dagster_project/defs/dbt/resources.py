@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import sys
+import time
+import uuid
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -32,6 +34,12 @@ PROFILE_NAME = "spend_warehouse"
 # the first build at 10 M rows filled a 40 GB disk with spill files; with 2 it took 157 s.
 DUCKDB_THREADS = 2
 POSTGRES_THREADS = 2
+# dagster-dbt gives every dbt command its own folder (about 12 MB after a build: manifest,
+# compiled SQL, dbt.log), and nothing removed them: at a build every 15 minutes, 1 GB a day. The
+# last few stay for a look at their dbt.log and run_results.json; a folder written to within the
+# last hour stays too (a build of another warehouse from the same project may be running in it).
+KEPT_BUILD_FOLDERS = 5
+BUILD_FOLDER_IDLE_SECONDS = 3600
 
 
 class ProjectDbtCli(DbtCliResource):
@@ -77,9 +85,66 @@ def keep_partial_parse(target_path: str | Path, project: DbtProject) -> None:
     os.replace(partial, destination)
 
 
+def invocations_folder(project: DbtProject) -> Path:
+    """dagster-dbt's folder of command folders and of the parse it hands to each command
+    (``DBT_TARGET_PATH``, by default the project's ``target``), resolved as dagster-dbt does."""
+    return Path(project.project_dir, _get_dbt_target_path())
+
+
 def kept_parse_path(project: DbtProject) -> Path:
-    """Where dagster-dbt looks for the parse it hands to each command (as it resolves it)."""
-    return Path(project.project_dir, _get_dbt_target_path(), PARTIAL_PARSE_FILE_NAME)
+    """Where dagster-dbt looks for the parse it hands to each command."""
+    return invocations_folder(project) / PARTIAL_PARSE_FILE_NAME
+
+
+def prune_command_folders(
+    folder: Path,
+    prefix: str,
+    *,
+    keep: int = KEPT_BUILD_FOLDERS,
+    idle_seconds: float = BUILD_FOLDER_IDLE_SECONDS,
+    now: float | None = None,
+) -> list[Path]:
+    """Remove the folders ``<prefix>-*`` of earlier dbt commands in ``folder`` but the ``keep``
+    most recently written ones and any written within ``idle_seconds``; return those removed.
+
+    A folder's last write is the later of its own and its ``dbt.log``'s (dbt appends to the log
+    all through a command). Each folder is first renamed away, so two pipelines pruning at once
+    never remove the same folder twice, and a half-removed folder never looks like a build's.
+    """
+    now = time.time() if now is None else now
+    written: list[tuple[float, Path]] = []
+    for path in folder.glob(f"{prefix}-*"):
+        last_write = _last_write(path)
+        if last_write is not None:
+            written.append((last_write, path))
+    written.sort(reverse=True)
+    removed = []
+    for last_write, path in written[keep:]:
+        if now - last_write < idle_seconds:
+            continue
+        doomed = folder / f".removing-{path.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            path.rename(doomed)
+        except FileNotFoundError:  # another pipeline removed it first
+            continue
+        shutil.rmtree(doomed)
+        removed.append(path)
+    return removed
+
+
+def _last_write(path: Path) -> float | None:
+    """When a command folder (or the dbt.log in it) was last written; None when ``path`` is not
+    a folder, or no longer exists."""
+    try:
+        if not path.is_dir():
+            return None
+        folder_time = path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    try:
+        return max(folder_time, (path / "dbt.log").stat().st_mtime)
+    except FileNotFoundError:  # a command that has not logged yet
+        return folder_time
 
 
 def dbt_executable() -> str:
