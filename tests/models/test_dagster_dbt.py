@@ -150,6 +150,8 @@ def test_earlier_command_folders_are_removed_but_the_last_and_the_active(tmp_pat
     recent = [_command_folder(tmp_path, f"build-new{i}", now - (2 - i) * day) for i in range(2)]
     other = _command_folder(tmp_path, "docs-old", now - 10 * day)
     (tmp_path / "partial_parse.msgpack").write_bytes(b"parse")
+    # half-removed by a prune that was killed
+    _command_folder(tmp_path, ".removing-build-old9-0123abcd", now - 11 * day)
 
     assert sorted(prune_command_folders(tmp_path, "build", keep=2, now=now)) == sorted(old)
     assert all(path.is_dir() for path in [*recent, other])

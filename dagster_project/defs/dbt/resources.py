@@ -9,6 +9,7 @@ for the SQL linter; a test keeps the two profiles alike.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -109,9 +110,12 @@ def prune_command_folders(
 
     A folder's last write is the later of its own and its ``dbt.log``'s (dbt appends to the log
     all through a command). Each folder is first renamed away, so two pipelines pruning at once
-    never remove the same folder twice, and a half-removed folder never looks like a build's.
+    never remove the same folder twice, and a half-removed folder never looks like a build's;
+    one a killed process left half-removed is removed by the next prune.
     """
     now = time.time() if now is None else now
+    for leftover in folder.glob(f".removing-{prefix}-*"):
+        _remove(leftover)
     written: list[tuple[float, Path]] = []
     for path in folder.glob(f"{prefix}-*"):
         last_write = _last_write(path)
@@ -127,9 +131,15 @@ def prune_command_folders(
             path.rename(doomed)
         except FileNotFoundError:  # another pipeline removed it first
             continue
-        shutil.rmtree(doomed)
+        _remove(doomed)
         removed.append(path)
     return removed
+
+
+def _remove(folder: Path) -> None:
+    """Remove a renamed-away folder; a prune running beside this one may be removing it too."""
+    with contextlib.suppress(FileNotFoundError):  # then it is gone, as wanted
+        shutil.rmtree(folder)
 
 
 def _last_write(path: Path) -> float | None:
